@@ -1,0 +1,107 @@
+"""JetStream streams, durable consumers and KV buckets of the mesh (DESIGN.md §3).
+
+Plain data: the runtime creates them idempotently at start-up; ``stellwerk status`` and
+the AsyncAPI export read the same definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from schemas import subjects
+
+DAY: Final = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDef:
+    name: str
+    subjects: tuple[str, ...]
+    retention: Literal["limits", "workqueue"]
+    max_age_s: float
+    storage: Literal["file", "memory"] = "file"
+    deny_delete: bool = False
+    deny_purge: bool = False
+    duplicate_window_s: float = 120.0
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerDef:
+    durable: str
+    stream: str
+    filter_subject: str
+    service: str
+    description: str = ""
+    max_ack_pending: int = 256
+
+
+PIPELINE: Final = StreamDef(
+    name="PIPELINE",
+    subjects=(
+        subjects.REQUEST_SUBMITTED,
+        subjects.REQUEST_SCREENED,
+        subjects.REQUEST_ROUTED,
+        subjects.RESPONSE_GENERATED,
+    ),
+    retention="workqueue",
+    max_age_s=600.0,
+    description="Requests in flight; raw content lives here only until the next stage acks.",
+)
+USAGE: Final = StreamDef(
+    name="USAGE",
+    subjects=(subjects.USAGE_ALL,),
+    retention="limits",
+    max_age_s=400 * DAY,
+    deny_delete=True,
+    description="Token, GPU-second and cost records; replayable to rebuild budgets.",
+)
+AUDIT: Final = StreamDef(
+    name="AUDIT",
+    subjects=(subjects.AUDIT_ALL,),
+    retention="limits",
+    max_age_s=10 * 365 * DAY,
+    deny_delete=True,
+    deny_purge=True,
+    description="Metadata-only audit events and their hash-chained records.",
+)
+APPROVALS: Final = StreamDef(
+    name="APPROVALS",
+    subjects=(subjects.TOOL_APPROVAL_ALL,),
+    retention="limits",
+    max_age_s=30 * DAY,
+    description="Human approval requests and decisions for tool calls.",
+)
+DLQ: Final = StreamDef(
+    name="DLQ",
+    subjects=(subjects.DLQ_ALL,),
+    retention="limits",
+    max_age_s=14 * DAY,
+    description="Messages a service could not process, with the reason.",
+)
+FINOPS: Final = StreamDef(
+    name="FINOPS",
+    subjects=(subjects.FINOPS_ALERT,),
+    retention="limits",
+    max_age_s=400 * DAY,
+    description="Budget threshold alerts.",
+)
+
+STREAMS: Final = (PIPELINE, USAGE, AUDIT, APPROVALS, DLQ, FINOPS)
+
+DLP_INPUT: Final = ConsumerDef("dlp-input", "PIPELINE", subjects.REQUEST_SUBMITTED, "dlp")
+ROUTER: Final = ConsumerDef("router", "PIPELINE", subjects.REQUEST_SCREENED, "router")
+INFERENCE: Final = ConsumerDef("inference", "PIPELINE", subjects.REQUEST_ROUTED, "inference")
+DLP_OUTPUT: Final = ConsumerDef("dlp-output", "PIPELINE", subjects.RESPONSE_GENERATED, "dlp")
+FINOPS_USAGE: Final = ConsumerDef("finops", "USAGE", subjects.USAGE_RECORDED, "finops")
+AUDIT_INTAKE: Final = ConsumerDef("audit", "AUDIT", subjects.AUDIT_EVENTS, "audit")
+
+CONSUMERS: Final = (DLP_INPUT, ROUTER, INFERENCE, DLP_OUTPUT, FINOPS_USAGE, AUDIT_INTAKE)
+
+KV_BUDGETS: Final = "budgets"
+KV_PROVIDER_HEALTH: Final = "provider_health"
+KV_CAPACITY: Final = "capacity"
+KV_RATELIMITS: Final = "ratelimits"
+KV_APPROVALS: Final = "approvals"
+KV_BUCKETS: Final = (KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS)

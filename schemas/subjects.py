@@ -1,0 +1,47 @@
+"""Subject names (DESIGN.md §3). Services import these; no subject string literals elsewhere."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from schemas.vocabulary import Stage
+
+PREFIX: Final = "stellwerk.v1"
+
+REQUEST_SUBMITTED: Final = f"{PREFIX}.request.submitted"
+REQUEST_SCREENED: Final = f"{PREFIX}.request.screened"
+REQUEST_ROUTED: Final = f"{PREFIX}.request.routed"
+RESPONSE_GENERATED: Final = f"{PREFIX}.response.generated"
+RESULT_PREFIX: Final = f"{PREFIX}.result"
+RESULT_ALL: Final = f"{RESULT_PREFIX}.*"
+USAGE_RECORDED: Final = f"{PREFIX}.usage.recorded"
+USAGE_ALL: Final = f"{PREFIX}.usage.>"
+AUDIT_PREFIX: Final = f"{PREFIX}.audit"
+AUDIT_EVENTS: Final = f"{AUDIT_PREFIX}.*"  # one token: the stage that emitted the event
+AUDIT_CHAIN_PREFIX: Final = f"{AUDIT_PREFIX}.chain"
+AUDIT_CHAIN_ALL: Final = f"{AUDIT_CHAIN_PREFIX}.*"
+AUDIT_ALL: Final = f"{AUDIT_PREFIX}.>"
+FINOPS_ALERT: Final = f"{PREFIX}.finops.alert"
+TOOL_CALL_REQUESTED: Final = f"{PREFIX}.tool.call.requested"
+TOOL_APPROVAL_REQUESTED: Final = f"{PREFIX}.tool.approval.requested"
+TOOL_APPROVAL_DECIDED: Final = f"{PREFIX}.tool.approval.decided"
+TOOL_APPROVAL_ALL: Final = f"{PREFIX}.tool.approval.*"
+DLQ_PREFIX: Final = f"{PREFIX}.dlq"
+DLQ_ALL: Final = f"{DLQ_PREFIX}.*"
+CONTROL_POLICY_PUSH: Final = f"{PREFIX}.control.policy.push"
+
+
+def result(request_id: str) -> str:
+    return f"{RESULT_PREFIX}.{request_id}"
+
+
+def audit(stage: Stage) -> str:
+    return f"{AUDIT_PREFIX}.{stage}"
+
+
+def audit_chain(partition: str) -> str:
+    return f"{AUDIT_CHAIN_PREFIX}.{partition}"
+
+
+def dlq(service: str) -> str:
+    return f"{DLQ_PREFIX}.{service}"

@@ -1,0 +1,60 @@
+"""The platform's shared vocabulary (DESIGN.md §4). Literal types export cleanly to JSON Schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal, get_args
+
+import msgspec
+
+DataSensitivity = Literal["public", "internal", "confidential", "highly_confidential"]
+UsecaseClass = Literal["chat", "summarization", "extraction", "coding", "decision_support"]
+QualityTier = Literal["standard", "high"]
+ContextLengthBucket = Literal["<8k", "8-32k", ">32k"]
+BudgetClass = Literal["low", "standard", "premium"]
+Direction = Literal["input", "output"]
+DlpAction = Literal["allow", "redact", "block"]
+Route = Literal["local-vllm", "api-gpt52", "fallback-policy"]
+ResultStatus = Literal["ok", "blocked", "failed"]
+ProviderHealth = Literal["healthy", "degraded", "down"]
+
+Stage = Literal[
+    "gateway",
+    "dlp_input",
+    "router",
+    "inference",
+    "dlp_output",
+    "finops",
+    "toolgateway",
+    "approval",
+    "client",
+]
+
+# Machine-readable reason codes. Error bodies and audit records carry these, never free text
+# derived from content.
+ErrorCode = Literal[
+    "dlp_blocked_input",
+    "dlp_blocked_output",
+    "dlp_unavailable",
+    "policy_unavailable",
+    "no_route_available",
+    "budget_exhausted",
+    "deadline_exceeded",
+    "provider_error",
+    "provider_timeout",
+    "rate_limited",
+    "invalid_request",
+    "internal_error",
+]
+
+SENSITIVITY_ORDER: Final[tuple[DataSensitivity, ...]] = get_args(DataSensitivity)
+CONTEXT_BUCKETS: Final[tuple[ContextLengthBucket, ...]] = get_args(ContextLengthBucket)
+
+# Identifiers in audit-grade events: no whitespace, bounded — a field typed this way cannot
+# carry a sentence of prompt text.
+Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:@/<>=+\-]{1,128}$")]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^(sha256:)?[0-9a-f]{16,64}$")]
+
+
+def max_sensitivity(*levels: DataSensitivity) -> DataSensitivity:
+    """The strictest of the given levels: callers may raise sensitivity, never lower it."""
+    return max(levels, key=SENSITIVITY_ORDER.index)

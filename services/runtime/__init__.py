@@ -1,0 +1,1 @@
+"""Shared runtime plumbing (bus, settings, logging, telemetry, policy engine). No business logic."""
