@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from schemas import subjects
+from schemas.vocabulary import Stage
 
 DAY: Final = 86_400.0
 
@@ -33,8 +34,12 @@ class ConsumerDef:
     stream: str
     filter_subject: str
     service: str
+    stage: Stage
     description: str = ""
     max_ack_pending: int = 256
+    # Stages on the request path end expired requests and fail requests they cannot process;
+    # accounting consumers (usage, audit) must process every event whatever its deadline.
+    in_request_path: bool = True
 
 
 PIPELINE: Final = StreamDef(
@@ -90,12 +95,24 @@ FINOPS: Final = StreamDef(
 
 STREAMS: Final = (PIPELINE, USAGE, AUDIT, APPROVALS, DLQ, FINOPS)
 
-DLP_INPUT: Final = ConsumerDef("dlp-input", "PIPELINE", subjects.REQUEST_SUBMITTED, "dlp")
-ROUTER: Final = ConsumerDef("router", "PIPELINE", subjects.REQUEST_SCREENED, "router")
-INFERENCE: Final = ConsumerDef("inference", "PIPELINE", subjects.REQUEST_ROUTED, "inference")
-DLP_OUTPUT: Final = ConsumerDef("dlp-output", "PIPELINE", subjects.RESPONSE_GENERATED, "dlp")
-FINOPS_USAGE: Final = ConsumerDef("finops", "USAGE", subjects.USAGE_RECORDED, "finops")
-AUDIT_INTAKE: Final = ConsumerDef("audit", "AUDIT", subjects.AUDIT_EVENTS, "audit")
+DLP_INPUT: Final = ConsumerDef(
+    "dlp-input", "PIPELINE", subjects.REQUEST_SUBMITTED, "dlp", "dlp_input", "Screens prompts."
+)
+ROUTER: Final = ConsumerDef(
+    "router", "PIPELINE", subjects.REQUEST_SCREENED, "router", "router", "Routes by policy."
+)
+INFERENCE: Final = ConsumerDef(
+    "inference", "PIPELINE", subjects.REQUEST_ROUTED, "inference", "inference", "Runs the model."
+)
+DLP_OUTPUT: Final = ConsumerDef(
+    "dlp-output", "PIPELINE", subjects.RESPONSE_GENERATED, "dlp", "dlp_output", "Screens answers."
+)
+FINOPS_USAGE: Final = ConsumerDef(
+    "finops", "USAGE", subjects.USAGE_RECORDED, "finops", "finops", "Prices usage.", in_request_path=False
+)
+AUDIT_INTAKE: Final = ConsumerDef(
+    "audit", "AUDIT", subjects.AUDIT_EVENTS, "audit", "audit", "Chains audit events.", in_request_path=False
+)
 
 CONSUMERS: Final = (DLP_INPUT, ROUTER, INFERENCE, DLP_OUTPUT, FINOPS_USAGE, AUDIT_INTAKE)
 

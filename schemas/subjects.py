@@ -31,6 +31,11 @@ DLQ_ALL: Final = f"{DLQ_PREFIX}.*"
 CONTROL_POLICY_PUSH: Final = f"{PREFIX}.control.policy.push"
 
 
+def token(value: str) -> str:
+    """A value made safe as one subject or KV-key token (no dots, wildcards or spaces)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in value)
+
+
 def result(request_id: str) -> str:
     return f"{RESULT_PREFIX}.{request_id}"
 

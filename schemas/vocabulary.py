@@ -26,6 +26,7 @@ Stage = Literal[
     "finops",
     "toolgateway",
     "approval",
+    "audit",
     "client",
 ]
 

@@ -1,0 +1,1 @@
+"""Audit: appends metadata-only events to hash chains in the AUDIT stream."""

@@ -1,0 +1,1 @@
+"""FinOps: prices usage, keeps budgets."""

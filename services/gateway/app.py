@@ -1,0 +1,204 @@
+"""Gateway contract.
+
+HTTP      POST /v1/chat/completions (plain and SSE), GET /v1/models, /healthz, /metrics
+publishes stellwerk.v1.request.submitted, stellwerk.v1.audit.gateway
+awaits    stellwerk.v1.result.<request_id>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from schemas import subjects
+from schemas.events import (
+    AuditEvent,
+    ChatMessage,
+    GenerationParams,
+    RequestResult,
+    RequestSubmitted,
+    deadline_in,
+    encode,
+    envelope_fields,
+    new_id,
+)
+from services.gateway.attributes import InvalidAttribute, resolve_attributes
+from services.gateway.openai_api import ChatCompletionRequest, completion_body, error_body, stream_chunks
+from services.runtime.bus import connect, ensure_topology
+from services.runtime.errors import HTTP_STATUS, fixed_message
+from services.runtime.settings import MeshSettings, PlatformConfig, load_config
+from stellwerk.client import DeadlineExceeded, StellwerkClient
+
+TIMEOUT_HEADER = "x-stellwerk-timeout"
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "stellwerk_gateway_requests", "Chat requests by outcome", ["status", "code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "stellwerk_gateway_request_seconds", "End-to-end request latency", registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.in_flight = Gauge("stellwerk_gateway_in_flight", "Requests in flight", registry=self.registry)
+
+
+def create_app(settings: MeshSettings | None = None, max_in_flight: int = 512) -> FastAPI:
+    settings = settings or MeshSettings()
+    config: PlatformConfig = load_config(settings.config_file)
+    metrics = GatewayMetrics()
+    slots = asyncio.Semaphore(max_in_flight)
+    state: dict[str, StellwerkClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nc = await connect(settings.nats_url, "stellwerk-gateway")
+        await ensure_topology(nc.jetstream())
+        state["client"] = StellwerkClient(nc)
+        yield
+        await nc.drain()
+
+    app = FastAPI(title="Stellwerk gateway", version="0.1.0", lifespan=lifespan)
+
+    def error(status: int, code: str, message: str, request_id: str | None = None,
+              retry_after: float | None = None, **extra: Any) -> JSONResponse:
+        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+        if retry_after is not None:
+            extra["retry_after_s"] = retry_after
+        metrics.requests.labels(status=str(status), code=code).inc()
+        return JSONResponse(error_body(code, message, request_id=request_id, extra=extra), status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Field locations only: pydantic's "input" would echo the caller's content.
+        fields = [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+        return error(400, "invalid_request", f"Invalid request body: {', '.join(fields)}")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        client = state.get("client")
+        if client is None or not client.nc.is_connected:
+            return JSONResponse({"status": "unavailable"}, 503)  # type: ignore[return-value]
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Any:
+        if config.key_for(_bearer(request)) is None:
+            return error(401, "invalid_api_key", "Incorrect API key provided.")
+        routes = sorted({d.route for d in config.deployments})
+        return {"object": "list", "data": [
+            {"id": "stellwerk", "object": "model", "owned_by": "stellwerk", "created": 0},
+            *({"id": r, "object": "model", "owned_by": "stellwerk", "created": 0} for r in routes),
+        ]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        key = config.key_for(_bearer(request))
+        if key is None:
+            return error(401, "invalid_api_key", "Incorrect API key provided.")
+        try:
+            usecase, attributes = resolve_attributes(key, request.headers, body.metadata or {})
+        except InvalidAttribute as exc:
+            return error(400, "invalid_request", f"Invalid value for request attribute '{exc.field}'.")
+        timeout_s = config.request_timeout_s
+        if TIMEOUT_HEADER in request.headers:
+            try:
+                timeout_s = min(float(request.headers[TIMEOUT_HEADER]), timeout_s)
+            except ValueError:
+                return error(400, "invalid_request", f"Invalid {TIMEOUT_HEADER} header.")
+        if slots.locked():
+            return error(503, "overloaded", "The gateway is at capacity; retry shortly.", retry_after=1)
+        request_id = new_id()
+        stop = [body.stop] if isinstance(body.stop, str) else body.stop
+        submitted = RequestSubmitted(
+            request_id=request_id,
+            correlation_id=request.headers.get("x-correlation-id", request_id)[:128].replace(" ", "_"),
+            deadline=deadline_in(timeout_s),
+            tenant=key.tenant,
+            business_unit=key.business_unit,
+            user_role=key.user_role,
+            usecase_class=usecase,
+            messages=[ChatMessage(role=m.role, content=m.text()) for m in body.messages],
+            attributes=attributes,
+            params=GenerationParams(
+                max_tokens=body.max_completion_tokens or body.max_tokens,
+                temperature=body.temperature,
+                top_p=body.top_p,
+                stop=stop,
+            ),
+            pseudonymize=bool((body.metadata or {}).get("pseudonymize", False)),
+        )
+        client = state["client"]
+        async with slots:
+            metrics.in_flight.inc()
+            try:
+                with metrics.latency.time():
+                    received = AuditEvent(
+                        **envelope_fields(submitted),
+                        stage="gateway",
+                        outcome="received",
+                        data_sensitivity=attributes.data_sensitivity,
+                        attributes={"api_key": key.key_id, "quality_tier": attributes.quality_tier,
+                                    "budget_class": attributes.budget_class, "stream": str(body.stream).lower()},
+                    )
+                    _, result = await asyncio.gather(
+                        client.js.publish(
+                            subjects.audit("gateway"),
+                            encode(received),
+                            headers={"Nats-Msg-Id": f"audit:{request_id}:gateway:received"},
+                        ),
+                        client.submit(submitted),
+                    )
+            except DeadlineExceeded:
+                return error(504, "deadline_exceeded", fixed_message("deadline_exceeded"), request_id)
+            finally:
+                metrics.in_flight.dec()
+        return _respond(result, body, metrics, error)
+
+    return app
+
+
+def _respond(result: RequestResult, body: ChatCompletionRequest, metrics: GatewayMetrics, error: Any) -> Any:
+    if result.status != "ok" or result.error is not None:
+        assert result.error is not None
+        extra: dict[str, Any] = {"stage": result.error.stage}
+        if result.error.rule_id:
+            extra["rule_id"] = result.error.rule_id
+        return error(HTTP_STATUS[result.error.code], result.error.code, result.error.message,
+                     result.request_id, retry_after=result.error.retry_after_s, **extra)
+    metrics.requests.labels(status="200", code="ok").inc()
+    headers = {"x-stellwerk-request-id": result.request_id}
+    if result.routing:
+        headers["x-stellwerk-route"] = result.routing.route
+    if not body.stream:
+        return JSONResponse(completion_body(result), headers=headers)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    async def sse() -> AsyncIterator[bytes]:
+        for chunk in stream_chunks(result, include_usage):
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
+
+
+def _bearer(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    return request.headers.get("api-key", "")  # Azure OpenAI clients send this header

@@ -1,0 +1,174 @@
+"""LiteLLM execution of a routing decision: the chosen route, then only the allowed fallbacks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import litellm
+from litellm import Router
+
+from schemas.events import ChatMessage, GenerationParams, RoutingDecision
+from schemas.vocabulary import ErrorCode, Route
+from services.finops.pricing import gpu_seconds, price_call
+from services.runtime.settings import Deployment, PlatformConfig
+
+litellm.telemetry = False
+litellm.suppress_debug_info = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    route: Route
+    deployment: Deployment
+    content: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    latency_ms: float
+    gpu_seconds: float
+    cost: float
+    fallback_from: Route | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailure:
+    route: Route
+    code: ErrorCode
+    error_type: str
+
+
+class InferenceFailed(Exception):
+    def __init__(self, code: ErrorCode, attempts: list[AttemptFailure]) -> None:
+        super().__init__(code)
+        self.code = code
+        self.attempts = attempts
+
+
+def _litellm_model(deployment: Deployment) -> str:
+    return f"{deployment.provider}/{deployment.model}"
+
+
+class InferenceEngine:
+    def __init__(self, config: PlatformConfig, num_retries: int = 1) -> None:
+        self.config = config
+        self._by_name = {d.name: d for d in config.deployments}
+        self.router = Router(
+            model_list=[
+                {
+                    "model_name": d.route,
+                    "litellm_params": {
+                        "model": _litellm_model(d),
+                        "api_base": d.api_base,
+                        "api_key": d.api_key,
+                        "timeout": d.timeout_s,
+                    },
+                    "model_info": {"id": d.name},
+                }
+                for d in config.deployments
+            ],
+            num_retries=num_retries,
+            retry_after=0,
+            routing_strategy="simple-shuffle",
+        )
+
+    async def run(
+        self,
+        decision: RoutingDecision,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        timeout_s: float,
+    ) -> CallOutcome:
+        """Try the decided route, then each allowed fallback; raise InferenceFailed if none answers."""
+        routes: list[Route] = [decision.route, *decision.fallbacks]
+        attempts: list[AttemptFailure] = []
+        deadline = time.monotonic() + timeout_s
+        for route in routes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                attempts.append(AttemptFailure(route, "provider_timeout", "DeadlineExceeded"))
+                break
+            try:
+                outcome = await self._call(route, messages, params, remaining)
+            except litellm.Timeout as exc:
+                attempts.append(AttemptFailure(route, "provider_timeout", type(exc).__name__))
+            except Exception as exc:  # noqa: BLE001 - any provider failure may fall back
+                attempts.append(AttemptFailure(route, "provider_error", type(exc).__name__))
+            else:
+                if route != decision.route:
+                    return _with_fallback(outcome, decision.route)
+                return outcome
+        code: ErrorCode = attempts[-1].code if attempts else "provider_error"
+        raise InferenceFailed(code, attempts)
+
+    async def _call(
+        self, route: Route, messages: list[ChatMessage], params: GenerationParams, timeout_s: float
+    ) -> CallOutcome:
+        extra: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("max_tokens", params.max_tokens),
+                ("temperature", params.temperature),
+                ("top_p", params.top_p),
+                ("stop", params.stop),
+            )
+            if v is not None
+        }
+        started = time.perf_counter()
+        ttft: float | None = None
+        parts: list[str] = []
+        finish_reason = "stop"
+        usage: Any = None
+        stream = await self.router.acompletion(
+            model=route,
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            stream=True,
+            stream_options={"include_usage": True},
+            timeout=timeout_s,
+            **extra,
+        )
+        deployment_name: str | None = None
+        async for chunk in stream:
+            if deployment_name is None:
+                deployment_name = (getattr(stream, "_hidden_params", None) or {}).get("model_id")
+            if chunk.choices:
+                choice = chunk.choices[0]
+                if choice.delta and choice.delta.content:
+                    if ttft is None:
+                        ttft = time.perf_counter() - started
+                    parts.append(choice.delta.content)
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+            chunk_usage = getattr(chunk, "usage", None)
+            if chunk_usage:
+                usage = chunk_usage
+        latency = time.perf_counter() - started
+        deployment = self._by_name.get(deployment_name or "") or self.config.deployments_for(route)[0]
+        content = "".join(parts)
+        if usage is not None:
+            prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        else:
+            prompt_tokens = litellm.token_counter(
+                model="gpt-4o", messages=[{"role": m.role, "content": m.content} for m in messages]
+            )
+            completion_tokens = litellm.token_counter(model="gpt-4o", text=content)
+        gpu_s = gpu_seconds(deployment, latency)
+        return CallOutcome(
+            route=route,
+            deployment=deployment,
+            content=content,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            ttft_ms=(ttft if ttft is not None else latency) * 1000,
+            latency_ms=latency * 1000,
+            gpu_seconds=gpu_s,
+            cost=price_call(deployment, prompt_tokens, completion_tokens, gpu_s),
+            fallback_from=None,
+        )
+
+
+def _with_fallback(outcome: CallOutcome, original: Route) -> CallOutcome:
+    return replace(outcome, fallback_from=original)

@@ -1,0 +1,83 @@
+"""Router worker contract.
+
+consumes  stellwerk.v1.request.screened  (durable ``router``)
+publishes stellwerk.v1.request.routed    (route, rule, policy version, allowed fallbacks)
+          stellwerk.v1.result.<id>       (fallback-policy: typed refusal with retry hint)
+          stellwerk.v1.audit.router
+"""
+
+from __future__ import annotations
+
+from schemas import subjects
+from schemas.events import AuditEvent, RequestRouted, RequestScreened, RuntimeSignals, envelope_fields
+from schemas.streams import ROUTER
+from services.router.context_length import context_bucket
+from services.router.decision import RouterSettings, RoutingEngine, RoutingInput, RoutingUnavailable
+from services.runtime.worker import Worker
+
+
+def build(worker: Worker) -> None:
+    engine = RoutingEngine(RouterSettings())
+    signals = RuntimeSignals()
+
+    async def on_screened(event: RequestScreened) -> None:
+        attributes = event.attributes
+        attributes.context_length_bucket = context_bucket(event.messages)
+        policy_input = RoutingInput(
+            data_sensitivity=attributes.data_sensitivity,
+            usecase_class=event.usecase_class,
+            quality_tier=attributes.quality_tier,
+            context_length_bucket=attributes.context_length_bucket,
+            budget_class=attributes.budget_class,
+            need_websearch=attributes.need_websearch,
+            need_tools=attributes.need_tools,
+            tenant=event.tenant,
+            business_unit=event.business_unit,
+            user_role=event.user_role,
+            runtime_signals=signals,
+        )
+        try:
+            decision = engine.decide(policy_input)
+        except RoutingUnavailable:
+            await worker.fail(event, "policy_unavailable", stage="router")
+            return
+        envelope = envelope_fields(event)
+        await worker.audit(
+            AuditEvent(
+                **envelope,
+                stage="router",
+                outcome="refused" if decision.route == "fallback-policy" else "routed",
+                rule_id=decision.rule_id,
+                policy_version=decision.policy_version,
+                route=decision.route,
+                fallbacks=decision.fallbacks,
+                data_sensitivity=attributes.data_sensitivity,
+                attributes={
+                    "quality_tier": attributes.quality_tier,
+                    "budget_class": attributes.budget_class,
+                    "context_length_bucket": attributes.context_length_bucket,
+                    "local_capacity_ok": str(signals.local_capacity_ok).lower(),
+                    "budget_exhausted": str(signals.budget_exhausted).lower(),
+                },
+            )
+        )
+        if decision.route == "fallback-policy":
+            await worker.fail(event, "no_route_available", stage="router", rule_id=decision.rule_id,
+                              retry_after_s=30.0, already_audited=True, dlp_input=event.dlp_input, routing=decision)
+            return
+        await worker.publish(
+            subjects.REQUEST_ROUTED,
+            RequestRouted(
+                **envelope,
+                messages=event.messages,
+                attributes=attributes,
+                params=event.params,
+                pseudonymize=event.pseudonymize,
+                dlp_input=event.dlp_input,
+                pseudonyms=event.pseudonyms,
+                routing=decision,
+            ),
+            msg_id=f"{event.request_id}:routed",
+        )
+
+    worker.consume(ROUTER, RequestScreened, on_screened)

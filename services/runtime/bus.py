@@ -1,0 +1,85 @@
+"""Joining the mesh: stream/KV topology (idempotent) and worker discovery.
+
+Every worker registers as a NATS micro service (``$SRV.PING``/``$SRV.INFO``), the standard
+discovery protocol of NATS, so ``stellwerk status`` can count live workers per service.
+"""
+
+from __future__ import annotations
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.micro import ServiceConfig, add_service
+from nats.micro.service import Service
+
+from schemas.streams import KV_BUCKETS, STREAMS, StreamDef
+
+
+def stream_config(definition: StreamDef) -> StreamConfig:
+    return StreamConfig(
+        name=definition.name,
+        description=definition.description,
+        subjects=list(definition.subjects),
+        retention=RetentionPolicy.WORK_QUEUE
+        if definition.retention == "workqueue"
+        else RetentionPolicy.LIMITS,
+        max_age=definition.max_age_s,
+        storage=StorageType.FILE if definition.storage == "file" else StorageType.MEMORY,
+        deny_delete=definition.deny_delete,
+        deny_purge=definition.deny_purge,
+        duplicate_window=definition.duplicate_window_s,
+    )
+
+
+async def ensure_topology(js: JetStreamContext) -> None:
+    """Create or update every stream and KV bucket; safe to call from every worker at start."""
+    for definition in STREAMS:
+        config = stream_config(definition)
+        try:
+            await js.stream_info(definition.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                pass  # another worker created it first
+        else:
+            await js.update_stream(config)
+    for bucket in KV_BUCKETS:
+        try:
+            await js.key_value(bucket)
+        except (NotFoundError, BadRequestError):
+            try:
+                await js.create_key_value(KeyValueConfig(bucket=bucket, history=5))
+            except BadRequestError:
+                pass
+
+
+async def connect(url: str, name: str, *, persistent: bool = True) -> Client:
+    """Workers reconnect forever; one-shot tools (status, supervisor probes) give up at once."""
+    return await nats.connect(
+        url,
+        name=name,
+        connect_timeout=3,
+        allow_reconnect=persistent,
+        max_reconnect_attempts=-1 if persistent else 0,
+    )
+
+
+async def register_worker(nc: Client, service: str, worker_id: str, version: str = "0.1.0") -> Service:
+    """Announce this worker for discovery; ``stellwerk status`` pings ``$SRV.PING.<service>``."""
+    return await add_service(
+        nc,
+        ServiceConfig(
+            name=f"stellwerk-{service}",
+            version=version,
+            description=f"Stellwerk {service} worker",
+            metadata={"worker_id": worker_id, "service": service},
+        ),
+    )

@@ -1,0 +1,41 @@
+"""Fixed, content-free error sentences per error code (what callers and audit see)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from schemas.vocabulary import ErrorCode
+
+MESSAGES: Final[dict[ErrorCode, str]] = {
+    "dlp_blocked_input": "The request was blocked by the data protection policy.",
+    "dlp_blocked_output": "The model's answer was withheld by the data protection policy.",
+    "dlp_unavailable": "The data protection guard could not screen the request; it was refused.",
+    "policy_unavailable": "The routing policy could not decide; the request was refused.",
+    "no_route_available": "No model route may serve this request right now; retry later.",
+    "budget_exhausted": "The budget for this request is exhausted.",
+    "deadline_exceeded": "The request's deadline passed before it completed.",
+    "provider_error": "The model provider failed to answer.",
+    "provider_timeout": "The model provider did not answer in time.",
+    "rate_limited": "Rate limit exceeded; retry after the indicated time.",
+    "invalid_request": "The request is invalid.",
+    "internal_error": "The platform failed to process the request.",
+}
+
+HTTP_STATUS: Final[dict[ErrorCode, int]] = {
+    "dlp_blocked_input": 400,
+    "dlp_blocked_output": 422,
+    "dlp_unavailable": 503,
+    "policy_unavailable": 503,
+    "no_route_available": 503,
+    "budget_exhausted": 429,
+    "deadline_exceeded": 504,
+    "provider_error": 502,
+    "provider_timeout": 504,
+    "rate_limited": 429,
+    "invalid_request": 400,
+    "internal_error": 500,
+}
+
+
+def fixed_message(code: ErrorCode) -> str:
+    return MESSAGES[code]

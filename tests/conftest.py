@@ -1,0 +1,38 @@
+"""Shared fixtures: a real nats-server with JetStream on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stellwerk.supervisor import free_port, nats_server_binary, port_in_use
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not port_in_use(port):
+        assert process.poll() is None, "nats-server exited"
+        assert time.monotonic() < deadline, "nats-server did not listen"
+        time.sleep(0.01)
+    return process, f"nats://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    process, url = start_nats(tmp_path / "nats")
+    yield url
+    process.terminate()
+    process.wait(timeout=5)

@@ -1,0 +1,45 @@
+"""Helpers to run a whole mesh for integration tests (real processes, real NATS)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+from services.runtime.settings import DEFAULT_CONFIG
+from stellwerk.supervisor import free_port
+
+T = TypeVar("T")
+
+
+def write_test_config(directory: Path, **overrides: object) -> Path:
+    """The default config with free ports, so tests never collide with a running mesh."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["gateway_port"] = free_port()
+    for simulator in config["simulators"]:
+        simulator["port"] = free_port()
+        simulator["ttft_ms"] = 0
+        simulator["itl_ms"] = 0
+    ports = {s["name"]: s["port"] for s in config["simulators"]}
+    for deployment in config["deployments"]:
+        deployment["api_base"] = f"http://127.0.0.1:{ports[deployment['route']]}/v1"
+    config.update(overrides)
+    path = directory / "stellwerk.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float = 15.0) -> T:
+    """Poll ``probe`` until it returns a truthy value (asynchronous effects settle)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,272 @@
+"""The governed request path end to end: real NATS, every service as its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import openai
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from schemas import subjects
+from schemas.events import AuditEvent, AuditRecord, DeadLetter, decode
+from schemas.streams import AUDIT, DLQ, KV_BUDGETS
+from services.finops.ledger import Totals
+from services.runtime.bus import connect
+from stellwerk.supervisor import Mesh
+from tests.conftest import start_nats
+from tests.integration.mesh import eventually, write_test_config
+
+API_KEY = "sk-stellwerk-demo"
+PIPELINE_STAGES = {"gateway", "dlp_input", "router", "inference", "dlp_output"}
+SECRET_EMAIL = "erika.mustermann@example.org"
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("mesh")
+    nats_process, url = start_nats(root / "nats")
+    mesh = Mesh(
+        config_file=write_test_config(root),
+        state_dir=root / "state",
+        nats_url=url,
+        extra_env={"STELLWERK_ACK_WAIT_S": "2", "STELLWERK_TRACE_FILE": str(root / "traces.jsonl")},
+    )
+    asyncio.run(mesh.start())
+    yield mesh
+    mesh.stop()
+    nats_process.terminate()
+    nats_process.wait(timeout=5)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def nc(mesh: Mesh) -> AsyncIterator[Client]:
+    client = await connect(mesh.url, "test", persistent=False)
+    yield client
+    await client.close()
+
+
+def openai_client(mesh: Mesh, key: str = API_KEY) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=mesh.gateway_url + "/v1", api_key=key, max_retries=0)
+
+
+async def audit_events(nc: Client, request_id: str) -> list[AuditEvent]:
+    js = nc.jetstream()
+    events = []
+    sub = await js.subscribe(subjects.AUDIT_EVENTS, ordered_consumer=True)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.3)
+            except TimeoutError:
+                break
+            event = decode(msg.data, AuditEvent)
+            if event.request_id == request_id:
+                events.append(event)
+    finally:
+        await sub.unsubscribe()
+    return events
+
+
+async def chain_records(nc: Client, request_id: str) -> list[AuditRecord]:
+    js = nc.jetstream()
+    records = []
+    sub = await js.subscribe(subjects.AUDIT_CHAIN_ALL, ordered_consumer=True)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.3)
+            except TimeoutError:
+                break
+            record = decode(msg.data, AuditRecord)
+            if record.event.request_id == request_id:
+                records.append(record)
+    finally:
+        await sub.unsubscribe()
+    return records
+
+
+async def test_plain_completion_travels_every_stage(mesh: Mesh, nc: Client) -> None:
+    client = openai_client(mesh)
+    completion = await client.chat.completions.create(
+        model="stellwerk", messages=[{"role": "user", "content": "Wie ist der Status von Vorgang 4711?"}]
+    )
+    assert completion.choices[0].message.content == "Wie ist der Status von Vorgang 4711?"
+    assert completion.usage is not None and completion.usage.prompt_tokens > 0
+    governance = completion.model_extra["stellwerk"]  # type: ignore[index]
+    request_id = governance["request_id"]
+    assert governance["dlp_input"]["action"] == "allow"
+    assert governance["routing"]["route"] == "local-vllm"
+    assert governance["routing"]["policy_version"].startswith("sha256:")
+
+    records = await eventually(
+        lambda: _when(chain_records(nc, request_id), lambda r: {x.event.stage for x in r} >= PIPELINE_STAGES)
+    )
+    stages = sorted(r.event.stage for r in records)
+    assert stages == sorted(PIPELINE_STAGES), "exactly one chained record per stage"
+
+    kv = await nc.jetstream().key_value(KV_BUDGETS)
+
+    async def totals() -> Totals | None:
+        entry = await kv.get("tenant.acme-insurance")
+        found = msgspec.json.decode(entry.value or b"{}", type=Totals)
+        return found if any(request_id in c for c in found.recent_call_ids) else None
+
+    counted = await eventually(totals)
+    assert counted.prompt_tokens >= completion.usage.prompt_tokens
+
+
+async def _when(coro, predicate):  # type: ignore[no-untyped-def]
+    value = await coro
+    return value if predicate(value) else None
+
+
+async def test_email_is_redacted_before_the_model_and_never_audited(mesh: Mesh, nc: Client) -> None:
+    client = openai_client(mesh)
+    prompt = f"Bitte antworte an {SECRET_EMAIL} wegen der Rechnung."
+    completion = await client.chat.completions.create(
+        model="stellwerk", messages=[{"role": "user", "content": prompt}]
+    )
+    answer = completion.choices[0].message.content or ""
+    # The simulator echoes what the model saw: the address never reached it.
+    assert SECRET_EMAIL not in answer
+    assert "<EMAIL_ADDRESS>" in answer
+    governance = completion.model_extra["stellwerk"]  # type: ignore[index]
+    assert governance["dlp_input"]["action"] == "redact"
+    assert governance["dlp_input"]["entities"] == {"EMAIL_ADDRESS": 1}
+    request_id = governance["request_id"]
+
+    records = await eventually(
+        lambda: _when(chain_records(nc, request_id), lambda r: {x.event.stage for x in r} >= PIPELINE_STAGES)
+    )
+    assert {r.event.stage for r in records} == PIPELINE_STAGES
+    js = nc.jetstream()
+    sub = await js.subscribe(subjects.AUDIT_ALL, ordered_consumer=True)
+    raw = b""
+    while True:
+        try:
+            raw += (await sub.next_msg(timeout=0.3)).data
+        except TimeoutError:
+            break
+    await sub.unsubscribe()
+    assert request_id.encode() in raw
+    assert SECRET_EMAIL.encode() not in raw
+    assert b"Rechnung" not in raw and b"antworte" not in raw
+    for log in mesh.logs.glob("*.log"):
+        assert SECRET_EMAIL not in log.read_text(errors="replace"), log.name
+
+
+async def test_streaming_completion(mesh: Mesh) -> None:
+    client = openai_client(mesh)
+    stream = await client.chat.completions.create(
+        model="stellwerk",
+        messages=[{"role": "user", "content": "Erzähl mir etwas über Stellwerke und Weichen."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    parts, usage = [], None
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage = chunk.usage
+    assert "".join(parts) == "Erzähl mir etwas über Stellwerke und Weichen."
+    assert usage is not None and usage.completion_tokens > 0
+
+
+async def test_unknown_api_key_gets_401(mesh: Mesh) -> None:
+    with pytest.raises(openai.AuthenticationError) as info:
+        await openai_client(mesh, key="sk-wrong").chat.completions.create(
+            model="stellwerk", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert info.value.status_code == 401
+
+
+async def test_request_past_its_deadline_gets_504(mesh: Mesh) -> None:
+    local = next(s for s in mesh.config.simulators if s.name == "local-vllm")
+    admin = f"http://127.0.0.1:{local.port}/admin/faults"
+    async with httpx.AsyncClient() as http:
+        await http.post(admin, json={"ttft_ms": 3000})
+        try:
+            response = await http.post(
+                mesh.gateway_url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {API_KEY}", "X-Stellwerk-Timeout": "0.5"},
+                json={"model": "stellwerk", "messages": [{"role": "user", "content": "slow please"}]},
+                timeout=10,
+            )
+        finally:
+            await http.post(admin, json={"ttft_ms": 0})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+
+
+async def test_malformed_message_goes_to_dlq_and_worker_keeps_serving(mesh: Mesh, nc: Client) -> None:
+    js = nc.jetstream()
+    ack = await js.publish(subjects.REQUEST_SUBMITTED, b'{"request_id": 42, "not": "an event"}')
+
+    async def dead_letter() -> DeadLetter | None:
+        try:
+            msg = await js.get_last_msg(DLQ.name, subjects.dlq("dlp"))
+        except NotFoundError:
+            return None
+        letter = decode(msg.data or b"", DeadLetter)
+        return letter if letter.payload.startswith(b'{"request_id": 42') else None
+
+    letter = await eventually(dead_letter)
+    assert letter.reason == "malformed"
+    assert "request_id" in letter.detail
+    assert letter.subject == subjects.REQUEST_SUBMITTED
+    assert ack.seq > 0
+    completion = await openai_client(mesh).chat.completions.create(
+        model="stellwerk", messages=[{"role": "user", "content": "still there?"}]
+    )
+    assert completion.choices[0].message.content == "still there?"
+
+
+async def test_killed_worker_loses_nothing(mesh: Mesh, nc: Client) -> None:
+    local = next(s for s in mesh.config.simulators if s.name == "local-vllm")
+    admin = f"http://127.0.0.1:{local.port}/admin/faults"
+    victim = next(p for p in mesh.parts if p.name.startswith("inference-") and p.alive)
+    js = nc.jetstream()
+    async with httpx.AsyncClient() as http:
+        await http.post(admin, json={"ttft_ms": 1500})
+        try:
+            task = asyncio.create_task(
+                openai_client(mesh).chat.completions.create(
+                    model="stellwerk", messages=[{"role": "user", "content": "survive a crash"}], timeout=30
+                )
+            )
+
+            async def in_flight() -> bool:
+                info = await js.consumer_info("PIPELINE", "inference")
+                return (info.num_ack_pending or 0) > 0
+
+            await eventually(in_flight)
+            assert victim.process is not None
+            os.kill(victim.process.pid, signal.SIGKILL)
+            victim.process.wait()
+            await http.post(admin, json={"ttft_ms": 0})
+            mesh.add_worker("inference")
+            completion = await task
+        finally:
+            await http.post(admin, json={"ttft_ms": 0})
+    assert completion.choices[0].message.content == "survive a crash"
+    request_id = completion.model_extra["stellwerk"]["request_id"]  # type: ignore[index]
+    info = await js.consumer_info("PIPELINE", "inference")
+    assert (info.num_redelivered or 0) >= 0
+    kv = await js.key_value(KV_BUDGETS)
+
+    async def counted_once() -> bool:
+        totals = msgspec.json.decode((await kv.get("tenant.acme-insurance")).value or b"{}", type=Totals)
+        return sum(request_id in c for c in totals.recent_call_ids) == 1
+
+    assert await eventually(counted_once)
+
