@@ -26,6 +26,7 @@ from schemas.vocabulary import (
     Route,
     Sha256,
     Stage,
+    Timestamp,
     UsecaseClass,
 )
 
@@ -42,8 +43,8 @@ class Envelope(msgspec.Struct, kw_only=True):
     event_id: Ident = msgspec.field(default_factory=new_id)
     request_id: Ident
     correlation_id: Ident
-    occurred_at: datetime = msgspec.field(default_factory=utcnow)
-    deadline: datetime
+    occurred_at: Timestamp = msgspec.field(default_factory=utcnow)
+    deadline: Timestamp
     tenant: Ident
     business_unit: Ident
     user_role: Ident
@@ -231,7 +232,7 @@ class AuditRecord(msgspec.Struct, kw_only=True):
     prev_hash: Sha256
     hash: Sha256
     event: AuditEvent
-    recorded_at: datetime = msgspec.field(default_factory=utcnow)
+    recorded_at: Timestamp = msgspec.field(default_factory=utcnow)
 
 
 class FinopsAlert(Envelope, kw_only=True):
@@ -275,7 +276,7 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     deliveries: int
     payload: bytes
     headers: dict[str, str] = msgspec.field(default_factory=dict)
-    occurred_at: datetime = msgspec.field(default_factory=utcnow)
+    occurred_at: Timestamp = msgspec.field(default_factory=utcnow)
 
 
 EVENT_TYPES: tuple[type[msgspec.Struct], ...] = (

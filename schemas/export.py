@@ -49,12 +49,12 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     """One self-contained JSON Schema document per event type."""
     out: dict[str, dict[str, Any]] = {}
     for event_type in EVENT_TYPES:
-        (schema,), components = msgspec.json.schema_components([event_type], ref_template="#/$defs/{name}")
+        _, components = msgspec.json.schema_components([event_type], ref_template="#/$defs/{name}")
+        root = components.pop(event_type.__name__)
         out[event_type.__name__] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": event_type.__name__,
-            **schema,
-            "$defs": components,
+            **root,
+            **({"$defs": components} if components else {}),
         }
     return out
 

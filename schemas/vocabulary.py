@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Final, Literal, get_args
 
 import msgspec
@@ -53,6 +54,8 @@ CONTEXT_BUCKETS: Final[tuple[ContextLengthBucket, ...]] = get_args(ContextLength
 # Identifiers in audit-grade events: no whitespace, bounded — a field typed this way cannot
 # carry a sentence of prompt text.
 Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:@/<>=+\-]{1,128}$")]
+# Timestamps must carry a timezone: deadlines are compared across machines.
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 Sha256 = Annotated[str, msgspec.Meta(pattern=r"^(sha256:)?[0-9a-f]{16,64}$")]
 
 

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,16 +16,18 @@ from rich.table import Table
 
 from schemas.events import ChatMessage, GenerationParams, RequestAttributes, RequestResult
 from schemas.vocabulary import DataSensitivity, QualityTier, UsecaseClass
+from services.router.cli import app as route_app
 from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
 
 app = typer.Typer(help="Stellwerk — governed AI gateway on a NATS mesh.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(route_app, name="route", help="Routing policy: explain decisions.")
 console = Console()
 err = Console(stderr=True)
 
-NatsUrl = Annotated[Optional[str], typer.Option("--nats-url", help="NATS server URL (default: STELLWERK_NATS_URL or nats://127.0.0.1:4222).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Platform config file (YAML).")]
+NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS server URL (default: STELLWERK_NATS_URL or nats://127.0.0.1:4222).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Platform config file (YAML).")]
 
 
 def _settings(nats_url: str | None, config: Path | None = None) -> MeshSettings:
@@ -39,7 +41,7 @@ def _settings(nats_url: str | None, config: Path | None = None) -> MeshSettings:
 
 @app.command()
 def up(
-    scale: Annotated[Optional[str], typer.Option(help="Workers per service, e.g. dlp=2,router=1.")] = None,
+    scale: Annotated[str | None, typer.Option(help="Workers per service, e.g. dlp=2,router=1.")] = None,
     nats_url: NatsUrl = None,
     config: ConfigOpt = None,
     nats_port: Annotated[int, typer.Option(help="Port of the embedded NATS server.")] = 4222,
@@ -102,13 +104,13 @@ def _print_banner(mesh: object) -> None:
 @app.command()
 def chat(
     text: Annotated[str, typer.Argument(help="The user message.")],
-    tenant: Annotated[Optional[str], typer.Option(help="Tenant (default: the first API key's).")] = None,
-    business_unit: Annotated[Optional[str], typer.Option()] = None,
-    role: Annotated[Optional[str], typer.Option(help="User role.")] = None,
-    usecase: Annotated[Optional[str], typer.Option(help="Use case class.")] = None,
-    sensitivity: Annotated[Optional[str], typer.Option(help="Declared data sensitivity.")] = None,
-    quality: Annotated[Optional[str], typer.Option(help="Quality tier: standard | high.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option()] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant (default: the first API key's).")] = None,
+    business_unit: Annotated[str | None, typer.Option()] = None,
+    role: Annotated[str | None, typer.Option(help="User role.")] = None,
+    usecase: Annotated[str | None, typer.Option(help="Use case class.")] = None,
+    sensitivity: Annotated[str | None, typer.Option(help="Declared data sensitivity.")] = None,
+    quality: Annotated[str | None, typer.Option(help="Quality tier: standard | high.")] = None,
+    max_tokens: Annotated[int | None, typer.Option()] = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     nats_url: NatsUrl = None,
@@ -204,7 +206,7 @@ def status(
     settings = _settings(nats_url)
     try:
         report = asyncio.run(collect_status(settings.nats_url))
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the mesh is the answer
+    except Exception as exc:
         err.print(f"[red]cannot reach the mesh at {settings.nats_url}[/]: {type(exc).__name__}")
         raise typer.Exit(1) from exc
     if as_json:

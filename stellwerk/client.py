@@ -19,6 +19,7 @@ from typing import Self
 import nats
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry import trace
 
 from schemas import subjects
 from schemas.events import (
@@ -34,6 +35,8 @@ from schemas.events import (
 )
 from schemas.vocabulary import UsecaseClass
 from services.runtime.telemetry import inject_headers
+
+_tracer = trace.get_tracer("stellwerk.client")
 
 
 class DeadlineExceeded(TimeoutError):
@@ -65,6 +68,12 @@ class StellwerkClient:
 
     async def submit(self, request: RequestSubmitted) -> RequestResult:
         """Publish a request and wait for its result until the request's deadline."""
+        with _tracer.start_as_current_span(
+            "stellwerk.request", attributes={"stellwerk.request_id": request.request_id}
+        ):
+            return await self._submit(request)
+
+    async def _submit(self, request: RequestSubmitted) -> RequestResult:
         sub = await self.nc.subscribe(subjects.result(request.request_id), max_msgs=1)
         try:
             await self.js.publish(

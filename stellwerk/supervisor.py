@@ -7,6 +7,7 @@ a crash, a SIGKILL or a scale-out behaves exactly as it would there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -127,8 +128,6 @@ class Mesh:
         }
 
     def _start_nats(self) -> None:
-        if port_in_use(self.nats_port):
-            raise StartupError(f"port {self.nats_port} is in use; pass --nats-url or free the port")
         store = self.state_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         log = (self.logs / "nats.log").open("ab")
@@ -152,11 +151,19 @@ class Mesh:
         self.parts.append(part)
         return part
 
+    def _check_ports(self) -> None:
+        wanted = [(s.port, f"simulator {s.name}") for s in self.config.simulators if self.start_simulators]
+        if self.scale.get("gateway", 0):
+            wanted.append((self.config.gateway_port, "gateway"))
+        if self.nats_url is None:
+            wanted.append((self.nats_port, "NATS (pass --nats-url to use a running server)"))
+        for port, what in wanted:
+            if port_in_use(port):
+                raise StartupError(f"port {port} for the {what} is already in use")
+
     def _plan(self) -> None:
         if self.start_simulators:
             for spec in self.config.simulators:
-                if port_in_use(spec.port):
-                    raise StartupError(f"simulator port {spec.port} ({spec.name}) is in use")
                 argv = [
                     sys.executable, "-m", "services.simulator", "--name", spec.name,
                     "--host", "127.0.0.1", "--port", str(spec.port), "--model", spec.model,
@@ -165,8 +172,6 @@ class Mesh:
                 part = Part(f"simulator-{spec.name}", argv, self.env(), self.logs / f"simulator-{spec.name}.log")
                 part.start()
                 self.parts.append(part)
-        if port_in_use(self.config.gateway_port) and self.scale.get("gateway", 0):
-            raise StartupError(f"gateway port {self.config.gateway_port} is in use")
         for service in BUS_SERVICES:
             for _ in range(self.scale.get(service, 0)):
                 self.add_worker(service)
@@ -223,6 +228,7 @@ class Mesh:
 
     async def start(self, timeout_s: float = 120.0) -> None:
         try:
+            self._check_ports()
             if self.nats_url is None:
                 self._start_nats()
             nc = await connect(self.url, "stellwerk-supervisor", persistent=False)
@@ -244,10 +250,8 @@ class Mesh:
                     part.start()
                     if callable(on_restart):
                         on_restart(part)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
-            except TimeoutError:
-                pass
 
     def stop(self, grace_s: float = 10.0) -> None:
         for part in self.parts:

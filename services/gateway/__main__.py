@@ -9,6 +9,7 @@ import uvicorn
 from services.gateway.app import create_app
 from services.runtime.logging import configure_logging
 from services.runtime.settings import MeshSettings, load_config
+from services.runtime.telemetry import configure_tracing
 
 
 def main() -> None:
@@ -19,6 +20,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=config.gateway_port)
     args = parser.parse_args()
     configure_logging("gateway", settings.log_level)
+    configure_tracing("gateway")
     uvicorn.run(
         create_app(settings),
         host=args.host,

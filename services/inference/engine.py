@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import litellm
-from litellm import Router
+from litellm.exceptions import Timeout as ProviderTimeout
+from litellm.router import Router
 
 from schemas.events import ChatMessage, GenerationParams, RoutingDecision
 from schemas.vocabulary import ErrorCode, Route
@@ -45,6 +46,10 @@ class InferenceFailed(Exception):
         super().__init__(code)
         self.code = code
         self.attempts = attempts
+
+
+def _wire(messages: list[ChatMessage]) -> list[Any]:
+    return [{"role": m.role, "content": m.content} for m in messages]
 
 
 def _litellm_model(deployment: Deployment) -> str:
@@ -92,7 +97,7 @@ class InferenceEngine:
                 break
             try:
                 outcome = await self._call(route, messages, params, remaining)
-            except litellm.Timeout as exc:
+            except ProviderTimeout as exc:
                 attempts.append(AttemptFailure(route, "provider_timeout", type(exc).__name__))
             except Exception as exc:  # noqa: BLE001 - any provider failure may fall back
                 attempts.append(AttemptFailure(route, "provider_error", type(exc).__name__))
@@ -123,7 +128,7 @@ class InferenceEngine:
         usage: Any = None
         stream = await self.router.acompletion(
             model=route,
-            messages=[{"role": m.role, "content": m.content} for m in messages],
+            messages=_wire(messages),
             stream=True,
             stream_options={"include_usage": True},
             timeout=timeout_s,
@@ -151,7 +156,7 @@ class InferenceEngine:
             prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
         else:
             prompt_tokens = litellm.token_counter(
-                model="gpt-4o", messages=[{"role": m.role, "content": m.content} for m in messages]
+                model="gpt-4o", messages=_wire(messages)
             )
             completion_tokens = litellm.token_counter(model="gpt-4o", text=content)
         gpu_s = gpu_seconds(deployment, latency)

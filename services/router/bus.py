@@ -11,36 +11,32 @@ from __future__ import annotations
 from schemas import subjects
 from schemas.events import AuditEvent, RequestRouted, RequestScreened, RuntimeSignals, envelope_fields
 from schemas.streams import ROUTER
-from services.router.context_length import context_bucket
+from services.router.attributes import effective_attributes
+from services.router.context_length import load_encoding, measure_prompt
 from services.router.decision import RouterSettings, RoutingEngine, RoutingInput, RoutingUnavailable
 from services.runtime.worker import Worker
 
 
 def build(worker: Worker) -> None:
     engine = RoutingEngine(RouterSettings())
+    encoding = engine.settings.tokenizer_encoding
+    load_encoding(encoding)  # warm the tokenizer now, not on the first request
     signals = RuntimeSignals()
 
     async def on_screened(event: RequestScreened) -> None:
-        attributes = event.attributes
-        attributes.context_length_bucket = context_bucket(event.messages)
-        policy_input = RoutingInput(
-            data_sensitivity=attributes.data_sensitivity,
-            usecase_class=event.usecase_class,
-            quality_tier=attributes.quality_tier,
-            context_length_bucket=attributes.context_length_bucket,
-            budget_class=attributes.budget_class,
-            need_websearch=attributes.need_websearch,
-            need_tools=attributes.need_tools,
-            tenant=event.tenant,
-            business_unit=event.business_unit,
-            user_role=event.user_role,
-            runtime_signals=signals,
+        prompt = measure_prompt(event.messages, encoding)
+        attributes = effective_attributes(
+            event.attributes,
+            dlp_sensitivity=event.dlp_input.derived_sensitivity,
+            context_length_bucket=prompt.bucket,
         )
         try:
-            decision = engine.decide(policy_input)
+            verdict = engine.evaluate(RoutingInput.from_request(event, attributes, signals))
         except RoutingUnavailable:
             await worker.fail(event, "policy_unavailable", stage="router")
             return
+        decision = verdict.decision
+        decision.prompt_tokens_estimate = prompt.tokens
         envelope = envelope_fields(event)
         await worker.audit(
             AuditEvent(
@@ -49,9 +45,11 @@ def build(worker: Worker) -> None:
                 outcome="refused" if decision.route == "fallback-policy" else "routed",
                 rule_id=decision.rule_id,
                 policy_version=decision.policy_version,
+                reason_code=verdict.reason,
                 route=decision.route,
                 fallbacks=decision.fallbacks,
                 data_sensitivity=attributes.data_sensitivity,
+                prompt_tokens=prompt.tokens,
                 attributes={
                     "quality_tier": attributes.quality_tier,
                     "budget_class": attributes.budget_class,
@@ -62,8 +60,16 @@ def build(worker: Worker) -> None:
             )
         )
         if decision.route == "fallback-policy":
-            await worker.fail(event, "no_route_available", stage="router", rule_id=decision.rule_id,
-                              retry_after_s=30.0, already_audited=True, dlp_input=event.dlp_input, routing=decision)
+            await worker.fail(
+                event,
+                verdict.reason or "no_route_available",
+                stage="router",
+                rule_id=decision.rule_id,
+                retry_after_s=verdict.retry_after_s,
+                already_audited=True,
+                dlp_input=event.dlp_input,
+                routing=decision,
+            )
             return
         await worker.publish(
             subjects.REQUEST_ROUTED,

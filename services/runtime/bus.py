@@ -6,7 +6,10 @@ discovery protocol of NATS, so ``stellwerk status`` can count live workers per s
 
 from __future__ import annotations
 
+import contextlib
+
 import nats
+import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -16,8 +19,8 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
-from nats.micro import ServiceConfig, add_service
-from nats.micro.service import Service
+from nats.micro import add_service
+from nats.micro.service import Service, ServiceConfig
 
 from schemas.streams import KV_BUCKETS, STREAMS, StreamDef
 
@@ -45,31 +48,38 @@ async def ensure_topology(js: JetStreamContext) -> None:
         try:
             await js.stream_info(definition.name)
         except NotFoundError:
-            try:
+            with contextlib.suppress(BadRequestError):  # another worker created it first
                 await js.add_stream(config)
-            except BadRequestError:
-                pass  # another worker created it first
         else:
             await js.update_stream(config)
     for bucket in KV_BUCKETS:
         try:
             await js.key_value(bucket)
         except (NotFoundError, BadRequestError):
-            try:
+            with contextlib.suppress(BadRequestError):
                 await js.create_key_value(KeyValueConfig(bucket=bucket, history=5))
-            except BadRequestError:
-                pass
 
 
 async def connect(url: str, name: str, *, persistent: bool = True) -> Client:
-    """Workers reconnect forever; one-shot tools (status, supervisor probes) give up at once."""
+    """Workers reconnect forever; one-shot tools (status, supervisor probes) give up at once.
+
+    nats-py 2.16 hangs on a refused first connect when reconnection is disabled, so one-shot
+    clients allow a single quick retry instead, which fails with ``NoServersError``.
+    """
     return await nats.connect(
         url,
         name=name,
         connect_timeout=3,
-        allow_reconnect=persistent,
-        max_reconnect_attempts=-1 if persistent else 0,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1 if persistent else 1,
+        reconnect_time_wait=2 if persistent else 0.1,
+        error_cb=_log_connection_error,
     )
+
+
+async def _log_connection_error(exc: Exception) -> None:
+    # nats-py's default prints a traceback to stderr; the type name is all an operator needs.
+    structlog.get_logger("stellwerk.bus").warning("nats_connection_error", error=type(exc).__name__)
 
 
 async def register_worker(nc: Client, service: str, worker_id: str, version: str = "0.1.0") -> Service:

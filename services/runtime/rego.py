@@ -90,7 +90,10 @@ class CompiledPolicy:
             if not output.ok():
                 raise PolicyError("policy evaluation failed")
             text = str(output)
-        result = json.loads(text).get("expressions") or [None]
+        try:
+            result = json.loads(text).get("expressions") or [None]
+        except ValueError as exc:  # regopy answers the bare word "undefined" for no value
+            raise PolicyError(f"policy {self.entrypoint} is undefined for this input") from exc
         decision = result[0]
         if not isinstance(decision, dict):
             raise PolicyError(f"policy {self.entrypoint} produced no decision")

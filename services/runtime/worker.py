@@ -140,6 +140,9 @@ class Worker:
             await msg.ack()
             return
         log = self.log.bind(request_id=event.request_id, correlation_id=event.correlation_id)
+        trace.get_current_span().set_attributes(
+            {"stellwerk.request_id": event.request_id, "stellwerk.stage": consumer.stage}
+        )
         if consumer.in_request_path and event.expired():
             await self.fail(event, "deadline_exceeded", stage=consumer.stage)
             await msg.ack()

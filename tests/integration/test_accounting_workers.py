@@ -14,7 +14,16 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from schemas import subjects
-from schemas.events import AuditEvent, AuditRecord, DeadLetter, TokenUsage, UsageRecorded, decode, deadline_in, encode
+from schemas.events import (
+    AuditEvent,
+    AuditRecord,
+    DeadLetter,
+    TokenUsage,
+    UsageRecorded,
+    deadline_in,
+    decode,
+    encode,
+)
 from schemas.streams import DLQ, KV_BUDGETS
 from services.audit.chain import verify_chain
 from services.finops.ledger import Totals

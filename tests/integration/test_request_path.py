@@ -5,53 +5,24 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import msgspec
 import openai
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from schemas import subjects
 from schemas.events import AuditEvent, AuditRecord, DeadLetter, decode
-from schemas.streams import AUDIT, DLQ, KV_BUDGETS
+from schemas.streams import DLQ, KV_BUDGETS
 from services.finops.ledger import Totals
-from services.runtime.bus import connect
 from stellwerk.supervisor import Mesh
-from tests.conftest import start_nats
-from tests.integration.mesh import eventually, write_test_config
+from tests.integration.mesh import eventually
 
 API_KEY = "sk-stellwerk-demo"
 PIPELINE_STAGES = {"gateway", "dlp_input", "router", "inference", "dlp_output"}
 SECRET_EMAIL = "erika.mustermann@example.org"
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    root = tmp_path_factory.mktemp("mesh")
-    nats_process, url = start_nats(root / "nats")
-    mesh = Mesh(
-        config_file=write_test_config(root),
-        state_dir=root / "state",
-        nats_url=url,
-        extra_env={"STELLWERK_ACK_WAIT_S": "2", "STELLWERK_TRACE_FILE": str(root / "traces.jsonl")},
-    )
-    asyncio.run(mesh.start())
-    yield mesh
-    mesh.stop()
-    nats_process.terminate()
-    nats_process.wait(timeout=5)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def nc(mesh: Mesh) -> AsyncIterator[Client]:
-    client = await connect(mesh.url, "test", persistent=False)
-    yield client
-    await client.close()
 
 
 def openai_client(mesh: Mesh, key: str = API_KEY) -> openai.AsyncOpenAI:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import msgspec
 import pytest
 
@@ -22,7 +24,7 @@ def chain(n: int) -> list[AuditRecord]:
 def test_chain_links_records() -> None:
     records = chain(5)
     assert records[0].prev_hash == GENESIS and records[0].seq == 1
-    assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:]))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(records))
     assert verify_chain(records) is None
 
 

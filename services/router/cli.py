@@ -1,0 +1,98 @@
+"""``stellwerk route explain`` and the ``push`` helper behind ``stellwerk policy push``.
+
+explain evaluates the policy locally (no bus): what would the router decide for this
+input under this policy directory? Exit codes: 0 decided, 1 the policy could not decide
+(or a ``--jsonl`` line was invalid), 2 the input is invalid.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from services.router.decision import RouterSettings, RoutingEngine, RoutingInput, RoutingUnavailable
+from services.router.policy_store import check_policy_dir
+from services.runtime.rego import PolicySource
+
+app = typer.Typer(help="Routing policy: explain what the router decides.", add_completion=False)
+
+_encoder = msgspec.json.Encoder()
+
+
+@app.callback()
+def _route() -> None:
+    """Routing policy tools."""  # keeps `explain` a subcommand even while it is the only one
+
+
+def push(directory: Path) -> PolicySource:
+    """A policy directory as a source to push to the routers, after it compiled and passed
+    its own case tables (raises ``PolicyError`` otherwise; nothing is pushed)."""
+    return check_policy_dir(directory)
+
+
+def _explanation(engine: RoutingEngine, policy_input: RoutingInput) -> dict[str, Any]:
+    decision = engine.decide(policy_input)
+    return {
+        "route": decision.route,
+        "rule_id": decision.rule_id,
+        "policy_version": decision.policy_version,
+        "fallbacks": decision.fallbacks,
+    }
+
+
+def _write(document: dict[str, Any]) -> None:
+    sys.stdout.write(_encoder.encode(document).decode() + "\n")
+
+
+def _explain_jsonl(engine: RoutingEngine, lines: list[str]) -> bool:
+    """One answer line per input line, ``id`` echoed; returns False if any line was invalid."""
+    all_ok = True
+    for line in lines:
+        if not line.strip():
+            continue
+        line_id: Any = None
+        try:
+            document = msgspec.json.decode(line)
+            if not isinstance(document, dict):
+                raise msgspec.ValidationError("expected a JSON object")
+            line_id = document.pop("id", None)
+            policy_input = msgspec.convert(document, RoutingInput)
+        except msgspec.MsgspecError as exc:
+            all_ok = False
+            _write({"id": line_id, "error": "invalid_input", "detail": str(exc)})
+            continue
+        _write({"id": line_id, **_explanation(engine, policy_input)})
+    return all_ok
+
+
+@app.command()
+def explain(
+    jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="One routing input per line; each answer echoes its `id`.")
+    ] = False,
+    policy_dir: Annotated[
+        Path | None, typer.Option(help="Policy directory to evaluate (default: the router's).")
+    ] = None,
+) -> None:
+    """Read a routing input as JSON on stdin; print route, rule_id, policy_version, fallbacks."""
+    settings = RouterSettings() if policy_dir is None else RouterSettings(policy_dir=policy_dir)
+    text = sys.stdin.read()
+    try:
+        engine = RoutingEngine(settings)
+        if jsonl:
+            if not _explain_jsonl(engine, text.splitlines()):
+                raise typer.Exit(1)
+            return
+        try:
+            policy_input = msgspec.json.decode(text, type=RoutingInput)
+        except msgspec.MsgspecError as exc:
+            typer.echo(f"invalid routing input: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        _write(_explanation(engine, policy_input))
+    except RoutingUnavailable as exc:
+        typer.echo(f"routing policy unavailable: {exc}", err=True)
+        raise typer.Exit(1) from exc

@@ -1,0 +1,182 @@
+"""The routing decision: typed input → Rego policy → typed ``RoutingDecision``.
+
+No I/O beyond the policy directory the engine watches. Every way the policy can fail
+(does not load, does not compile, yields nothing, yields something malformed) surfaces as
+``RoutingUnavailable``; the caller fails the request closed instead of guessing a route.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.events import Envelope, RequestAttributes, RoutingDecision, RuntimeSignals
+from schemas.vocabulary import (
+    BudgetClass,
+    ContextLengthBucket,
+    DataSensitivity,
+    ErrorCode,
+    Ident,
+    QualityTier,
+    Route,
+    UsecaseClass,
+)
+from services.router.attributes import KeyAllowances, effective_attributes
+from services.router.context_length import DEFAULT_ENCODING
+from services.router.policy_store import ENTRYPOINT, SHIPPED_POLICY_DIR, RouterPolicy
+from services.runtime.rego import PolicyError, PolicySource
+
+__all__ = [
+    "ENTRYPOINT",
+    "KeyAllowances",
+    "RouterSettings",
+    "RoutingEngine",
+    "RoutingInput",
+    "RoutingUnavailable",
+    "RoutingVerdict",
+    "effective_attributes",
+]
+
+FALLBACK_POLICY: Final[Route] = "fallback-policy"
+
+
+class RouterSettings(BaseSettings):
+    """Router settings from ``STELLWERK_ROUTER_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="STELLWERK_ROUTER_", extra="ignore")
+
+    policy_dir: Path = SHIPPED_POLICY_DIR
+    # How often decide() looks at the policy files (content hash); 0 checks every call.
+    reload_interval_s: float = 1.0
+    # tiktoken encoding of the local model, used for the context-length bucket.
+    tokenizer_encoding: str = DEFAULT_ENCODING
+
+
+class RoutingInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The policy's input document (issue 4). Unknown fields are rejected so a misspelt
+    attribute in ``stellwerk route explain`` is an error, not a silently ignored what-if."""
+
+    data_sensitivity: DataSensitivity
+    usecase_class: UsecaseClass
+    tenant: Ident
+    business_unit: Ident
+    user_role: Ident
+    quality_tier: QualityTier = "standard"
+    context_length_bucket: ContextLengthBucket = "<8k"
+    budget_class: BudgetClass = "standard"
+    need_websearch: bool = False
+    need_tools: bool = False
+    runtime_signals: RuntimeSignals = msgspec.field(default_factory=RuntimeSignals)
+
+    @classmethod
+    def from_request(
+        cls, envelope: Envelope, attributes: RequestAttributes, signals: RuntimeSignals
+    ) -> RoutingInput:
+        """Input for one request: identity from its envelope, effective ``attributes``."""
+        return cls(
+            data_sensitivity=attributes.data_sensitivity,
+            usecase_class=envelope.usecase_class,
+            tenant=envelope.tenant,
+            business_unit=envelope.business_unit,
+            user_role=envelope.user_role,
+            quality_tier=attributes.quality_tier,
+            context_length_bucket=attributes.context_length_bucket,
+            budget_class=attributes.budget_class,
+            need_websearch=attributes.need_websearch,
+            need_tools=attributes.need_tools,
+            runtime_signals=signals,
+        )
+
+
+class RoutingUnavailable(RuntimeError):
+    """The routing policy could not decide; the request must be refused (fail closed)."""
+
+    code: Final[ErrorCode] = "policy_unavailable"
+
+
+class _PolicyOutput(msgspec.Struct, kw_only=True):
+    """What the Rego entrypoint must return; anything else is a policy failure."""
+
+    route: Route
+    rule_id: Ident
+    fallbacks: list[Route]
+    reason: ErrorCode | None = None
+    retry_after_s: float | None = None
+
+
+class RoutingVerdict(msgspec.Struct, kw_only=True):
+    """A decision plus, for ``fallback-policy``, why and when to retry.
+
+    ``RoutingDecision`` (the bus schema) has no field for the refusal reason, so callers
+    that publish a refusal take ``reason``/``retry_after_s`` from here.
+    """
+
+    decision: RoutingDecision
+    reason: ErrorCode | None = None
+    retry_after_s: float | None = None
+
+
+class RoutingEngine:
+    """The routing policy in force, reloaded from its directory or replaced by a push."""
+
+    def __init__(self, settings: RouterSettings | None = None) -> None:
+        self.settings = settings or RouterSettings()
+        try:
+            self._policy = RouterPolicy(
+                self.settings.policy_dir, ENTRYPOINT, check_interval=self.settings.reload_interval_s
+            )
+        except (PolicyError, OSError, ValueError) as exc:
+            raise RoutingUnavailable(f"routing policy did not load: {exc}") from exc
+
+    @property
+    def policy_version(self) -> str:
+        return self._policy.current().version
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the latest reload or file check failed (the last good version stays)."""
+        return self._policy.last_error
+
+    def reload(self) -> bool:
+        """Check the policy directory now; True when a new version took effect."""
+        return self._policy.reload()
+
+    def replace(self, source: PolicySource) -> None:
+        """Install a pushed policy; raises PolicyError (old policy kept) if it is broken."""
+        self._policy.replace(source)
+
+    def decide(self, policy_input: RoutingInput) -> RoutingDecision:
+        return self.evaluate(policy_input).decision
+
+    def evaluate(self, policy_input: RoutingInput) -> RoutingVerdict:
+        policy = self._policy.current()
+        document: dict[str, Any] = msgspec.to_builtins(policy_input)
+        try:
+            raw = policy.evaluate(document)
+            output = msgspec.convert(raw, _PolicyOutput)
+        except Exception as exc:
+            # Broad on purpose: PolicyError, an undefined result (regopy prints "undefined",
+            # which the runtime's JSON parsing rejects with ValueError), a malformed output or
+            # a native error — whatever it is, this request gets no route.
+            raise RoutingUnavailable(f"routing policy {policy.version} failed: {exc!r}") from exc
+        _check_invariants(output)
+        decision = RoutingDecision(
+            route=output.route,
+            rule_id=output.rule_id,
+            policy_version=policy.version,
+            fallbacks=output.fallbacks,
+            signals=policy_input.runtime_signals,
+        )
+        return RoutingVerdict(decision=decision, reason=output.reason, retry_after_s=output.retry_after_s)
+
+
+def _check_invariants(output: _PolicyOutput) -> None:
+    """Shape rules no policy edit may break (its content is the policy tests' business)."""
+    if output.route == FALLBACK_POLICY:
+        if output.reason is None or output.fallbacks:
+            raise RoutingUnavailable(f"rule {output.rule_id}: a refusal needs a reason and no fallbacks")
+    elif output.route in output.fallbacks or FALLBACK_POLICY in output.fallbacks:
+        raise RoutingUnavailable(f"rule {output.rule_id}: fallbacks must be other model routes")

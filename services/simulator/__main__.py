@@ -1,0 +1,3 @@
+from services.simulator.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""Configuration of one simulator instance (flags override ``STELLWERK_SIMULATOR_*`` env vars)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    ECHO = "echo"
+    CANNED = "canned"
+
+
+class SimulatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STELLWERK_SIMULATOR_", extra="forbid")
+
+    name: str = "vllm-sim"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8101, ge=0, le=65535)
+    model: str = "stellwerk-local-llama"
+    mode: Mode = Mode.ECHO
+    canned_text: str = "This is a simulated answer from the Stellwerk model simulator."
+    ttft_ms: float = Field(default=0.0, ge=0.0)
+    itl_ms: float = Field(default=0.0, ge=0.0)
+    max_num_seqs: int = Field(default=256, ge=1)
+    kv_capacity_tokens: int = Field(default=131_072, ge=1)
+    # Like vLLM: prompt + completion must fit, otherwise HTTP 400.
+    max_model_len: int = Field(default=32_768, ge=1)
+    rate_429: float = Field(default=0.0, ge=0.0, le=1.0)
+    rate_500: float = Field(default=0.0, ge=0.0, le=1.0)
+    rate_timeout: float = Field(default=0.0, ge=0.0, le=1.0)
+    timeout_s: float = Field(default=30.0, ge=0.0)
+    retry_after_s: int = Field(default=1, ge=0)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _rates_are_a_distribution(self) -> SimulatorSettings:
+        # One uniform draw picks at most one fault, so the rates must not overlap.
+        if self.rate_429 + self.rate_500 + self.rate_timeout > 1.0:
+            raise ValueError("rate_429 + rate_500 + rate_timeout must not exceed 1")
+        return self

@@ -1,0 +1,63 @@
+"""The Rego policy itself: its case table passes and covers every rule of issue 4."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from services.router.policy_store import ENTRYPOINT, SHIPPED_POLICY_DIR, check_policy_dir
+from services.runtime.rego import CompiledPolicy, run_case_table
+
+CASES = SHIPPED_POLICY_DIR / "routing_test.json"
+
+# Issue 4's table, in order: (rule_id, route).
+RULES = [
+    ("sensitivity.local_only.unavailable", "fallback-policy"),
+    ("sensitivity.local_only", "local-vllm"),
+    ("budget.exhausted.unavailable", "fallback-policy"),
+    ("budget.exhausted", "local-vllm"),
+    ("context.too_long.api_unavailable", "fallback-policy"),
+    ("context.too_long", "api-gpt52"),
+    ("availability.none", "fallback-policy"),
+    ("availability.api_unavailable", "local-vllm"),
+    ("availability.local_unavailable", "api-gpt52"),
+    ("budget.low", "local-vllm"),
+    ("quality.high", "api-gpt52"),
+    ("default.local_first", "local-vllm"),
+]
+
+
+def test_case_table_passes() -> None:
+    policy = CompiledPolicy.from_dir(SHIPPED_POLICY_DIR, ENTRYPOINT)
+    assert run_case_table(policy, CASES) == []
+
+
+def test_case_table_covers_every_rule_with_its_route() -> None:
+    cases = json.loads(CASES.read_text())
+    covered = {(c["expect"]["rule_id"], c["expect"]["route"]) for c in cases}
+    assert covered == set(RULES)
+
+
+def test_policy_table_lists_the_issue_rules_in_order() -> None:
+    rego = (SHIPPED_POLICY_DIR / "routing.rego").read_text()
+    table = re.findall(r'\{"id": "([a-z_.]+)", "route": "([a-z0-9-]+)"', rego)
+    assert table == RULES
+
+
+def test_every_refusal_case_states_reason_and_retry() -> None:
+    for case in json.loads(CASES.read_text()):
+        if case["expect"]["route"] == "fallback-policy":
+            assert {"reason", "retry_after_s", "fallbacks"} <= case["expect"].keys(), case["name"]
+
+
+def test_local_only_data_never_gets_an_external_fallback() -> None:
+    policy = CompiledPolicy.from_dir(SHIPPED_POLICY_DIR, ENTRYPOINT)
+    for case in json.loads(CASES.read_text()):
+        if case["input"]["data_sensitivity"] == "highly_confidential":
+            decision = policy.evaluate(case["input"])
+            assert decision["route"] != "api-gpt52", case["name"]
+            assert "api-gpt52" not in decision["fallbacks"], case["name"]
+
+
+def test_shipped_policy_passes_the_push_check() -> None:
+    assert check_policy_dir(SHIPPED_POLICY_DIR).version.startswith("sha256:")
