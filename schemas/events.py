@@ -122,7 +122,7 @@ class InferenceInfo(msgspec.Struct, kw_only=True):
     model_version: Ident
     config_version: Ident
     prompt_template_version: Ident
-    ttft_ms: float
+    ttft_ms: float | None  # measured on streamed calls only (deployment setting ``stream``)
     latency_ms: float
     fallback_from: Route | None = None
 
@@ -191,7 +191,7 @@ class UsageRecorded(Envelope, kw_only=True):
     deployment: Ident
     model: Ident
     usage: TokenUsage
-    ttft_ms: float
+    ttft_ms: float | None
     latency_ms: float
     gpu_seconds: float = 0.0
     cost: float

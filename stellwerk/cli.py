@@ -188,7 +188,8 @@ def _print_result(result: RequestResult) -> None:
     if result.inference is not None:
         info = result.inference
         table.add_row("inference", f"{info.deployment} ({info.model_version})",
-                      f"ttft {info.ttft_ms:.1f} ms, total {info.latency_ms:.1f} ms")
+                      (f"ttft {info.ttft_ms:.1f} ms, " if info.ttft_ms is not None else "")
+                      + f"total {info.latency_ms:.1f} ms")
     if result.usage is not None:
         table.add_row("usage", f"{result.usage.prompt_tokens} prompt + {result.usage.completion_tokens} completion tokens",
                       f"cost {result.cost or 0:.6f} {result.currency or ''}")

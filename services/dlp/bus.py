@@ -9,6 +9,8 @@ publishes stellwerk.v1.request.screened    (prompt allowed or redacted)
 
 from __future__ import annotations
 
+import asyncio
+
 from schemas import subjects
 from schemas.events import (
     AuditEvent,
@@ -64,16 +66,24 @@ def build(worker: Worker) -> None:
             await worker.fail(event, "dlp_unavailable", stage="dlp_input")
             return
         decision = screening.decision
-        await worker.audit(_audit(event, "dlp_input", decision))
+        audit = _audit(event, "dlp_input", decision)
         if decision.action == "block" or screening.texts is None:
-            await worker.fail(event, "dlp_blocked_input", stage="dlp_input", status="blocked", already_audited=True,
-                              rule_id=decision.rule_id, dlp_input=decision)
+            await worker.audit(audit)
+            await worker.fail(
+                event,
+                "dlp_blocked_input",
+                stage="dlp_input",
+                status="blocked",
+                already_audited=True,
+                rule_id=decision.rule_id,
+                dlp_input=decision,
+            )
             return
         attributes = event.attributes
         attributes.data_sensitivity = max_sensitivity(
             attributes.data_sensitivity, decision.derived_sensitivity
         )
-        await worker.publish(
+        screened = worker.publish(
             subjects.REQUEST_SCREENED,
             RequestScreened(
                 **envelope_fields(event),
@@ -89,6 +99,7 @@ def build(worker: Worker) -> None:
             ),
             msg_id=f"{event.request_id}:screened",
         )
+        await asyncio.gather(worker.audit(audit), screened)
 
     async def on_generated(event: ResponseGenerated) -> None:
         try:
@@ -97,15 +108,25 @@ def build(worker: Worker) -> None:
             await worker.fail(event, "dlp_unavailable", stage="dlp_output", routing=event.routing)
             return
         decision = screening.decision
-        await worker.audit(_audit(event, "dlp_output", decision))
+        audit = _audit(event, "dlp_output", decision)
         if decision.action == "block" or screening.texts is None:
-            await worker.fail(event, "dlp_blocked_output", stage="dlp_output", status="blocked", already_audited=True,
-                              rule_id=decision.rule_id, dlp_input=event.dlp_input,
-                              routing=event.routing, dlp_output=decision)
+            await worker.audit(audit)
+            await worker.fail(
+                event,
+                "dlp_blocked_output",
+                stage="dlp_output",
+                status="blocked",
+                already_audited=True,
+                rule_id=decision.rule_id,
+                dlp_input=event.dlp_input,
+                routing=event.routing,
+                dlp_output=decision,
+            )
             return
         content = screening.texts[0]
         if event.pseudonyms:
             content = restore_pseudonyms(content, event.pseudonyms)
+        await worker.audit(audit)  # the record exists before the caller sees the answer
         await worker.reply(
             RequestResult(
                 **envelope_fields(event),

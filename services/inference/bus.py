@@ -9,6 +9,8 @@ publishes stellwerk.v1.response.generated  (to dlp output screening)
 
 from __future__ import annotations
 
+import asyncio
+
 from schemas import subjects
 from schemas.events import (
     AuditEvent,
@@ -47,65 +49,66 @@ def build(worker: Worker) -> None:
             latency_ms=outcome.latency_ms,
             fallback_from=outcome.fallback_from,
         )
-        usage = TokenUsage(
-            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens
-        )
+        usage = TokenUsage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
         call_id = f"{event.request_id}.{outcome.route}"
         envelope = envelope_fields(event)
-        await worker.publish(
-            subjects.USAGE_RECORDED,
-            UsageRecorded(
-                **envelope,
-                call_id=call_id,
-                route=outcome.route,
-                deployment=outcome.deployment.name,
-                model=outcome.deployment.model,
-                usage=usage,
-                ttft_ms=outcome.ttft_ms,
-                latency_ms=outcome.latency_ms,
-                gpu_seconds=outcome.gpu_seconds,
-                cost=outcome.cost,
-                currency=currency,
+        # The three publishes are independent: send them together, wait once.
+        await asyncio.gather(
+            worker.publish(
+                subjects.USAGE_RECORDED,
+                UsageRecorded(
+                    **envelope,
+                    call_id=call_id,
+                    route=outcome.route,
+                    deployment=outcome.deployment.name,
+                    model=outcome.deployment.model,
+                    usage=usage,
+                    ttft_ms=outcome.ttft_ms,
+                    latency_ms=outcome.latency_ms,
+                    gpu_seconds=outcome.gpu_seconds,
+                    cost=outcome.cost,
+                    currency=currency,
+                ),
+                msg_id=f"usage:{call_id}",
             ),
-            msg_id=f"usage:{call_id}",
-        )
-        await worker.audit(
-            AuditEvent(
-                **envelope,
-                stage="inference",
-                outcome="fallback" if outcome.fallback_from else "completed",
-                route=outcome.route,
-                deployment=outcome.deployment.name,
-                model=outcome.deployment.model,
-                model_version=outcome.deployment.model_version,
-                config_version=outcome.deployment.config_version,
-                prompt_template_version=outcome.deployment.prompt_template_version,
-                prompt_tokens=outcome.prompt_tokens,
-                completion_tokens=outcome.completion_tokens,
-                ttft_ms=round(outcome.ttft_ms, 3),
-                latency_ms=round(outcome.latency_ms, 3),
-                cost=outcome.cost,
-            )
-        )
-        await worker.publish(
-            subjects.RESPONSE_GENERATED,
-            ResponseGenerated(
-                **envelope,
-                messages=event.messages,
-                attributes=event.attributes,
-                params=event.params,
-                pseudonymize=event.pseudonymize,
-                dlp_input=event.dlp_input,
-                pseudonyms=event.pseudonyms,
-                routing=event.routing,
-                content=outcome.content,
-                finish_reason=outcome.finish_reason,
-                usage=usage,
-                inference=info,
-                cost=outcome.cost,
-                currency=currency,
+            worker.audit(
+                AuditEvent(
+                    **envelope,
+                    stage="inference",
+                    outcome="fallback" if outcome.fallback_from else "completed",
+                    route=outcome.route,
+                    deployment=outcome.deployment.name,
+                    model=outcome.deployment.model,
+                    model_version=outcome.deployment.model_version,
+                    config_version=outcome.deployment.config_version,
+                    prompt_template_version=outcome.deployment.prompt_template_version,
+                    prompt_tokens=outcome.prompt_tokens,
+                    completion_tokens=outcome.completion_tokens,
+                    ttft_ms=round(outcome.ttft_ms, 3) if outcome.ttft_ms is not None else None,
+                    latency_ms=round(outcome.latency_ms, 3),
+                    cost=outcome.cost,
+                )
             ),
-            msg_id=f"{event.request_id}:generated",
+            worker.publish(
+                subjects.RESPONSE_GENERATED,
+                ResponseGenerated(
+                    **envelope,
+                    messages=event.messages,
+                    attributes=event.attributes,
+                    params=event.params,
+                    pseudonymize=event.pseudonymize,
+                    dlp_input=event.dlp_input,
+                    pseudonyms=event.pseudonyms,
+                    routing=event.routing,
+                    content=outcome.content,
+                    finish_reason=outcome.finish_reason,
+                    usage=usage,
+                    inference=info,
+                    cost=outcome.cost,
+                    currency=currency,
+                ),
+                msg_id=f"{event.request_id}:generated",
+            ),
         )
 
     worker.consume(INFERENCE, RequestRouted, on_routed)

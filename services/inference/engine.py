@@ -69,6 +69,7 @@ class InferenceEngine:
                         "api_base": d.api_base,
                         "api_key": d.api_key,
                         "timeout": d.timeout_s,
+                        **({"max_parallel_requests": d.max_parallel_requests} if d.max_parallel_requests else {}),
                     },
                     "model_info": {"id": d.name},
                 }
@@ -121,7 +122,52 @@ class InferenceEngine:
             )
             if v is not None
         }
+        deployment_of_route = self.config.deployments_for(route)[0]
         started = time.perf_counter()
+        if deployment_of_route.stream:
+            content, finish_reason, usage, ttft, deployment_name = await self._streamed(
+                route, messages, extra, timeout_s, started
+            )
+        else:
+            response: Any = await self.router.acompletion(
+                model=route, messages=_wire(messages), stream=False, timeout=timeout_s, **extra
+            )
+            choice = response.choices[0]
+            content = choice.message.content or ""
+            finish_reason = choice.finish_reason or "stop"
+            usage, ttft = getattr(response, "usage", None), None
+            deployment_name = (getattr(response, "_hidden_params", None) or {}).get("model_id")
+        latency = time.perf_counter() - started
+        deployment = self._by_name.get(deployment_name or "") or deployment_of_route
+        if usage is not None:
+            prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        else:
+            prompt_tokens = litellm.token_counter(model="gpt-4o", messages=_wire(messages))
+            completion_tokens = litellm.token_counter(model="gpt-4o", text=content)
+        gpu_s = gpu_seconds(deployment, latency)
+        return CallOutcome(
+            route=route,
+            deployment=deployment,
+            content=content,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            ttft_ms=ttft * 1000 if ttft is not None else None,
+            latency_ms=latency * 1000,
+            gpu_seconds=gpu_s,
+            cost=price_call(deployment, prompt_tokens, completion_tokens, gpu_s),
+            fallback_from=None,
+        )
+
+
+    async def _streamed(
+        self,
+        route: Route,
+        messages: list[ChatMessage],
+        extra: dict[str, Any],
+        timeout_s: float,
+        started: float,
+    ) -> tuple[str, str, Any, float | None, str | None]:
         ttft: float | None = None
         parts: list[str] = []
         finish_reason = "stop"
@@ -134,10 +180,8 @@ class InferenceEngine:
             timeout=timeout_s,
             **extra,
         )
-        deployment_name: str | None = None
+        deployment_name: str | None = (getattr(stream, "_hidden_params", None) or {}).get("model_id")
         async for chunk in stream:
-            if deployment_name is None:
-                deployment_name = (getattr(stream, "_hidden_params", None) or {}).get("model_id")
             if chunk.choices:
                 choice = chunk.choices[0]
                 if choice.delta and choice.delta.content:
@@ -146,33 +190,8 @@ class InferenceEngine:
                     parts.append(choice.delta.content)
                 if choice.finish_reason:
                     finish_reason = choice.finish_reason
-            chunk_usage = getattr(chunk, "usage", None)
-            if chunk_usage:
-                usage = chunk_usage
-        latency = time.perf_counter() - started
-        deployment = self._by_name.get(deployment_name or "") or self.config.deployments_for(route)[0]
-        content = "".join(parts)
-        if usage is not None:
-            prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        else:
-            prompt_tokens = litellm.token_counter(
-                model="gpt-4o", messages=_wire(messages)
-            )
-            completion_tokens = litellm.token_counter(model="gpt-4o", text=content)
-        gpu_s = gpu_seconds(deployment, latency)
-        return CallOutcome(
-            route=route,
-            deployment=deployment,
-            content=content,
-            finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            ttft_ms=(ttft if ttft is not None else latency) * 1000,
-            latency_ms=latency * 1000,
-            gpu_seconds=gpu_s,
-            cost=price_call(deployment, prompt_tokens, completion_tokens, gpu_s),
-            fallback_from=None,
-        )
+            usage = getattr(chunk, "usage", None) or usage
+        return "".join(parts), finish_reason, usage, ttft, deployment_name
 
 
 def _with_fallback(outcome: CallOutcome, original: Route) -> CallOutcome:

@@ -8,6 +8,8 @@ publishes stellwerk.v1.request.routed    (route, rule, policy version, allowed f
 
 from __future__ import annotations
 
+import asyncio
+
 from schemas import subjects
 from schemas.events import AuditEvent, RequestRouted, RequestScreened, RuntimeSignals, envelope_fields
 from schemas.streams import ROUTER
@@ -38,7 +40,7 @@ def build(worker: Worker) -> None:
         decision = verdict.decision
         decision.prompt_tokens_estimate = prompt.tokens
         envelope = envelope_fields(event)
-        await worker.audit(
+        audit = worker.audit(
             AuditEvent(
                 **envelope,
                 stage="router",
@@ -60,6 +62,7 @@ def build(worker: Worker) -> None:
             )
         )
         if decision.route == "fallback-policy":
+            await audit
             await worker.fail(
                 event,
                 verdict.reason or "no_route_available",
@@ -71,7 +74,7 @@ def build(worker: Worker) -> None:
                 routing=decision,
             )
             return
-        await worker.publish(
+        routed = worker.publish(
             subjects.REQUEST_ROUTED,
             RequestRouted(
                 **envelope,
@@ -85,5 +88,6 @@ def build(worker: Worker) -> None:
             ),
             msg_id=f"{event.request_id}:routed",
         )
+        await asyncio.gather(audit, routed)
 
     worker.consume(ROUTER, RequestScreened, on_screened)

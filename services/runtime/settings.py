@@ -65,6 +65,10 @@ class Deployment(BaseModel):
     gpu_hour_rate: float = 0.0
     gpu_share: float = 0.0
     timeout_s: float = 60.0
+    # Streaming the call measures time to first token but costs ~6 ms in LiteLLM's stream
+    # wrapper; the answer is screened as a whole before the caller sees it either way.
+    stream: bool = False
+    max_parallel_requests: int | None = None
 
 
 class SimulatorSpec(BaseModel):
