@@ -113,6 +113,8 @@ class RuntimeSignals(msgspec.Struct, kw_only=True):
     api_quota_remaining: float = 1e12
     provider_health: dict[str, ProviderHealth] = msgspec.field(default_factory=dict)
     budget_exhausted: bool = False
+    # FinOps actions in force for the request's budgets: downgrade, block_noncritical.
+    budget_actions: list[Ident] = msgspec.field(default_factory=list)
 
 
 class InferenceInfo(msgspec.Struct, kw_only=True):
@@ -279,6 +281,22 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     occurred_at: Timestamp = msgspec.field(default_factory=utcnow)
 
 
+class PolicyPushed(msgspec.Struct, kw_only=True):
+    """A policy bundle pushed at run time (``stellwerk policy push``) to every worker using it."""
+
+    policy: Ident  # e.g. "routing"
+    version: Ident
+    modules: dict[str, str]
+    data: dict[str, Any]
+    pushed_at: Timestamp = msgspec.field(default_factory=utcnow)
+
+
+class PolicyPushAck(msgspec.Struct, kw_only=True):
+    worker_id: Ident
+    accepted: bool
+    version: Ident  # the version in force after the push
+
+
 EVENT_TYPES: tuple[type[msgspec.Struct], ...] = (
     RequestSubmitted,
     RequestScreened,
@@ -293,6 +311,7 @@ EVENT_TYPES: tuple[type[msgspec.Struct], ...] = (
     ApprovalRequested,
     ApprovalDecided,
     DeadLetter,
+    PolicyPushed,
 )
 
 E = TypeVar("E", bound=msgspec.Struct)

@@ -21,6 +21,8 @@ from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
 
 app = typer.Typer(help="Stellwerk — governed AI gateway on a NATS mesh.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
+policy_app = typer.Typer(help="Policies: push a new version to the running mesh.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(route_app, name="route", help="Routing policy: explain decisions.")
 console = Console()
@@ -227,6 +229,36 @@ def status(
                           str(c["redelivered"]), str(c["waiting"]))
     console.print(workers)
     console.print(consumers)
+
+
+@policy_app.command("push")
+def policy_push(
+    directory: Annotated[Path, typer.Argument(help="Policy directory (*.rego, data.json, *_test.json).")],
+    nats_url: NatsUrl = None,
+    wait: Annotated[float, typer.Option(help="Seconds to collect the routers' acknowledgements.")] = 1.0,
+) -> None:
+    """Compile and test a routing policy, then install it in every running router without a restart."""
+    from services.router.cli import push
+    from services.runtime.rego import PolicyError
+    from stellwerk.policy_push import push_routing_policy
+
+    try:
+        source = push(directory)
+    except PolicyError as exc:
+        err.print(f"[red]policy rejected:[/] {exc}")
+        raise typer.Exit(2) from exc
+    settings = _settings(nats_url)
+    try:
+        acks = asyncio.run(push_routing_policy(settings.nats_url, source, wait))
+    except OSError as exc:
+        err.print(f"[red]cannot reach the mesh at {settings.nats_url}[/]: {type(exc).__name__}")
+        raise typer.Exit(1) from exc
+    accepted = [a for a in acks if a.accepted and a.version == source.version]
+    console.print(f"policy {source.version}: installed by {len(accepted)} of {len(acks)} router worker(s)")
+    for ack in acks:
+        console.print(f"  {ack.worker_id}: {'ok' if ack.accepted else 'REJECTED'} (in force: {ack.version})")
+    if not acks or len(accepted) != len(acks):
+        raise typer.Exit(1)
 
 
 @schemas_app.command("export")

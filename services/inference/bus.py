@@ -4,12 +4,20 @@ consumes  stellwerk.v1.request.routed      (durable ``inference``)
 publishes stellwerk.v1.response.generated  (to dlp output screening)
           stellwerk.v1.usage.recorded      (to finops; one per call, idempotent by call id)
           stellwerk.v1.result.<id>         (failure: provider error/timeout, typed)
-          stellwerk.v1.audit.inference
+          stellwerk.v1.audit.inference     (the call; and one record per failed attempt)
+writes    KV provider_health <route>.<worker>   (circuit breaker state, on change + heartbeat)
+          KV capacity <deployment>              (from each local deployment's /metrics)
+          KV capacity quota.<route>             (tokens used this minute on quota'd APIs)
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+
+import httpx
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from schemas import subjects
 from schemas.events import (
@@ -21,14 +29,87 @@ from schemas.events import (
     UsageRecorded,
     envelope_fields,
 )
-from schemas.streams import INFERENCE
-from services.inference.engine import InferenceEngine, InferenceFailed
+from schemas.kv import ProviderHealthState, QuotaState
+from schemas.streams import INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH
+from schemas.vocabulary import Route
+from services.inference.capacity import capacity_from_metrics, metrics_url
+from services.inference.engine import AttemptFailure, CallOutcome, InferenceEngine, InferenceFailed
 from services.runtime.worker import Worker
+
+HEALTH_HEARTBEAT_S = 10.0
+CAPACITY_POLL_S = 1.0
 
 
 def build(worker: Worker) -> None:
     engine = InferenceEngine(worker.config)
     currency = worker.config.currency
+    worker_id = subjects.token(worker.settings.worker_id)
+    reported: dict[Route, str] = {}
+    local_deployments = [d for d in worker.config.deployments if d.route == "local-vllm"]
+    http = httpx.AsyncClient(timeout=1.0)
+
+    async def report_health(force: bool = False) -> None:
+        kv = await worker.kv(KV_PROVIDER_HEALTH)
+        now = time.monotonic()
+        for route, breaker in engine.breakers.items():
+            state = breaker.state(now)
+            if force or reported.get(route) != state:
+                reported[route] = state
+                value = ProviderHealthState(
+                    route=route,
+                    worker_id=worker_id,
+                    state=state,
+                    consecutive_failures=breaker.consecutive_failures,
+                )
+                await kv.put(f"{route}.{worker_id}", msgspec.json.encode(value))
+
+    async def heartbeat_health() -> None:
+        await report_health(force=True)
+
+    async def poll_capacity() -> None:
+        kv = await worker.kv(KV_CAPACITY)
+        for deployment in local_deployments:
+            response = await http.get(metrics_url(deployment))
+            response.raise_for_status()
+            state = capacity_from_metrics(deployment, response.text)
+            await kv.put(deployment.name, msgspec.json.encode(state))
+
+    async def count_quota(outcome: CallOutcome) -> None:
+        limit = outcome.deployment.tokens_per_minute
+        if not limit:
+            return
+        kv = await worker.kv(KV_CAPACITY)
+        key, minute = f"quota.{outcome.route}", int(time.time() // 60)
+        tokens = outcome.prompt_tokens + outcome.completion_tokens
+        for _ in range(20):  # compare-and-set: several workers count into one minute
+            try:
+                entry = await kv.get(key)
+                state = msgspec.json.decode(entry.value or b"", type=QuotaState)
+                revision: int | None = entry.revision
+            except KeyNotFoundError:
+                state, revision = None, None
+            used = (state.used_this_minute if state and state.minute == minute else 0.0) + tokens
+            value = msgspec.json.encode(
+                QuotaState(route=outcome.route, tokens_per_minute=limit, used_this_minute=used, minute=minute)
+            )
+            try:
+                if revision is None:
+                    await kv.create(key, value)
+                else:
+                    await kv.update(key, value, last=revision)
+                return
+            except KeyWrongLastSequenceError:
+                continue
+
+    def attempt_audit(event: RequestRouted, attempt: AttemptFailure, index: int) -> AuditEvent:
+        return AuditEvent(
+            **envelope_fields(event),
+            stage="inference",
+            outcome=f"attempt_failed.{index}",
+            reason_code=attempt.code,
+            route=attempt.route,
+            attributes={"error_type": attempt.error_type},
+        )
 
     async def on_routed(event: RequestRouted) -> None:
         try:
@@ -36,7 +117,13 @@ def build(worker: Worker) -> None:
                 event.routing, event.messages, event.params, timeout_s=event.remaining_s()
             )
         except InferenceFailed as failure:
-            await worker.fail(event, failure.code, stage="inference", routing=event.routing)
+            await asyncio.gather(
+                report_health(),
+                *(worker.audit(attempt_audit(event, a, i)) for i, a in enumerate(failure.attempts, 1)),
+            )
+            await worker.fail(
+                event, failure.code, stage="inference", routing=event.routing, dlp_input=event.dlp_input
+            )
             return
         info = InferenceInfo(
             route=outcome.route,
@@ -52,7 +139,10 @@ def build(worker: Worker) -> None:
         usage = TokenUsage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
         call_id = f"{event.request_id}.{outcome.route}"
         envelope = envelope_fields(event)
-        # The three publishes are independent: send them together, wait once.
+        failed_attempts = [
+            worker.audit(attempt_audit(event, a, i)) for i, a in enumerate(outcome.failed_attempts, 1)
+        ]
+        # Independent publishes: send them together, wait once.
         await asyncio.gather(
             worker.publish(
                 subjects.USAGE_RECORDED,
@@ -77,6 +167,7 @@ def build(worker: Worker) -> None:
                     stage="inference",
                     outcome="fallback" if outcome.fallback_from else "completed",
                     route=outcome.route,
+                    fallbacks=[outcome.fallback_from] if outcome.fallback_from else [],
                     deployment=outcome.deployment.name,
                     model=outcome.deployment.model,
                     model_version=outcome.deployment.model_version,
@@ -87,6 +178,7 @@ def build(worker: Worker) -> None:
                     ttft_ms=round(outcome.ttft_ms, 3) if outcome.ttft_ms is not None else None,
                     latency_ms=round(outcome.latency_ms, 3),
                     cost=outcome.cost,
+                    attributes={"fallback_from": outcome.fallback_from} if outcome.fallback_from else {},
                 )
             ),
             worker.publish(
@@ -109,6 +201,12 @@ def build(worker: Worker) -> None:
                 ),
                 msg_id=f"{event.request_id}:generated",
             ),
+            count_quota(outcome),
+            report_health(),
+            *failed_attempts,
         )
 
+    worker.every(HEALTH_HEARTBEAT_S, heartbeat_health)
+    if local_deployments:
+        worker.every(CAPACITY_POLL_S, poll_capacity)
     worker.consume(INFERENCE, RequestRouted, on_routed)

@@ -13,10 +13,18 @@ from litellm.router import Router
 from schemas.events import ChatMessage, GenerationParams, RoutingDecision
 from schemas.vocabulary import ErrorCode, Route
 from services.finops.pricing import gpu_seconds, price_call
+from services.inference.breaker import CircuitBreaker
 from services.runtime.settings import Deployment, PlatformConfig
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailure:
+    route: Route
+    code: ErrorCode
+    error_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,22 +35,17 @@ class CallOutcome:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    ttft_ms: float
+    ttft_ms: float | None
     latency_ms: float
     gpu_seconds: float
     cost: float
     fallback_from: Route | None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptFailure:
-    route: Route
-    code: ErrorCode
-    error_type: str
+    failed_attempts: tuple[AttemptFailure, ...] = ()
 
 
 class InferenceFailed(Exception):
     def __init__(self, code: ErrorCode, attempts: list[AttemptFailure]) -> None:
+        # Carried so the worker can audit every failed attempt, not only the last.
         super().__init__(code)
         self.code = code
         self.attempts = attempts
@@ -59,6 +62,10 @@ def _litellm_model(deployment: Deployment) -> str:
 class InferenceEngine:
     def __init__(self, config: PlatformConfig, num_retries: int = 1) -> None:
         self.config = config
+        self.breakers: dict[Route, CircuitBreaker] = {
+            d.route: CircuitBreaker(failure_threshold=d.breaker_failures, cooldown_s=d.breaker_cooldown_s)
+            for d in config.deployments
+        }
         self._by_name = {d.name: d for d in config.deployments}
         self.router = Router(
             model_list=[
@@ -69,7 +76,11 @@ class InferenceEngine:
                         "api_base": d.api_base,
                         "api_key": d.api_key,
                         "timeout": d.timeout_s,
-                        **({"max_parallel_requests": d.max_parallel_requests} if d.max_parallel_requests else {}),
+                        **(
+                            {"max_parallel_requests": d.max_parallel_requests}
+                            if d.max_parallel_requests
+                            else {}
+                        ),
                     },
                     "model_info": {"id": d.name},
                 }
@@ -96,15 +107,22 @@ class InferenceEngine:
             if remaining <= 0:
                 attempts.append(AttemptFailure(route, "provider_timeout", "DeadlineExceeded"))
                 break
+            breaker = self.breakers[route]
+            if not breaker.allows(time.monotonic()):
+                attempts.append(AttemptFailure(route, "provider_error", "CircuitOpen"))
+                continue
             try:
                 outcome = await self._call(route, messages, params, remaining)
             except ProviderTimeout as exc:
+                breaker.record_failure(time.monotonic())
                 attempts.append(AttemptFailure(route, "provider_timeout", type(exc).__name__))
             except Exception as exc:  # noqa: BLE001 - any provider failure may fall back
+                breaker.record_failure(time.monotonic())
                 attempts.append(AttemptFailure(route, "provider_error", type(exc).__name__))
             else:
+                breaker.record_success(outcome.latency_ms)
                 if route != decision.route:
-                    return _with_fallback(outcome, decision.route)
+                    return replace(outcome, fallback_from=decision.route, failed_attempts=tuple(attempts))
                 return outcome
         code: ErrorCode = attempts[-1].code if attempts else "provider_error"
         raise InferenceFailed(code, attempts)
@@ -159,7 +177,6 @@ class InferenceEngine:
             fallback_from=None,
         )
 
-
     async def _streamed(
         self,
         route: Route,
@@ -192,7 +209,3 @@ class InferenceEngine:
                     finish_reason = choice.finish_reason
             usage = getattr(chunk, "usage", None) or usage
         return "".join(parts), finish_reason, usage, ttft, deployment_name
-
-
-def _with_fallback(outcome: CallOutcome, original: Route) -> CallOutcome:
-    return replace(outcome, fallback_from=original)

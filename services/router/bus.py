@@ -1,6 +1,8 @@
 """Router worker contract.
 
 consumes  stellwerk.v1.request.screened  (durable ``router``)
+          stellwerk.v1.control.policy.push  (every worker: install a pushed policy)
+watches   KV provider_health, capacity, budgets (runtime signals, never awaited per request)
 publishes stellwerk.v1.request.routed    (route, rule, policy version, allowed fallbacks)
           stellwerk.v1.result.<id>       (fallback-policy: typed refusal with retry hint)
           stellwerk.v1.audit.router
@@ -10,12 +12,26 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+from nats.aio.msg import Msg
+
 from schemas import subjects
-from schemas.events import AuditEvent, RequestRouted, RequestScreened, RuntimeSignals, envelope_fields
-from schemas.streams import ROUTER
+from schemas.events import (
+    AuditEvent,
+    PolicyPushAck,
+    PolicyPushed,
+    RequestRouted,
+    RequestScreened,
+    decode,
+    encode,
+    envelope_fields,
+)
+from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_PROVIDER_HEALTH, ROUTER
 from services.router.attributes import effective_attributes
 from services.router.context_length import load_encoding, measure_prompt
 from services.router.decision import RouterSettings, RoutingEngine, RoutingInput, RoutingUnavailable
+from services.router.signals import SignalBoard
+from services.runtime.rego import PolicyError, PolicySource
 from services.runtime.worker import Worker
 
 
@@ -23,7 +39,42 @@ def build(worker: Worker) -> None:
     engine = RoutingEngine(RouterSettings())
     encoding = engine.settings.tokenizer_encoding
     load_encoding(encoding)  # warm the tokenizer now, not on the first request
-    signals = RuntimeSignals()
+    board = SignalBoard(worker.config)
+    worker.watch(KV_PROVIDER_HEALTH, board.apply_health)
+    worker.watch(KV_CAPACITY, board.apply_capacity)
+    worker.watch(KV_BUDGETS, board.apply_budget, keys="state.>")
+
+    async def subscribe_pushes() -> None:
+        await worker.nc.subscribe(subjects.CONTROL_POLICY_PUSH, cb=on_push)
+
+    async def on_push(msg: Msg) -> None:
+        try:
+            pushed = decode(msg.data, PolicyPushed)
+            if pushed.policy != "routing":
+                return
+            engine.replace(PolicySource(modules=pushed.modules, data=pushed.data, version=pushed.version))
+        except (msgspec.ValidationError, msgspec.DecodeError, PolicyError) as exc:
+            worker.log.error("policy_push_rejected", error=type(exc).__name__)
+            if msg.reply:
+                await msg.respond(
+                    encode(
+                        PolicyPushAck(
+                            worker_id=worker.settings.worker_id, accepted=False, version=engine.policy_version
+                        )
+                    )
+                )
+            return
+        worker.log.warning("policy_pushed", version=pushed.version)
+        if msg.reply:
+            await msg.respond(
+                encode(
+                    PolicyPushAck(
+                        worker_id=worker.settings.worker_id, accepted=True, version=engine.policy_version
+                    )
+                )
+            )
+
+    worker.on_start(subscribe_pushes)
 
     async def on_screened(event: RequestScreened) -> None:
         prompt = measure_prompt(event.messages, encoding)
@@ -32,6 +83,7 @@ def build(worker: Worker) -> None:
             dlp_sensitivity=event.dlp_input.derived_sensitivity,
             context_length_bucket=prompt.bucket,
         )
+        signals = board.signals_for(event.tenant, event.business_unit, event.usecase_class)
         try:
             verdict = engine.evaluate(RoutingInput.from_request(event, attributes, signals))
         except RoutingUnavailable:
@@ -58,6 +110,10 @@ def build(worker: Worker) -> None:
                     "context_length_bucket": attributes.context_length_bucket,
                     "local_capacity_ok": str(signals.local_capacity_ok).lower(),
                     "budget_exhausted": str(signals.budget_exhausted).lower(),
+                    "api_quota_ok": str(signals.api_quota_remaining > 0).lower(),
+                    "health_local": signals.provider_health.get("local-vllm", "healthy"),
+                    "health_api": signals.provider_health.get("api-gpt52", "healthy"),
+                    "budget_actions": "+".join(signals.budget_actions) or "none",
                 },
             )
         )

@@ -69,6 +69,14 @@ class Deployment(BaseModel):
     # wrapper; the answer is screened as a whole before the caller sees it either way.
     stream: bool = False
     max_parallel_requests: int | None = None
+    # External APIs: the provider's tokens-per-minute quota (None = unlimited).
+    tokens_per_minute: int | None = None
+    # Local deployments: capacity limits checked against the vLLM /metrics.
+    max_requests_waiting: float = 4
+    max_kv_cache_usage: float = 0.9
+    # Circuit breaker: consecutive failed calls that take the route down, and for how long.
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 15.0
 
 
 class SimulatorSpec(BaseModel):
@@ -80,6 +88,7 @@ class SimulatorSpec(BaseModel):
     mode: Literal["echo", "canned"] = "echo"
     ttft_ms: float = 0.0
     itl_ms: float = 0.0
+    max_num_seqs: int = 64
 
 
 class PlatformConfig(BaseModel):

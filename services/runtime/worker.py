@@ -83,6 +83,7 @@ class Worker:
         self._js: JetStreamContext | None = None
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._kv: dict[str, KeyValue] = {}
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def nc(self) -> Client:
@@ -98,6 +99,40 @@ class Worker:
         if bucket not in self._kv:
             self._kv[bucket] = await self.js.key_value(bucket)
         return self._kv[bucket]
+
+    def watch(self, bucket: str, apply: Callable[[str, bytes | None], None], keys: str = ">") -> None:
+        """Keep local state current from a KV bucket: ``apply(key, value)`` on every change
+        (value None when deleted). Runs in the background; request handlers never wait on it."""
+
+        async def start() -> None:
+            watcher = await (await self.kv(bucket)).watch(keys)
+
+            async def follow() -> None:
+                async for entry in watcher:
+                    if entry is None:  # end of the initial snapshot
+                        continue
+                    deleted = entry.operation in ("DEL", "PURGE")
+                    apply(entry.key, None if deleted else entry.value)
+
+            self._background.append(asyncio.create_task(follow(), name=f"watch-{bucket}"))
+
+        self._on_start.append(start)
+
+    def every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` periodically in the background; a failing run is logged, not fatal."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await job()
+                except Exception as exc:  # noqa: BLE001 - periodic jobs must keep running
+                    self.log.warning("periodic_job_failed", job=job.__name__, error=type(exc).__name__)
+                await asyncio.sleep(interval_s)
+
+        async def start() -> None:
+            self._background.append(asyncio.create_task(loop(), name=f"every-{job.__name__}"))
+
+        self._on_start.append(start)
 
     def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._on_start.append(hook)
@@ -250,6 +285,8 @@ class Worker:
             loop.add_signal_handler(sig, stop.set)
         self.log.info("worker_started", worker_id=self.settings.worker_id)
         await stop.wait()
+        for task in self._background:
+            task.cancel()
         await service.stop()
         await self.broker.stop()
         self.tracer_provider.shutdown()

@@ -14,6 +14,8 @@ CASES = SHIPPED_POLICY_DIR / "routing_test.json"
 RULES = [
     ("sensitivity.local_only.unavailable", "fallback-policy"),
     ("sensitivity.local_only", "local-vllm"),
+    # Beyond the issue's table: FinOps' "block non-critical use cases" budget action.
+    ("budget.block_noncritical", "fallback-policy"),
     ("budget.exhausted.unavailable", "fallback-policy"),
     ("budget.exhausted", "local-vllm"),
     ("context.too_long.api_unavailable", "fallback-policy"),

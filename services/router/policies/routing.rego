@@ -53,6 +53,17 @@ too_long_for_local if bucket_rank[input.context_length_bucket] > bucket_rank[cfg
 
 budget_exhausted if signals.budget_exhausted == true
 
+# FinOps budget actions in force for this request's tenant, business unit or use case
+# (from the KV "budgets" state). "force_local" arrives as budget_exhausted.
+budget_action(action) if action in object.get(signals, "budget_actions", [])
+
+blocked_as_noncritical if {
+	budget_action("block_noncritical")
+	not input.usecase_class in object.get(cfg, "critical_usecases", [])
+}
+
+downgraded if budget_action("downgrade")
+
 # Local can take this very request: available, and the prompt fits.
 local_usable if {
 	local_available
@@ -74,6 +85,8 @@ first := {"id": "sensitivity.local_only.unavailable", "route": "fallback-policy"
 	not local_usable
 } else := {"id": "sensitivity.local_only", "route": "local-vllm"} if {
 	not external_allowed
+} else := {"id": "budget.block_noncritical", "route": "fallback-policy"} if {
+	blocked_as_noncritical
 } else := {"id": "budget.exhausted.unavailable", "route": "fallback-policy"} if {
 	budget_exhausted
 	not local_usable
@@ -95,6 +108,7 @@ first := {"id": "sensitivity.local_only.unavailable", "route": "fallback-policy"
 	input.budget_class == "low"
 } else := {"id": "quality.high", "route": "api-gpt52"} if {
 	input.quality_tier == "high"
+	not downgraded
 } else := {"id": "default.local_first", "route": "local-vllm"}
 
 # --- fallbacks ------------------------------------------------------------------------
@@ -114,7 +128,9 @@ fallbacks := [route |
 
 # --- refusal reason (fallback-policy only) --------------------------------------------
 
-reason := "invalid_request" if {
+reason := "budget_exhausted" if {
+	first.id == "budget.block_noncritical"
+} else := "invalid_request" if {
 	# Local-only data that does not fit the local context: retrying cannot help.
 	first.id == "sensitivity.local_only.unavailable"
 	too_long_for_local

@@ -1,0 +1,109 @@
+"""Runtime signals for routing, assembled from the KV buckets other services write.
+
+The router never waits for these on the request path: watchers apply each KV update to a
+``SignalBoard`` as it arrives, and a request reads whatever the board holds. Entries carry
+their write time; a health or capacity report older than ``stale_after_s`` is ignored, so a
+crashed inference worker cannot pin a route as "down" (or "ok") forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+import msgspec
+
+from schemas import subjects
+from schemas.events import RuntimeSignals, utcnow
+from schemas.kv import BudgetState, CapacityState, ProviderHealthState, QuotaState
+from schemas.vocabulary import ProviderHealth, Route
+from services.runtime.settings import PlatformConfig
+
+_SEVERITY: dict[ProviderHealth, int] = {"healthy": 0, "degraded": 1, "down": 2}
+UNLIMITED = 1e12
+
+
+@dataclass
+class SignalBoard:
+    config: PlatformConfig
+    stale_after_s: float = 60.0
+    health: dict[str, ProviderHealthState] = field(default_factory=dict)
+    capacity: dict[str, CapacityState] = field(default_factory=dict)
+    quota: dict[str, QuotaState] = field(default_factory=dict)
+    budgets: dict[str, BudgetState] = field(default_factory=dict)
+
+    # --- applying KV updates (value None = key deleted or purged) -------------------------
+
+    def apply_health(self, key: str, value: bytes | None) -> None:
+        _apply(self.health, key, value, ProviderHealthState)
+
+    def apply_capacity(self, key: str, value: bytes | None) -> None:
+        if key.startswith("quota."):
+            _apply(self.quota, key.removeprefix("quota."), value, QuotaState)
+        else:
+            _apply(self.capacity, key, value, CapacityState)
+
+    def apply_budget(self, key: str, value: bytes | None) -> None:
+        if key.startswith("state."):
+            _apply(self.budgets, key.removeprefix("state."), value, BudgetState)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def signals_for(
+        self, tenant: str, business_unit: str, usecase: str, now: datetime | None = None
+    ) -> RuntimeSignals:
+        now = now or utcnow()
+        fresh_after = now - timedelta(seconds=self.stale_after_s)
+        worst: dict[Route, ProviderHealth] = {}
+        for state in self.health.values():
+            if (
+                state.updated_at >= fresh_after
+                and _SEVERITY[state.state] > _SEVERITY[worst.get(state.route, "healthy")]
+            ):
+                worst[state.route] = state.state
+        local = [c for c in self.capacity.values() if c.route == "local-vllm" and c.updated_at >= fresh_after]
+        # Unknown capacity counts as available: the breaker catches a deployment that fails.
+        local_capacity_ok = not local or any(c.ok for c in local)
+        return RuntimeSignals(
+            local_capacity_ok=local_capacity_ok,
+            api_quota_remaining=self._quota_remaining("api-gpt52", now),
+            provider_health={route: worst.get(route, "healthy") for route in ("local-vllm", "api-gpt52")},
+            budget_exhausted=any(
+                b.action == "force_local" for b in self._budgets_of(tenant, business_unit, usecase)
+            ),
+            budget_actions=sorted(
+                {b.action for b in self._budgets_of(tenant, business_unit, usecase) if b.action != "none"}
+            ),
+        )
+
+    def _quota_remaining(self, route: Route, now: datetime) -> float:
+        limits = [d.tokens_per_minute for d in self.config.deployments_for(route) if d.tokens_per_minute]
+        if not limits:
+            return UNLIMITED
+        total = float(sum(limits))
+        state = self.quota.get(route)
+        if state is None or state.minute != int(now.timestamp() // 60):
+            return total
+        return max(0.0, total - state.used_this_minute)
+
+    def _budgets_of(self, tenant: str, business_unit: str, usecase: str) -> list[BudgetState]:
+        wanted = {
+            ("tenant", subjects.token(tenant)),
+            ("business_unit", subjects.token(business_unit)),
+            ("usecase", subjects.token(usecase)),
+        }
+        return [b for b in self.budgets.values() if (b.scope, subjects.token(b.scope_id)) in wanted]
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def _apply(table: dict[str, S], key: str, value: bytes | None, type_: type[S]) -> None:
+    if not value:
+        table.pop(key, None)
+        return
+    try:
+        table[key] = msgspec.json.decode(value, type=type_)
+    except msgspec.DecodeError:
+        table.pop(key, None)  # a malformed entry is no signal; it must not crash routing
