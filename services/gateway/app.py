@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry import trace
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -42,19 +43,26 @@ from services.gateway.openai_api import ChatCompletionRequest, completion_body, 
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
+from services.runtime.telemetry import inject_headers
 from stellwerk.client import DeadlineExceeded, StellwerkClient
 
 TIMEOUT_HEADER = "x-stellwerk-timeout"
+tracer = trace.get_tracer("stellwerk.gateway")
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "stellwerk_gateway_requests", "Chat requests by outcome", ["status", "code"], registry=self.registry
+            "stellwerk_gateway_requests",
+            "Chat requests by outcome",
+            ["status", "code"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "stellwerk_gateway_request_seconds", "End-to-end request latency", registry=self.registry,
+            "stellwerk_gateway_request_seconds",
+            "End-to-end request latency",
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.in_flight = Gauge("stellwerk_gateway_in_flight", "Requests in flight", registry=self.registry)
@@ -77,13 +85,21 @@ def create_app(settings: MeshSettings | None = None, max_in_flight: int = 512) -
 
     app = FastAPI(title="Stellwerk gateway", version="0.1.0", lifespan=lifespan)
 
-    def error(status: int, code: str, message: str, request_id: str | None = None,
-              retry_after: float | None = None, **extra: Any) -> JSONResponse:
+    def error(
+        status: int,
+        code: str,
+        message: str,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        **extra: Any,
+    ) -> JSONResponse:
         headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
         if retry_after is not None:
             extra["retry_after_s"] = retry_after
         metrics.requests.labels(status=str(status), code=code).inc()
-        return JSONResponse(error_body(code, message, request_id=request_id, extra=extra), status, headers=headers)
+        return JSONResponse(
+            error_body(code, message, request_id=request_id, extra=extra), status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -107,10 +123,13 @@ def create_app(settings: MeshSettings | None = None, max_in_flight: int = 512) -
         if config.key_for(_bearer(request)) is None:
             return error(401, "invalid_api_key", "Incorrect API key provided.")
         routes = sorted({d.route for d in config.deployments})
-        return {"object": "list", "data": [
-            {"id": "stellwerk", "object": "model", "owned_by": "stellwerk", "created": 0},
-            *({"id": r, "object": "model", "owned_by": "stellwerk", "created": 0} for r in routes),
-        ]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": "stellwerk", "object": "model", "owned_by": "stellwerk", "created": 0},
+                *({"id": r, "object": "model", "owned_by": "stellwerk", "created": 0} for r in routes),
+            ],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
@@ -153,20 +172,29 @@ def create_app(settings: MeshSettings | None = None, max_in_flight: int = 512) -
         async with slots:
             metrics.in_flight.inc()
             try:
-                with metrics.latency.time():
+                with (
+                    metrics.latency.time(),
+                    tracer.start_as_current_span(
+                        "stellwerk.gateway.chat", attributes={"stellwerk.request_id": request_id}
+                    ),
+                ):
                     received = AuditEvent(
                         **envelope_fields(submitted),
                         stage="gateway",
                         outcome="received",
                         data_sensitivity=attributes.data_sensitivity,
-                        attributes={"api_key": key.key_id, "quality_tier": attributes.quality_tier,
-                                    "budget_class": attributes.budget_class, "stream": str(body.stream).lower()},
+                        attributes={
+                            "api_key": key.key_id,
+                            "quality_tier": attributes.quality_tier,
+                            "budget_class": attributes.budget_class,
+                            "stream": str(body.stream).lower(),
+                        },
                     )
                     _, result = await asyncio.gather(
                         client.js.publish(
                             subjects.audit("gateway"),
                             encode(received),
-                            headers={"Nats-Msg-Id": f"audit:{request_id}:gateway:received"},
+                            headers=inject_headers({"Nats-Msg-Id": f"audit:{request_id}:gateway:received"}),
                         ),
                         client.submit(submitted),
                     )
@@ -185,8 +213,14 @@ def _respond(result: RequestResult, body: ChatCompletionRequest, metrics: Gatewa
         extra: dict[str, Any] = {"stage": result.error.stage}
         if result.error.rule_id:
             extra["rule_id"] = result.error.rule_id
-        return error(HTTP_STATUS[result.error.code], result.error.code, result.error.message,
-                     result.request_id, retry_after=result.error.retry_after_s, **extra)
+        return error(
+            HTTP_STATUS[result.error.code],
+            result.error.code,
+            result.error.message,
+            result.request_id,
+            retry_after=result.error.retry_after_s,
+            **extra,
+        )
     metrics.requests.labels(status="200", code="ok").inc()
     headers = {"x-stellwerk-request-id": result.request_id}
     if result.routing:

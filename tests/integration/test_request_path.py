@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -241,3 +244,26 @@ async def test_killed_worker_loses_nothing(mesh: Mesh, nc: Client) -> None:
 
     assert await eventually(counted_once)
 
+
+
+async def test_one_request_is_one_trace_across_every_service(mesh: Mesh) -> None:
+    completion = await openai_client(mesh).chat.completions.create(
+        model="stellwerk", messages=[{"role": "user", "content": "trace me"}]
+    )
+    request_id = completion.model_extra["stellwerk"]["request_id"]  # type: ignore[index]
+    trace_file = Path(mesh.extra_env["STELLWERK_TRACE_FILE"])
+
+    def spans() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in trace_file.read_text().splitlines() if line.strip()]
+
+    async def all_stages() -> list[dict[str, Any]] | None:
+        mine = [s for s in spans() if (s.get("attributes") or {}).get("stellwerk.request_id") == request_id]
+        stages = {s["attributes"].get("stellwerk.stage") for s in mine}
+        return mine if {"dlp_input", "router", "inference", "dlp_output"} <= stages else None
+
+    mine = await eventually(all_stages)
+    services = {s["resource"]["attributes"]["service.name"] for s in mine}
+    assert {"stellwerk-gateway", "stellwerk-dlp", "stellwerk-router", "stellwerk-inference"} <= services
+    traces = {(s["context"]["trace_id"], s["resource"]["attributes"]["service.name"], s["name"]) for s in mine}
+    assert len({t[0] for t in traces}) == 1, f"every hop continues the caller's trace: {sorted(traces)}"
+    assert "trace me" not in trace_file.read_text()
