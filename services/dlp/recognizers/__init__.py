@@ -1,0 +1,1 @@
+"""Presidio recognizers of the DLP guard, built per language from shipped data."""

@@ -1,0 +1,27 @@
+"""Where the DLP guard finds its policy and data files (env prefix ``STELLWERK_DLP_``).
+
+Defaults point at the files shipped inside this package, so a bare install works offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).parent
+DATA_DIR = PACKAGE_DIR / "data"
+
+
+class DlpSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STELLWERK_DLP_", extra="ignore")
+
+    # Rego sensitivity policy: *.rego modules plus data.json (thresholds).
+    policy_dir: Path = PACKAGE_DIR / "policies"
+    # Organisation-specific identifiers (customer/employee numbers ...); re-read on reload().
+    org_identifiers_file: Path = DATA_DIR / "org_identifiers.yaml"
+    # Detection tuning: min scores per direction, allowlists, identifying types, operators.
+    config_file: Path = DATA_DIR / "guard.yaml"
+    # Medical vocabularies (ICD-10 categories, term lists) and name gazetteers.
+    medical_dir: Path = DATA_DIR / "medical"
+    names_dir: Path = DATA_DIR / "names"
