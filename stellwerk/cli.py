@@ -16,6 +16,7 @@ from rich.table import Table
 
 from schemas.events import ChatMessage, GenerationParams, RequestAttributes, RequestResult
 from schemas.vocabulary import DataSensitivity, QualityTier, UsecaseClass
+from services.dlp.cli import app as dlp_app
 from services.router.cli import app as route_app
 from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
 
@@ -25,6 +26,7 @@ policy_app = typer.Typer(help="Policies: push a new version to the running mesh.
 app.add_typer(policy_app, name="policy")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(route_app, name="route", help="Routing policy: explain decisions.")
+app.add_typer(dlp_app, name="dlp", help="DLP guard: check text from stdin.")
 console = Console()
 err = Console(stderr=True)
 

@@ -28,6 +28,8 @@ from schemas.vocabulary import Stage, max_sensitivity
 from services.dlp.guard import DlpGuard, DlpSettings, DlpUnavailable, PolicyContext, restore_pseudonyms
 from services.runtime.worker import Worker
 
+RELOAD_INTERVAL_S = 2.0
+
 
 def _context(event: Envelope) -> PolicyContext:
     return PolicyContext(
@@ -143,5 +145,11 @@ def build(worker: Worker) -> None:
             )
         )
 
+    async def reload_rules() -> None:
+        # Org identifier patterns and the sensitivity policy take effect without a restart.
+        if guard.reload():
+            worker.log.warning("dlp_rules_reloaded", policy_version=guard.policy_version)
+
+    worker.every(RELOAD_INTERVAL_S, reload_rules)
     worker.consume(DLP_INPUT, RequestSubmitted, on_submitted)
     worker.consume(DLP_OUTPUT, ResponseGenerated, on_generated)

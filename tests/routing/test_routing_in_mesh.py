@@ -37,6 +37,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     for simulator in config["simulators"]:
         if simulator["name"] == "local-vllm":
             simulator["max_num_seqs"] = 1  # a second concurrent request has to wait
+        else:
+            simulator["max_model_len"] = 200_000
     for deployment in config["deployments"]:
         if deployment["route"] == "local-vllm":
             deployment["max_requests_waiting"] = 0
@@ -120,6 +122,13 @@ async def test_local_overload_sends_requests_to_the_api(mesh: Mesh, nc: Client) 
         router = (await audit_of(nc, governance["request_id"]))["router"][0]
         assert router.attributes["local_capacity_ok"] == "false"
         assert router.route == "api-gpt52" and router.policy_version
+        # Data that must stay in the house has nowhere to go now: a typed refusal, not the API.
+        refused = await chat(mesh, "vertraulich", **{"Data-Sensitivity": "highly_confidential"})
+        assert refused.status_code == 503, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "no_route_available"
+        assert error["stellwerk"]["rule_id"] == "sensitivity.local_only.unavailable"
+        assert int(refused.headers["Retry-After"]) > 0
     finally:
         await faults(mesh, "local-vllm", ttft_ms=0)
     for response in await asyncio.gather(*slow):
@@ -158,8 +167,8 @@ async def test_api_errors_open_the_breaker_and_api_traffic_goes_local(mesh: Mesh
         await faults(mesh, "api-gpt52", rate_500=0.0)
 
 
-async def test_exhausted_api_quota_keeps_api_eligible_requests_local(mesh: Mesh, nc: Client) -> None:
-    big = "Schadenmeldung mit vielen Details zum Wasserschaden. " * 400  # ~4,000 tokens > quota
+async def test_long_prompts_go_to_the_api_until_its_quota_is_spent(mesh: Mesh, nc: Client) -> None:
+    long_prompt = "Aktenvermerk zum Leistungsfall mit allen Anlagen und Gutachten. " * 3500  # > 32k tokens
 
     async def api_back() -> bool:  # the previous test's breaker closes after its cool-down
         return routing_of(await chat(mesh, "wieder da?", **{"Quality-Tier": "high"}))["deployment"].startswith("api")
@@ -167,7 +176,9 @@ async def test_exhausted_api_quota_keeps_api_eligible_requests_local(mesh: Mesh,
     assert await eventually(api_back, timeout_s=40)
     for _ in range(2):  # the quota window is one minute: retry once if it rolled over mid-test
         minute = int(time.time() // 60)
-        assert routing_of(await chat(mesh, big, **{"Quality-Tier": "high"}))["routing"]["route"] == "api-gpt52"
+        # Too long for local: the API takes it, and its ~40k tokens spend the 3k/min quota.
+        governance = routing_of(await chat(mesh, long_prompt))
+        assert (governance["routing"]["route"], governance["routing"]["rule_id"]) == ("api-gpt52", "context.too_long")
 
         async def quota_seen() -> dict[str, Any] | None:
             governance = routing_of(await chat(mesh, "kurz", **{"Quality-Tier": "high"}))
@@ -182,6 +193,14 @@ async def test_exhausted_api_quota_keeps_api_eligible_requests_local(mesh: Mesh,
         assert governance["routing"]["route"] == "local-vllm"
         router = (await audit_of(nc, governance["request_id"]))["router"][0]
         assert router.attributes["api_quota_ok"] == "false"
+        # Too long for local and the API's quota is spent: a typed refusal with a retry hint.
+        refused = await chat(mesh, long_prompt)
+        if int(time.time() // 60) != minute:
+            continue
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert refused.json()["error"]["stellwerk"]["rule_id"] == "context.too_long.api_unavailable"
+        assert int(refused.headers["Retry-After"]) > 0
         return
     pytest.fail("quota exhaustion never observed")
 
