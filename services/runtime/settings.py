@@ -89,6 +89,7 @@ class SimulatorSpec(BaseModel):
     ttft_ms: float = 0.0
     itl_ms: float = 0.0
     max_num_seqs: int = 64
+    max_model_len: int = 32768
 
 
 class PlatformConfig(BaseModel):
