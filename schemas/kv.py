@@ -5,7 +5,7 @@ Key layout
                        ``state.<scope>.<id>``  → ``BudgetState`` (what the router enforces)
 - ``provider_health``: ``<route>.<worker_id>`` → ``ProviderHealthState`` (one per inference worker)
 - ``capacity``:        ``<deployment>``        → ``CapacityState`` (from the vLLM /metrics)
-                       ``quota.<route>``       → ``QuotaState`` (tokens per minute of external APIs)
+                       ``quota.<route>``       → ``QuotaState`` (tokens per quota window of external APIs)
 """
 
 from __future__ import annotations
@@ -57,11 +57,12 @@ class CapacityState(msgspec.Struct, kw_only=True):
 
 class QuotaState(msgspec.Struct, kw_only=True):
     route: Route
-    tokens_per_minute: float
-    used_this_minute: float
-    minute: int  # epoch minute the count belongs to
+    limit: float  # tokens per window
+    used: float
+    window: int  # index of the window the count belongs to: epoch seconds // window_s
+    window_s: float = 60.0
     updated_at: Timestamp = msgspec.field(default_factory=utcnow)
 
     @property
     def remaining(self) -> float:
-        return max(0.0, self.tokens_per_minute - self.used_this_minute)
+        return max(0.0, self.limit - self.used)

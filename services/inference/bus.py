@@ -7,7 +7,7 @@ publishes stellwerk.v1.response.generated  (to dlp output screening)
           stellwerk.v1.audit.inference     (the call; and one record per failed attempt)
 writes    KV provider_health <route>.<worker>   (circuit breaker state, on change + heartbeat)
           KV capacity <deployment>              (from each local deployment's /metrics)
-          KV capacity quota.<route>             (tokens used this minute on quota'd APIs)
+          KV capacity quota.<route>             (tokens used in the current quota window)
 """
 
 from __future__ import annotations
@@ -79,18 +79,19 @@ def build(worker: Worker) -> None:
         if not limit:
             return
         kv = await worker.kv(KV_CAPACITY)
-        key, minute = f"quota.{outcome.route}", int(time.time() // 60)
+        window_s = outcome.deployment.quota_window_s
+        key, window = f"quota.{outcome.route}", int(time.time() // window_s)
         tokens = outcome.prompt_tokens + outcome.completion_tokens
-        for _ in range(20):  # compare-and-set: several workers count into one minute
+        for _ in range(20):  # compare-and-set: several workers count into one window
             try:
                 entry = await kv.get(key)
                 state = msgspec.json.decode(entry.value or b"", type=QuotaState)
                 revision: int | None = entry.revision
             except KeyNotFoundError:
                 state, revision = None, None
-            used = (state.used_this_minute if state and state.minute == minute else 0.0) + tokens
+            used = (state.used if state and state.window == window else 0.0) + tokens
             value = msgspec.json.encode(
-                QuotaState(route=outcome.route, tokens_per_minute=limit, used_this_minute=used, minute=minute)
+                QuotaState(route=outcome.route, limit=limit, used=used, window=window, window_s=window_s)
             )
             try:
                 if revision is None:

@@ -78,14 +78,14 @@ class SignalBoard:
         )
 
     def _quota_remaining(self, route: Route, now: datetime) -> float:
-        limits = [d.tokens_per_minute for d in self.config.deployments_for(route) if d.tokens_per_minute]
-        if not limits:
+        deployments = [d for d in self.config.deployments_for(route) if d.tokens_per_minute]
+        if not deployments:
             return UNLIMITED
-        total = float(sum(limits))
+        total = float(sum(d.tokens_per_minute or 0 for d in deployments))
         state = self.quota.get(route)
-        if state is None or state.minute != int(now.timestamp() // 60):
-            return total
-        return max(0.0, total - state.used_this_minute)
+        if state is None or state.window != int(now.timestamp() // state.window_s):
+            return total  # nothing counted in the current window yet
+        return max(0.0, total - state.used)
 
     def _budgets_of(self, tenant: str, business_unit: str, usecase: str) -> list[BudgetState]:
         wanted = {

@@ -71,6 +71,8 @@ class Deployment(BaseModel):
     max_parallel_requests: int | None = None
     # External APIs: the provider's tokens-per-minute quota (None = unlimited).
     tokens_per_minute: int | None = None
+    # The quota's accounting window; providers count per minute, tests may stretch it.
+    quota_window_s: float = 60.0
     # Local deployments: capacity limits checked against the vLLM /metrics.
     max_requests_waiting: float = 4
     max_kv_cache_usage: float = 0.9
