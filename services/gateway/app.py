@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from nats.js import JetStreamContext
 from opentelemetry import trace
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +39,7 @@ from schemas.events import (
     envelope_fields,
     new_id,
 )
+from schemas.streams import DLP_INPUT
 from services.gateway.attributes import InvalidAttribute, resolve_attributes
 from services.gateway.openai_api import ChatCompletionRequest, completion_body, error_body, stream_chunks
 from services.runtime.bus import connect, ensure_topology
@@ -66,21 +68,37 @@ class GatewayMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.in_flight = Gauge("stellwerk_gateway_in_flight", "Requests in flight", registry=self.registry)
+        self.backlog = Gauge(
+            "stellwerk_gateway_pipeline_backlog", "Requests waiting for DLP input screening", registry=self.registry
+        )
 
 
-def create_app(settings: MeshSettings | None = None, max_in_flight: int = 512) -> FastAPI:
+def create_app(settings: MeshSettings | None = None) -> FastAPI:
     settings = settings or MeshSettings()
     config: PlatformConfig = load_config(settings.config_file)
     metrics = GatewayMetrics()
-    slots = asyncio.Semaphore(max_in_flight)
+    slots = asyncio.Semaphore(config.max_in_flight_per_gateway)
     state: dict[str, StellwerkClient] = {}
+    backlog = [0]  # requests waiting for the first pipeline stage, refreshed in the background
+
+    async def watch_backlog(js: JetStreamContext) -> None:
+        while True:
+            try:
+                info = await js.consumer_info(DLP_INPUT.stream, DLP_INPUT.durable)
+                backlog[0] = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            except Exception:  # noqa: BLE001 - no reading is no reason to shed load
+                backlog[0] = 0
+            metrics.backlog.set(backlog[0])
+            await asyncio.sleep(0.5)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nc = await connect(settings.nats_url, "stellwerk-gateway")
         await ensure_topology(nc.jetstream())
         state["client"] = StellwerkClient(nc)
+        watcher = asyncio.create_task(watch_backlog(nc.jetstream()))
         yield
+        watcher.cancel()
         await nc.drain()
 
     app = FastAPI(title="Stellwerk gateway", version="0.1.0", lifespan=lifespan)
@@ -148,6 +166,8 @@ def create_app(settings: MeshSettings | None = None, max_in_flight: int = 512) -
                 return error(400, "invalid_request", f"Invalid {TIMEOUT_HEADER} header.")
         if slots.locked():
             return error(503, "overloaded", "The gateway is at capacity; retry shortly.", retry_after=1)
+        if backlog[0] > config.max_pipeline_backlog:
+            return error(503, "overloaded", "The pipeline is backed up; retry shortly.", retry_after=2)
         request_id = new_id()
         stop = [body.stop] if isinstance(body.stop, str) else body.stop
         submitted = RequestSubmitted(

@@ -99,6 +99,10 @@ class PlatformConfig(BaseModel):
     request_timeout_s: float = 60.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    # Load shedding: above this many requests waiting for DLP input screening the gateway
+    # answers 503 with Retry-After instead of queueing more work into the pipeline.
+    max_pipeline_backlog: int = 1000
+    max_in_flight_per_gateway: int = 512
     api_keys: list[ApiKey]
     deployments: list[Deployment]
     simulators: list[SimulatorSpec] = []
