@@ -13,6 +13,8 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
@@ -22,7 +24,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.micro import add_service
 from nats.micro.service import Service, ServiceConfig
 
-from schemas.streams import KV_BUCKETS, STREAMS, StreamDef
+from schemas.streams import CONSUMERS, KV_BUCKETS, STREAMS, ConsumerDef, StreamDef
+from services.runtime.settings import MeshSettings
 
 
 def stream_config(definition: StreamDef) -> StreamConfig:
@@ -41,8 +44,24 @@ def stream_config(definition: StreamDef) -> StreamConfig:
     )
 
 
-async def ensure_topology(js: JetStreamContext) -> None:
-    """Create or update every stream and KV bucket; safe to call from every worker at start."""
+def consumer_config(definition: ConsumerDef, settings: MeshSettings) -> ConsumerConfig:
+    """The one durable consumer configuration, used both to pre-create and to bind."""
+    return ConsumerConfig(
+        durable_name=definition.durable,
+        filter_subject=definition.filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=definition.max_ack_pending,
+        description=definition.description or None,
+    )
+
+
+async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = None) -> None:
+    """Create or update every stream, durable consumer and KV bucket; safe to call from every
+    worker at start. Consumers exist before their first worker does, so a backlog is visible
+    (and bounded by the gateway) even while a stage has no worker at all."""
+    settings = settings or MeshSettings()
     for definition in STREAMS:
         config = stream_config(definition)
         try:
@@ -52,6 +71,12 @@ async def ensure_topology(js: JetStreamContext) -> None:
                 await js.add_stream(config)
         else:
             await js.update_stream(config)
+    for consumer in CONSUMERS:
+        try:
+            await js.consumer_info(consumer.stream, consumer.durable)
+        except NotFoundError:
+            with contextlib.suppress(BadRequestError):  # another worker created it first
+                await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
     for bucket in KV_BUCKETS:
         try:
             await js.key_value(bucket)

@@ -22,7 +22,7 @@ from typing import TypeVar
 import msgspec
 import structlog
 from faststream.middlewares.acknowledgement.config import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -42,7 +42,7 @@ from schemas.events import (
 )
 from schemas.streams import ConsumerDef
 from schemas.vocabulary import ErrorCode, ResultStatus, Stage
-from services.runtime.bus import ensure_topology, register_worker
+from services.runtime.bus import consumer_config, ensure_topology, register_worker
 from services.runtime.errors import fixed_message
 from services.runtime.logging import configure_logging
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
@@ -150,12 +150,7 @@ class Worker:
             stream=JStream(consumer.stream, declare=False),
             durable=consumer.durable,
             pull_sub=PullSub(batch_size=self.settings.batch_size, timeout=5.0),
-            config=ConsumerConfig(
-                ack_wait=self.settings.ack_wait_s,
-                max_deliver=self.settings.max_deliver,
-                max_ack_pending=consumer.max_ack_pending,
-                description=consumer.description or None,
-            ),
+            config=consumer_config(consumer, self.settings),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
             max_workers=self.settings.batch_size,
@@ -274,7 +269,7 @@ class Worker:
         """Connect, ensure topology, start consuming, announce; stop cleanly on SIGINT/SIGTERM."""
         self._nc = await self.broker.connect()
         self._js = self._nc.jetstream()
-        await ensure_topology(self._js)
+        await ensure_topology(self._js, self.settings)
         for hook in self._on_start:
             await hook()
         await self.broker.start()
