@@ -109,6 +109,7 @@ async def mesh_rows(requests: int) -> list[Row]:
 
     from schemas import subjects
     from schemas.events import DlpDecision, RequestScreened, deadline_in, encode, new_id
+    from schemas.streams import INFERENCE
     from services.runtime.bus import connect, ensure_topology
     from services.runtime.settings import DEFAULT_CONFIG
     from stellwerk.discovery import ping_workers
@@ -130,7 +131,8 @@ async def mesh_rows(requests: int) -> list[Row]:
         try:
             while not (await ping_workers(nc, 0.2)).get("router"):
                 await asyncio.sleep(0.1)
-            reader = await js.pull_subscribe(subjects.REQUEST_ROUTED, durable="bench-reader", stream="PIPELINE")
+            # No inference worker runs here: the bench reads the routed requests in its place.
+            reader = await js.pull_subscribe(subjects.REQUEST_ROUTED, durable=INFERENCE.durable, stream="PIPELINE")
             decision = DlpDecision(direction="input", action="allow", rule_id="dlp.allow", policy_version="v",
                                    language="de", derived_sensitivity="internal", has_pii=False, has_medical_terms=False)
 
