@@ -73,6 +73,7 @@ class Part:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    metrics_port: int = 0
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -101,6 +102,8 @@ class Mesh:
     scale: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SCALE))
     extra_env: dict[str, str] = field(default_factory=dict)
     start_simulators: bool = True
+    # Give every worker its own Prometheus port (``Part.metrics_port``); off by default.
+    expose_metrics: bool = False
     parts: list[Part] = field(default_factory=list)
     nats_process: subprocess.Popen[bytes] | None = None
 
@@ -146,7 +149,11 @@ class Mesh:
         index = sum(1 for p in self.parts if p.name.startswith(service + "-")) + 1
         name = f"{service}-{index}"
         env = self.env() | {"STELLWERK_WORKER_ID": name}
-        part = Part(name, [sys.executable, "-m", f"services.{service}"], env, self.logs / f"{name}.log")
+        metrics_port = free_port() if self.expose_metrics else 0
+        if metrics_port:
+            env["STELLWERK_METRICS_PORT"] = str(metrics_port)
+        part = Part(name, [sys.executable, "-m", f"services.{service}"], env, self.logs / f"{name}.log",
+                    metrics_port=metrics_port)
         part.start()
         self.parts.append(part)
         return part

@@ -40,6 +40,12 @@ def _context(event: Envelope) -> PolicyContext:
     )
 
 
+def _count(worker: Worker, decision: DlpDecision) -> None:
+    worker.metrics.dlp_decisions.labels(decision.direction, decision.action, decision.rule_id).inc()
+    for entity in decision.entities:
+        worker.metrics.dlp_entities.labels(decision.direction, entity.type).inc(entity.count)
+
+
 def _audit(event: Envelope, stage: Stage, decision: DlpDecision) -> AuditEvent:
     return AuditEvent(
         **envelope_fields(event),
@@ -68,6 +74,7 @@ def build(worker: Worker) -> None:
             await worker.fail(event, "dlp_unavailable", stage="dlp_input")
             return
         decision = screening.decision
+        _count(worker, decision)
         audit = _audit(event, "dlp_input", decision)
         if decision.action == "block" or screening.texts is None:
             await worker.audit(audit)
@@ -110,6 +117,7 @@ def build(worker: Worker) -> None:
             await worker.fail(event, "dlp_unavailable", stage="dlp_output", routing=event.routing)
             return
         decision = screening.decision
+        _count(worker, decision)
         audit = _audit(event, "dlp_output", decision)
         if decision.action == "block" or screening.texts is None:
             await worker.audit(audit)

@@ -102,6 +102,19 @@ def build(worker: Worker) -> None:
             except KeyWrongLastSequenceError:
                 continue
 
+    def record_call_metrics(outcome: CallOutcome) -> None:
+        m, route, name = worker.metrics, outcome.route, outcome.deployment.name
+        for attempt in outcome.failed_attempts:
+            m.inference_calls.labels(attempt.route, "-", "failed").inc()
+        m.inference_calls.labels(route, name, "fallback" if outcome.fallback_from else "completed").inc()
+        m.inference_latency.labels(route, name).observe(outcome.latency_ms / 1000)
+        if outcome.ttft_ms is not None:
+            m.inference_ttft.labels(route, name).observe(outcome.ttft_ms / 1000)
+        m.inference_tokens.labels(route, name, "prompt").inc(outcome.prompt_tokens)
+        m.inference_tokens.labels(route, name, "completion").inc(outcome.completion_tokens)
+        if outcome.gpu_seconds:
+            m.inference_gpu_seconds.labels(name).inc(outcome.gpu_seconds)
+
     def attempt_audit(event: RequestRouted, attempt: AttemptFailure, index: int) -> AuditEvent:
         return AuditEvent(
             **envelope_fields(event),
@@ -118,6 +131,8 @@ def build(worker: Worker) -> None:
                 event.routing, event.messages, event.params, timeout_s=event.remaining_s()
             )
         except InferenceFailed as failure:
+            for attempt in failure.attempts:
+                worker.metrics.inference_calls.labels(attempt.route, "-", "failed").inc()
             await asyncio.gather(
                 report_health(),
                 *(worker.audit(attempt_audit(event, a, i)) for i, a in enumerate(failure.attempts, 1)),
@@ -126,6 +141,7 @@ def build(worker: Worker) -> None:
                 event, failure.code, stage="inference", routing=event.routing, dlp_input=event.dlp_input
             )
             return
+        record_call_metrics(outcome)
         info = InferenceInfo(
             route=outcome.route,
             deployment=outcome.deployment.name,

@@ -91,6 +91,8 @@ def build(worker: Worker) -> None:
             return
         decision = verdict.decision
         decision.prompt_tokens_estimate = prompt.tokens
+        worker.metrics.routing_decisions.labels(decision.route, decision.rule_id).inc()
+        worker.metrics.prompt_tokens.labels(prompt.bucket).observe(prompt.tokens)
         envelope = envelope_fields(event)
         audit = worker.audit(
             AuditEvent(

@@ -29,6 +29,7 @@ class MeshSettings(BaseSettings):
     max_deliver: int = 5
     batch_size: int = 8
     log_level: str = "warning"
+    metrics_port: int = 0  # Prometheus exposition of this worker; 0 = off
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -45,6 +46,7 @@ from schemas.vocabulary import ErrorCode, ResultStatus, Stage
 from services.runtime.bus import consumer_config, ensure_topology, register_worker
 from services.runtime.errors import fixed_message
 from services.runtime.logging import configure_logging
+from services.runtime.metrics import WorkerMetrics
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
 from services.runtime.telemetry import configure_tracing, inject_headers
 
@@ -70,6 +72,7 @@ class Worker:
         self.log: structlog.stdlib.BoundLogger = configure_logging(service, self.settings.log_level)
         self.tracer_provider = configure_tracing(service)
         self.tracer = trace.get_tracer(f"stellwerk.{service}")
+        self.metrics = WorkerMetrics(service)
         self.broker = NatsBroker(
             self.settings.nats_url,
             name=f"stellwerk-{service}",
@@ -160,15 +163,26 @@ class Worker:
     async def _process(
         self, consumer: ConsumerDef, msg: NatsMessage, event_type: type[E], handler: Handler[E]
     ) -> None:
+        started = time.perf_counter()
+        outcome = await self._handle(consumer, msg, event_type, handler)
+        labels = (self.service, consumer.stage)
+        self.metrics.messages.labels(*labels, outcome).inc()
+        self.metrics.duration.labels(*labels).observe(time.perf_counter() - started)
+
+    async def _handle(
+        self, consumer: ConsumerDef, msg: NatsMessage, event_type: type[E], handler: Handler[E]
+    ) -> str:
         raw = msg.raw_message
         deliveries = raw.metadata.num_delivered if raw.metadata else 1
+        if deliveries > 1:
+            self.metrics.redeliveries.labels(self.service, consumer.stage).inc()
         try:
             event = decode(msg.body, event_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             # Validation messages name the field and the expected type, never the value.
             await self.dead_letter(msg, reason="malformed", detail=str(exc), deliveries=deliveries)
             await msg.ack()
-            return
+            return "malformed"
         log = self.log.bind(request_id=event.request_id, correlation_id=event.correlation_id)
         trace.get_current_span().set_attributes(
             {"stellwerk.request_id": event.request_id, "stellwerk.stage": consumer.stage}
@@ -176,7 +190,7 @@ class Worker:
         if consumer.in_request_path and event.expired():
             await self.fail(event, "deadline_exceeded", stage=consumer.stage)
             await msg.ack()
-            return
+            return "expired"
         try:
             await handler(event)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
@@ -187,11 +201,12 @@ class Worker:
                 if consumer.in_request_path:
                     await self.fail(event, "internal_error", stage=consumer.stage)
                 await msg.ack()
-            else:
-                log.warning("handler_failed", consumer=consumer.durable, error=error, deliveries=deliveries)
-                await msg.nack(delay=_BACKOFF_S[min(deliveries, len(_BACKOFF_S)) - 1])
-            return
+                return "dead_lettered"
+            log.warning("handler_failed", consumer=consumer.durable, error=error, deliveries=deliveries)
+            await msg.nack(delay=_BACKOFF_S[min(deliveries, len(_BACKOFF_S)) - 1])
+            return "retried"
         await msg.ack()
+        return "ok"
 
     # --- publishing ------------------------------------------------------------------------
 
@@ -273,6 +288,7 @@ class Worker:
         for hook in self._on_start:
             await hook()
         await self.broker.start()
+        self.metrics.serve(self.settings.metrics_port)
         service = await register_worker(self._nc, self.service, self.settings.worker_id)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         state_dir=root / "state",
         nats_url=url,
         extra_env={"STELLWERK_ACK_WAIT_S": "2", "STELLWERK_TRACE_FILE": str(root / "traces.jsonl")},
+        expose_metrics=True,
     )
     asyncio.run(mesh.start())
     yield mesh

@@ -267,3 +267,25 @@ async def test_one_request_is_one_trace_across_every_service(mesh: Mesh) -> None
     traces = {(s["context"]["trace_id"], s["resource"]["attributes"]["service.name"], s["name"]) for s in mine}
     assert len({t[0] for t in traces}) == 1, f"every hop continues the caller's trace: {sorted(traces)}"
     assert "trace me" not in trace_file.read_text()
+
+
+async def test_workers_export_stage_and_decision_metrics(mesh: Mesh) -> None:
+    await openai_client(mesh).chat.completions.create(
+        model="stellwerk", messages=[{"role": "user", "content": "Schreib an max@example.com"}]
+    )
+    exposition = ""
+    async with httpx.AsyncClient() as http:
+        for part in mesh.parts:
+            if part.metrics_port and part.alive:
+                exposition += (await http.get(f"http://127.0.0.1:{part.metrics_port}/metrics")).text
+    for name in (
+        'stellwerk_stage_messages_total{outcome="ok",service="dlp",stage="dlp_input"}',
+        'stellwerk_dlp_decisions_total{action="redact",direction="input",rule_id=',
+        'stellwerk_dlp_entities_total{direction="input",entity_type="EMAIL_ADDRESS"}',
+        'stellwerk_routing_decisions_total{route="local-vllm",rule_id="default.local_first"}',
+        'stellwerk_inference_calls_total{deployment="local-vllm-1",outcome="completed",route="local-vllm"}',
+        "stellwerk_inference_latency_seconds_bucket",
+        "stellwerk_stage_duration_seconds_bucket",
+    ):
+        assert name in exposition, name
+    assert "max@example.com" not in exposition
