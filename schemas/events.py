@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from schemas.vocabulary import (
+    ApprovalState,
     BudgetClass,
     ContextLengthBucket,
     DataSensitivity,
@@ -20,6 +21,7 @@ from schemas.vocabulary import (
     DlpAction,
     ErrorCode,
     Ident,
+    JsonType,
     ProviderHealth,
     QualityTier,
     ResultStatus,
@@ -27,6 +29,7 @@ from schemas.vocabulary import (
     Sha256,
     Stage,
     Timestamp,
+    ToolCallStatus,
     UsecaseClass,
 )
 
@@ -224,6 +227,8 @@ class AuditEvent(Envelope, kw_only=True):
     cost: float | None = None
     attributes: dict[Ident, Ident] = msgspec.field(default_factory=dict)
     content_sha256: Sha256 | None = None
+    # Tool gateway (issue 7): who called which tool with which parameter *shape*, and how.
+    tool: ToolAudit | None = None
 
 
 class AuditRecord(msgspec.Struct, kw_only=True):
@@ -235,6 +240,31 @@ class AuditRecord(msgspec.Struct, kw_only=True):
     hash: Sha256
     event: AuditEvent
     recorded_at: Timestamp = msgspec.field(default_factory=utcnow)
+    # 1: hash over the event only (walking skeleton). 2: hash over the whole record with
+    # default-valued fields left out, so appending a field to the schema keeps old hashes valid.
+    hash_version: int = 1
+
+
+SealAlgorithm = Literal["sha256", "hmac-sha256"]
+
+
+class AuditCheckpoint(msgspec.Struct, kw_only=True):
+    """A sealed statement "record ``seq`` of chain ``partition`` has hash ``head_hash``".
+
+    Written periodically by the audit service next to the chain. ``seal`` is an HMAC-SHA256
+    over the other fields when a seal key is configured (``seal_alg`` hmac-sha256, ``key_id``
+    names the key), otherwise their plain SHA-256.
+    """
+
+    partition: Ident
+    seq: int
+    head_hash: Sha256
+    head_stream_seq: int
+    sealed_at: Timestamp = msgspec.field(default_factory=utcnow)
+    sealed_by: Ident
+    seal_alg: SealAlgorithm
+    key_id: Ident | None = None
+    seal: Sha256
 
 
 class FinopsAlert(Envelope, kw_only=True):
@@ -247,10 +277,16 @@ class FinopsAlert(Envelope, kw_only=True):
 
 
 class ToolCallRequested(Envelope, kw_only=True):
+    """An agent asks the tool gateway to call ``server``'s ``tool`` (core NATS request-reply;
+    the reply is a ``ToolCallResult``). ``user_role`` is the agent's role."""
+
     tool: Ident
     server: Ident
     arguments: dict[str, Any] = msgspec.field(default_factory=dict)
     agent_id: Ident
+    call_id: Ident = msgspec.field(default_factory=new_id)  # one request may make many calls
+    user_id: Ident | None = None  # the human the agent acts for (rate limits, four eyes)
+    application: Ident | None = None  # the calling application (rate limits)
 
 
 class ApprovalRequested(Envelope, kw_only=True):
@@ -260,12 +296,134 @@ class ApprovalRequested(Envelope, kw_only=True):
     rule_id: Ident
     policy_version: Ident
     arguments_sha256: Sha256
+    call_id: Ident | None = None
+    agent_id: Ident | None = None
+    user_id: Ident | None = None
+    expires_at: Timestamp | None = None
+    parameter_shape: list[ParamShape] = msgspec.field(default_factory=list)
 
 
 class ApprovalDecided(Envelope, kw_only=True):
     approval_id: Ident
     approved: bool
+    approver: Ident  # "system" when the approval timed out
+    reason: Ident | None = None  # a code such as approval_timeout or not_needed, never prose
+    call_id: Ident | None = None
+    state: ApprovalState | None = None  # approved, denied or expired
+
+
+class ParamShape(msgspec.Struct, kw_only=True):
+    """One parameter of a tool call: where it sits and its JSON type — never its value.
+
+    ``path`` is a JSON Pointer into the arguments; ``-`` stands for the items of an array and
+    ``<additional>`` for a key the tool's schema does not declare (its name may be data)."""
+
+    path: Ident
+    type: JsonType
+
+
+class ToolAudit(msgspec.Struct, kw_only=True):
+    """The tool-specific part of an audit event: metadata only (``AuditEvent.tool``)."""
+
+    call_id: Ident
+    agent_id: Ident
+    tool: Ident
+    server: Ident
+    user_id: Ident | None = None
+    application: Ident | None = None
+    parameter_shape: list[ParamShape] = msgspec.field(default_factory=list)
+    result_status: ToolCallStatus | None = None
+    error_class: Ident | None = None  # an ErrorCode, or an exception type name
+    schema_path: Ident | None = None  # the violated keyword's location in the tool's schema
+    approval_id: Ident | None = None
+    approver: Ident | None = None
+    approval_wait_ms: float | None = None
+    dlp_input: DlpAction | None = None
+    dlp_output: DlpAction | None = None
+    injection_signals: list[Ident] = msgspec.field(default_factory=list)
+    result_blocks: int | None = None  # content blocks returned to the agent
+
+
+class ToolContent(msgspec.Struct, kw_only=True):
+    """A text block of a tool's result, as screened by DLP (other block types are dropped)."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ToolCallError(msgspec.Struct, kw_only=True):
+    code: ErrorCode
+    message: str  # a fixed sentence chosen by code, never content
+    rule_id: Ident | None = None
+    retry_after_s: float | None = None
+    # Schema violations: where in the arguments (JSON Pointer), where in the schema, and the
+    # JSON Schema keyword that failed (type, maxLength, required, additionalProperties, ...).
+    instance_path: str | None = None
+    schema_path: str | None = None
+    keyword: Ident | None = None
+    reason: Ident | None = None  # approval_denied: the approver's reason code
+
+
+class ToolCallResult(Envelope, kw_only=True):
+    """The tool gateway's reply to a ``ToolCallRequested``."""
+
+    call_id: Ident
+    tool: Ident
+    server: Ident
+    status: ToolCallStatus
+    content: list[ToolContent] = msgspec.field(default_factory=list)
+    structured: dict[str, Any] | None = None
+    error: ToolCallError | None = None
+    rule_id: Ident | None = None
+    policy_version: Ident | None = None
+    approval_id: Ident | None = None
+    dlp_input: DlpDecision | None = None
+    dlp_output: DlpDecision | None = None
+    injection_signals: list[Ident] = msgspec.field(default_factory=list)
+    latency_ms: float = 0.0
+
+
+class ToolListRequested(msgspec.Struct, kw_only=True):
+    """Which tools exist, and which of them may ``role`` (of ``tenant``) call?"""
+
+    role: Ident | None = None
+    tenant: Ident | None = None
+    business_unit: Ident | None = None
+    usecase_class: UsecaseClass = "chat"
+
+
+class ToolInfo(msgspec.Struct, kw_only=True):
+    server: Ident
+    name: Ident
+    description: str = ""
+    read_only: bool | None = None  # the server's readOnlyHint
+    input_schema: dict[str, Any] = msgspec.field(default_factory=dict)
+    # For a role: the policy's verdict on this tool.
+    allowed: bool | None = None
+    approval_required: bool | None = None
+    rule_id: Ident | None = None
+
+
+class ToolCatalog(msgspec.Struct, kw_only=True):
+    tools: list[ToolInfo]
+    servers: dict[Ident, bool]  # server name -> connected
+    policy_version: Ident | None = None
+
+
+class ApprovalDecisionRequested(msgspec.Struct, kw_only=True):
+    """A human's decision on a pending approval (core NATS request-reply to the gateway)."""
+
+    approval_id: Ident
+    approve: bool
     approver: Ident
+    reason: Ident | None = None  # required to deny; a code, never prose (it is audited)
+
+
+class ApprovalDecisionReply(msgspec.Struct, kw_only=True):
+    approval_id: Ident
+    accepted: bool
+    state: ApprovalState | None = None  # the approval's state after the decision
+    reason: Ident | None = None  # why not accepted: not_found, already_decided, self_approval, ...
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -310,8 +468,10 @@ EVENT_TYPES: tuple[type[msgspec.Struct], ...] = (
     ToolCallRequested,
     ApprovalRequested,
     ApprovalDecided,
+    ToolCallResult,
     DeadLetter,
     PolicyPushed,
+    AuditCheckpoint,
 )
 
 E = TypeVar("E", bound=msgspec.Struct)

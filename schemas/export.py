@@ -12,6 +12,8 @@ from schemas import subjects
 from schemas.events import (
     EVENT_TYPES,
     ApprovalDecided,
+    ApprovalDecisionReply,
+    ApprovalDecisionRequested,
     ApprovalRequested,
     AuditEvent,
     AuditRecord,
@@ -23,6 +25,9 @@ from schemas.events import (
     RequestSubmitted,
     ResponseGenerated,
     ToolCallRequested,
+    ToolCallResult,
+    ToolCatalog,
+    ToolListRequested,
     UsageRecorded,
 )
 from schemas.streams import CONSUMERS, STREAMS
@@ -33,12 +38,42 @@ CHANNELS: Final[tuple[tuple[str, str, type[msgspec.Struct], str], ...]] = (
     ("requestScreened", subjects.REQUEST_SCREENED, RequestScreened, "The prompt passed DLP input screening."),
     ("requestRouted", subjects.REQUEST_ROUTED, RequestRouted, "The routing policy chose a route."),
     ("responseGenerated", subjects.RESPONSE_GENERATED, ResponseGenerated, "The model answered."),
-    ("result", subjects.RESULT_PREFIX + ".{request_id}", RequestResult, "Final result to the caller (core NATS)."),
+    (
+        "result",
+        subjects.RESULT_PREFIX + ".{request_id}",
+        RequestResult,
+        "Final result to the caller (core NATS).",
+    ),
     ("usageRecorded", subjects.USAGE_RECORDED, UsageRecorded, "Tokens, GPU-seconds and cost of one call."),
     ("auditEvent", subjects.AUDIT_PREFIX + ".{stage}", AuditEvent, "Metadata-only audit event of one stage."),
     ("auditChain", subjects.AUDIT_CHAIN_PREFIX + ".{partition}", AuditRecord, "Hash-chained audit record."),
     ("finopsAlert", subjects.FINOPS_ALERT, FinopsAlert, "A budget threshold was crossed."),
-    ("toolCallRequested", subjects.TOOL_CALL_REQUESTED, ToolCallRequested, "An agent asks to call a tool."),
+    (
+        "toolCallRequested",
+        subjects.TOOL_CALL_REQUESTED,
+        ToolCallRequested,
+        "An agent asks to call a tool (request).",
+    ),
+    (
+        "toolCallResult",
+        subjects.TOOL_CALL_REQUESTED + " (reply)",
+        ToolCallResult,
+        "The tool gateway's typed reply.",
+    ),
+    ("toolList", subjects.TOOL_LIST, ToolListRequested, "What may this caller call? (request)"),
+    ("toolCatalog", subjects.TOOL_LIST + " (reply)", ToolCatalog, "The tools a caller may call."),
+    (
+        "approvalDecide",
+        subjects.TOOL_APPROVAL_DECIDE,
+        ApprovalDecisionRequested,
+        "A human decides (request).",
+    ),
+    (
+        "approvalDecideReply",
+        subjects.TOOL_APPROVAL_DECIDE + " (reply)",
+        ApprovalDecisionReply,
+        "Outcome of a decision.",
+    ),
     ("approvalRequested", subjects.TOOL_APPROVAL_REQUESTED, ApprovalRequested, "A tool call awaits a human."),
     ("approvalDecided", subjects.TOOL_APPROVAL_DECIDED, ApprovalDecided, "A human decided on a tool call."),
     ("deadLetter", subjects.DLQ_PREFIX + ".{service}", DeadLetter, "A message a service could not process."),
@@ -88,8 +123,11 @@ def asyncapi() -> dict[str, Any]:
             }
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": "Stellwerk event mesh", "version": "1.0.0",
-                 "description": "Subjects, payloads and consumers of the Stellwerk NATS mesh."},
+        "info": {
+            "title": "Stellwerk event mesh",
+            "version": "1.0.0",
+            "description": "Subjects, payloads and consumers of the Stellwerk NATS mesh.",
+        },
         "defaultContentType": "application/json",
         "servers": {"local": {"host": "127.0.0.1:4222", "protocol": "nats"}},
         "channels": channels,
@@ -97,7 +135,10 @@ def asyncapi() -> dict[str, Any]:
         "components": {
             "schemas": components,
             "messages": {
-                c[2].__name__: {"name": c[2].__name__, "payload": {"$ref": f"#/components/schemas/{c[2].__name__}"}}
+                c[2].__name__: {
+                    "name": c[2].__name__,
+                    "payload": {"$ref": f"#/components/schemas/{c[2].__name__}"},
+                }
                 for c in CHANNELS
             },
         },

@@ -26,6 +26,7 @@ class StreamDef:
     deny_purge: bool = False
     duplicate_window_s: float = 120.0
     description: str = ""
+    replicas: int = 1  # a cluster runs 3 (STELLWERK_STREAM_REPLICAS overrides every stream)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,17 @@ TOOL_CALL_REQUESTED: Final = f"{PREFIX}.tool.call.requested"
 TOOL_APPROVAL_REQUESTED: Final = f"{PREFIX}.tool.approval.requested"
 TOOL_APPROVAL_DECIDED: Final = f"{PREFIX}.tool.approval.decided"
 TOOL_APPROVAL_ALL: Final = f"{PREFIX}.tool.approval.*"
+# Core NATS request-reply to the tool gateway (queue group ``toolgateway``). Deliberately
+# outside ``tool.approval.*``: the APPROVALS stream would store these and answer the
+# requester with its PubAck before the gateway could reply.
+TOOL_LIST: Final = f"{PREFIX}.tool.list"  # ToolListRequested -> ToolCatalog
+TOOL_APPROVAL_DECIDE: Final = f"{PREFIX}.tool.decide"  # ApprovalDecisionRequested -> ...Reply
 DLQ_PREFIX: Final = f"{PREFIX}.dlq"
 DLQ_ALL: Final = f"{DLQ_PREFIX}.*"
 CONTROL_POLICY_PUSH: Final = f"{PREFIX}.control.policy.push"
+# Two tokens after ``audit``, so the audit intake (``audit.*``) never consumes them.
+AUDIT_CHECKPOINT_PREFIX: Final = f"{AUDIT_PREFIX}.checkpoint"
+AUDIT_CHECKPOINT_ALL: Final = f"{AUDIT_CHECKPOINT_PREFIX}.*"
 
 
 def token(value: str) -> str:
@@ -50,3 +58,7 @@ def audit_chain(partition: str) -> str:
 
 def dlq(service: str) -> str:
     return f"{DLQ_PREFIX}.{service}"
+
+
+def audit_checkpoint(partition: str) -> str:
+    return f"{AUDIT_CHECKPOINT_PREFIX}.{partition}"

@@ -17,6 +17,11 @@ DlpAction = Literal["allow", "redact", "block"]
 Route = Literal["local-vllm", "api-gpt52", "fallback-policy"]
 ResultStatus = Literal["ok", "blocked", "failed"]
 ProviderHealth = Literal["healthy", "degraded", "down"]
+# Tool gateway (issue 7): how a tool call ended, the JSON type of a parameter (audited as
+# the call's shape instead of its values), and the life of a human approval.
+ToolCallStatus = Literal["ok", "refused", "failed"]
+JsonType = Literal["string", "integer", "number", "boolean", "null", "object", "array"]
+ApprovalState = Literal["pending", "approved", "denied", "expired", "completed", "failed"]
 
 Stage = Literal[
     "gateway",
@@ -46,6 +51,15 @@ ErrorCode = Literal[
     "rate_limited",
     "invalid_request",
     "internal_error",
+    # Tool gateway (issue 7).
+    "tool_not_allowed",
+    "tool_unknown",
+    "tool_schema_violation",
+    "tool_unavailable",
+    "tool_error",
+    "tool_result_injection",
+    "approval_denied",
+    "approval_expired",
 ]
 
 SENSITIVITY_ORDER: Final[tuple[DataSensitivity, ...]] = get_args(DataSensitivity)

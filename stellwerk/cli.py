@@ -17,8 +17,11 @@ from rich.table import Table
 from schemas.events import ChatMessage, GenerationParams, RequestAttributes, RequestResult
 from schemas.vocabulary import DataSensitivity, QualityTier, UsecaseClass
 from services.dlp.cli import app as dlp_app
+from services.finops.cli import app as finops_app
 from services.router.cli import app as route_app
 from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
+from services.toolgateway.cli import app as tools_app
+from services.toolgateway.cli import approvals_app
 
 app = typer.Typer(help="Stellwerk — governed AI gateway on a NATS mesh.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
@@ -27,6 +30,9 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(route_app, name="route", help="Routing policy: explain decisions.")
 app.add_typer(dlp_app, name="dlp", help="DLP guard: check text from stdin.")
+app.add_typer(finops_app, name="finops", help="FinOps: cost reports, budgets, rebuild from USAGE.")
+app.add_typer(tools_app, name="tools", help="Tool gateway: what a role may call; call a tool.")
+app.add_typer(approvals_app, name="approvals", help="Human approval of critical tool calls.")
 console = Console()
 err = Console(stderr=True)
 

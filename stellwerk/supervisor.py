@@ -24,8 +24,10 @@ from services.runtime.bus import connect, ensure_topology
 from services.runtime.settings import PlatformConfig, load_config
 from stellwerk.discovery import ping_workers
 
-BUS_SERVICES = ("dlp", "router", "inference", "finops", "audit")
-DEFAULT_SCALE = {"dlp": 1, "router": 1, "inference": 1, "finops": 1, "audit": 1, "gateway": 1}
+BUS_SERVICES = ("dlp", "router", "inference", "finops", "audit", "toolgateway")
+DEFAULT_SCALE = {
+    "dlp": 1, "router": 1, "inference": 1, "finops": 1, "audit": 1, "toolgateway": 1, "gateway": 1,
+}
 
 
 class StartupError(RuntimeError):
@@ -180,6 +182,15 @@ class Mesh:
                 part = Part(f"simulator-{spec.name}", argv, self.env(), self.logs / f"simulator-{spec.name}.log")
                 part.start()
                 self.parts.append(part)
+        if self.scale.get("toolgateway", 0):
+            # MCP servers served over HTTP that the config asks us to start (stdio servers are
+            # the tool gateway workers' own children).
+            for server in self.config.tool_servers:
+                if server.launch:
+                    part = Part(f"mcp-{server.name}", [sys.executable, *server.launch], self.env(),
+                                self.logs / f"mcp-{server.name}.log")
+                    part.start()
+                    self.parts.append(part)
         for service in BUS_SERVICES:
             for _ in range(self.scale.get(service, 0)):
                 self.add_worker(service)
@@ -220,6 +231,8 @@ class Mesh:
             urls += [f"http://127.0.0.1:{s.port}/health" for s in self.config.simulators]
         if self.scale.get("gateway", 0):
             urls.append(self.gateway_url + "/healthz")
+        if self.scale.get("toolgateway", 0):
+            urls += [s.health_url for s in self.config.tool_servers if s.launch and s.health_url]
         for url in urls:
             try:
                 if (await http.get(url)).status_code != 200:

@@ -1,75 +1,56 @@
 """Audit worker contract.
 
-consumes  stellwerk.v1.audit.<stage>          (durable ``audit`` on the AUDIT stream)
-publishes stellwerk.v1.audit.chain.<partition> (AuditRecord, hash-chained, into AUDIT)
+consumes  stellwerk.v1.audit.<stage>               (durable ``audit`` on the AUDIT stream, pulled in batches)
+publishes stellwerk.v1.audit.chain.<partition>      (AuditRecord, hash-chained, into AUDIT)
+          stellwerk.v1.audit.checkpoint.<partition> (AuditCheckpoint, sealed: every N records and every T s)
+          stellwerk.v1.dlq.audit                    (DeadLetter: malformed events, appends failing max_deliver times)
+serves    Prometheus runbook counters on STELLWERK_AUDIT_METRICS_PORT (0 = off)
 
-Several audit workers may append to one partition: each append states the subject sequence
-it expects to follow (``Nats-Expected-Last-Subject-Sequence``), so a lost race is retried
-against the new tail instead of forking the chain; ``Nats-Msg-Id`` = event id drops a
-redelivered event that was already chained.
+A partition is a tenant. Several audit workers may append to one partition: each atomic batch
+of records states the subject sequence it expects to follow
+(``Nats-Expected-Last-Subject-Sequence``), so a lost race is retried against the new tail
+instead of forking the chain; ``Nats-Msg-Id`` = ``chain:<event_id>`` stops a redelivered event
+from being chained twice (and beyond the 2-minute duplicate window the chain is searched).
+Details in ``appender.py`` and ``intake.py``; the chain and checkpoint rules are pure modules.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
-
-from nats.js.errors import APIError, NotFoundError
-
-from schemas import subjects
-from schemas.events import AuditEvent, AuditRecord, decode, encode
-from schemas.streams import AUDIT, AUDIT_INTAKE
-from services.audit.chain import next_record, partition_of
-from services.runtime.telemetry import inject_headers
+from schemas.streams import AUDIT
+from services.audit.appender import Appender
+from services.audit.intake import Intake
+from services.audit.metrics import AuditMetrics
+from services.audit.settings import AuditSettings
 from services.runtime.worker import Worker
 
-_WRONG_LAST_SEQUENCE = 10071
-_APPEND_ATTEMPTS = 50
+_RESTART_AFTER_S = 1.0
 
 
 def build(worker: Worker) -> None:
-    tails: dict[str, tuple[AuditRecord | None, int]] = {}
-    # Appends to one partition are serialised inside a worker (they would only race for the
-    # tail); across workers the expected-sequence check does the same job.
-    locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+    settings = AuditSettings()
+    metrics = AuditMetrics()
+    state: dict[str, Appender] = {}
 
-    async def load_tail(partition: str) -> tuple[AuditRecord | None, int]:
-        try:
-            msg = await worker.js.get_last_msg(AUDIT.name, subjects.audit_chain(partition))
-        except NotFoundError:
-            return None, 0
-        return decode(msg.data or b"", AuditRecord), msg.seq or 0
-
-    async def on_event(event: AuditEvent) -> None:
-        partition = partition_of(event)
-        async with locks[partition]:
-            await append(partition, event)
-
-    async def append(partition: str, event: AuditEvent) -> None:
-        subject = subjects.audit_chain(partition)
-        for _ in range(_APPEND_ATTEMPTS):
-            if partition not in tails:
-                tails[partition] = await load_tail(partition)
-            previous, last_seq = tails[partition]
-            record = next_record(partition, previous, event)
-            headers = inject_headers(
-                {
-                    "Nats-Msg-Id": f"chain:{event.event_id}",
-                    "Nats-Expected-Last-Subject-Sequence": str(last_seq),
-                }
-            )
+    async def start() -> None:
+        if settings.metrics_port:
             try:
-                ack = await worker.js.publish(subject, encode(record), headers=headers)
-            except APIError as exc:
-                if exc.err_code != _WRONG_LAST_SEQUENCE:
-                    raise
-                tails.pop(partition, None)  # another worker appended: re-read the tail
-                continue
-            if ack.duplicate:
-                tails.pop(partition, None)
-            else:
-                tails[partition] = (record, ack.seq)
-            return
-        raise RuntimeError("audit chain contention")
+                metrics.serve(settings.metrics_port)
+            except OSError as exc:  # e.g. a second worker on one host: serve without metrics
+                worker.log.warning("audit_metrics_port_unavailable", error=type(exc).__name__)
+        state["appender"] = Appender(
+            worker.nc, worker.js, stream=AUDIT.name, metrics=metrics, sealed_by=worker.settings.worker_id,
+            key=settings.key(), checkpoint_every=settings.checkpoint_every,
+            atomic_batches=settings.atomic_batches,
+        )
 
-    worker.consume(AUDIT_INTAKE, AuditEvent, on_event)
+    async def consume() -> None:
+        await Intake(worker, state["appender"], metrics, settings.batch).serve()
+
+    async def seal() -> None:
+        await state["appender"].seal_grown()
+
+    worker.on_start(start)
+    # ``every`` runs the intake as a background task the shell cancels on shutdown and
+    # restarts a second after an unexpected error; checkpoints of grown partitions every T s.
+    worker.every(_RESTART_AFTER_S, consume)
+    worker.every(settings.checkpoint_interval_s, seal)

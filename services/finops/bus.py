@@ -1,50 +1,33 @@
 """FinOps worker contract.
 
-consumes  stellwerk.v1.usage.recorded  (durable ``finops`` on the USAGE stream)
-writes    KV ``budgets``               (totals per tenant; compare-and-set, idempotent per call)
+consumes  stellwerk.v1.usage.recorded   (durable ``finops`` on USAGE, in batches; several
+                                         workers share it, each event is booked exactly once)
+watches   KV ``budgets`` ``budget.*``, ``reset.*``   (budget definitions; seeded from config)
+writes    KV ``budgets`` ``totals.<scope>.<id>``     (``ledger.Totals``: totals, day and month,
+                                                      exactly-once bookkeeping; compare-and-set)
+          KV ``budgets`` ``state.<scope>.<id>``      (``schemas.kv.BudgetState``: what the
+                                                      router enforces — level and action)
+publishes stellwerk.v1.finops.alert     (``FinopsAlert``, once per threshold crossing)
+          stellwerk.v1.audit.finops     (``AuditEvent`` per crossing: budget_warn / budget_exhausted)
+          stellwerk.v1.dlq.finops       (malformed usage events)
+serves    Prometheus metrics on ``STELLWERK_FINOPS_METRICS_PORT`` (unset or 0: off)
+
+Scopes: tenant, business_unit, usecase, endpoint (route and deployment). Prices: the price
+table valid on the call's date (``pricing.PriceBook``). Rebuild after a KV loss:
+``stellwerk finops rebuild`` (``services/finops/rebuild.py``) replays USAGE.
 """
 
 from __future__ import annotations
 
-import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-
-from schemas.events import UsageRecorded
-from schemas.streams import FINOPS_USAGE, KV_BUDGETS
-from services.finops.ledger import Totals, apply_usage, budget_keys
+from schemas.streams import KV_BUDGETS
+from services.finops.service import TICK_S, FinopsService
 from services.runtime.worker import Worker
-
-_CAS_ATTEMPTS = 20
-
-
-async def add_to_totals(kv: KeyValue, key: str, usage: UsageRecorded) -> bool:
-    """Apply one usage event to one key with optimistic concurrency; True if it counted."""
-    for _ in range(_CAS_ATTEMPTS):
-        try:
-            entry = await kv.get(key)
-            totals = msgspec.json.decode(entry.value or b"{}", type=Totals)
-            revision: int | None = entry.revision
-        except KeyNotFoundError:
-            totals, revision = Totals(), None
-        if not apply_usage(totals, usage):
-            return False
-        data = msgspec.json.encode(totals)
-        try:
-            if revision is None:
-                await kv.create(key, data)
-            else:
-                await kv.update(key, data, last=revision)
-            return True
-        except KeyWrongLastSequenceError:
-            continue
-    raise RuntimeError("budget update contention")
 
 
 def build(worker: Worker) -> None:
-    async def on_usage(event: UsageRecorded) -> None:
-        budgets = await worker.kv(KV_BUDGETS)
-        for key in budget_keys(event):
-            await add_to_totals(budgets, key, event)
-
-    worker.consume(FINOPS_USAGE, UsageRecorded, on_usage)
+    service = FinopsService(worker)
+    worker.on_start(service.start)
+    worker.every(1.0, service.consume)  # the batch loop (restarted a second after a failure)
+    worker.watch(KV_BUDGETS, service.book.apply, keys="budget.>")
+    worker.watch(KV_BUDGETS, service.book.apply, keys="reset.>")
+    worker.every(TICK_S, service.tick)

@@ -39,7 +39,7 @@ from schemas.events import (
     envelope_fields,
     new_id,
 )
-from schemas.streams import DLP_INPUT
+from schemas.streams import CONSUMERS, DLP_INPUT
 from services.gateway.attributes import InvalidAttribute, resolve_attributes
 from services.gateway.openai_api import ChatCompletionRequest, completion_body, error_body, stream_chunks
 from services.runtime.bus import connect, ensure_topology
@@ -68,6 +68,18 @@ class GatewayMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.in_flight = Gauge("stellwerk_gateway_in_flight", "Requests in flight", registry=self.registry)
+        consumer_labels = ["stream", "consumer"]
+        self.consumer_pending = Gauge(
+            "stellwerk_consumer_pending", "Messages not yet delivered", consumer_labels, registry=self.registry
+        )
+        self.consumer_ack_pending = Gauge(
+            "stellwerk_consumer_ack_pending", "Messages delivered, not yet acknowledged", consumer_labels,
+            registry=self.registry,
+        )
+        self.consumer_redelivered = Gauge(
+            "stellwerk_consumer_redelivered", "Messages redelivered at least once", consumer_labels,
+            registry=self.registry,
+        )
         self.backlog = Gauge(
             "stellwerk_gateway_pipeline_backlog", "Requests waiting for DLP input screening", registry=self.registry
         )
@@ -82,12 +94,19 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     backlog = [0]  # requests waiting for the first pipeline stage, refreshed in the background
 
     async def watch_backlog(js: JetStreamContext) -> None:
+        # Also exports every consumer's queue, so dashboards need no separate NATS exporter.
         while True:
-            try:
-                info = await js.consumer_info(DLP_INPUT.stream, DLP_INPUT.durable)
-                backlog[0] = (info.num_pending or 0) + (info.num_ack_pending or 0)
-            except Exception:  # noqa: BLE001 - no reading is no reason to shed load
-                backlog[0] = 0
+            for consumer in CONSUMERS:
+                try:
+                    info = await js.consumer_info(consumer.stream, consumer.durable)
+                except Exception:  # noqa: BLE001 - no reading is no reason to shed load
+                    continue
+                labels = (consumer.stream, consumer.durable)
+                metrics.consumer_pending.labels(*labels).set(info.num_pending or 0)
+                metrics.consumer_ack_pending.labels(*labels).set(info.num_ack_pending or 0)
+                metrics.consumer_redelivered.labels(*labels).set(info.num_redelivered or 0)
+                if consumer is DLP_INPUT:
+                    backlog[0] = (info.num_pending or 0) + (info.num_ack_pending or 0)
             metrics.backlog.set(backlog[0])
             await asyncio.sleep(0.5)
 
@@ -188,6 +207,14 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             ),
             pseudonymize=bool((body.metadata or {}).get("pseudonymize", False)),
         )
+        # --- rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV ----------
+        from services.gateway.ratelimit import check as check_rate_limits
+
+        refusal = await check_rate_limits(state["client"].js, config, key, submitted, body.model or "stellwerk")
+        if refusal is not None:
+            return error(refusal.status, refusal.code, refusal.message, request_id,
+                         retry_after=refusal.retry_after_s, limit=refusal.name)
+        # --- end rate limits -------------------------------------------------------------------
         client = state["client"]
         async with slots:
             metrics.in_flight.inc()

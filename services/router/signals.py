@@ -33,6 +33,11 @@ class SignalBoard:
     quota: dict[str, QuotaState] = field(default_factory=dict)
     budgets: dict[str, BudgetState] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._api_endpoints = {"api-gpt52"} | {
+            d.name for d in self.config.deployments if d.route == "api-gpt52"
+        }
+
     # --- applying KV updates (value None = key deleted or purged) -------------------------
 
     def apply_health(self, key: str, value: bytes | None) -> None:
@@ -92,6 +97,8 @@ class SignalBoard:
             ("tenant", subjects.token(tenant)),
             ("business_unit", subjects.token(business_unit)),
             ("usecase", subjects.token(usecase)),
+            # A spent budget of the paid endpoint applies to every request that could use it.
+            *(("endpoint", subjects.token(name)) for name in self._api_endpoints),
         }
         return [b for b in self.budgets.values() if (b.scope, subjects.token(b.scope_id)) in wanted]
 

@@ -28,7 +28,7 @@ from schemas.streams import CONSUMERS, KV_BUCKETS, STREAMS, ConsumerDef, StreamD
 from services.runtime.settings import MeshSettings
 
 
-def stream_config(definition: StreamDef) -> StreamConfig:
+def stream_config(definition: StreamDef, replicas: int | None = None) -> StreamConfig:
     return StreamConfig(
         name=definition.name,
         description=definition.description,
@@ -41,6 +41,7 @@ def stream_config(definition: StreamDef) -> StreamConfig:
         deny_delete=definition.deny_delete,
         deny_purge=definition.deny_purge,
         duplicate_window=definition.duplicate_window_s,
+        num_replicas=replicas or definition.replicas,
     )
 
 
@@ -63,13 +64,15 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
     (and bounded by the gateway) even while a stage has no worker at all."""
     settings = settings or MeshSettings()
     for definition in STREAMS:
-        config = stream_config(definition)
+        config = stream_config(definition, settings.stream_replicas)
         try:
-            await js.stream_info(definition.name)
+            info = await js.stream_info(definition.name)
         except NotFoundError:
             with contextlib.suppress(BadRequestError):  # another worker created it first
                 await js.add_stream(config)
         else:
+            if settings.stream_replicas is None:  # a process without the setting never rescales
+                config.num_replicas = info.config.num_replicas
             await js.update_stream(config)
     for consumer in CONSUMERS:
         try:
@@ -82,7 +85,9 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
             await js.key_value(bucket)
         except (NotFoundError, BadRequestError):
             with contextlib.suppress(BadRequestError):
-                await js.create_key_value(KeyValueConfig(bucket=bucket, history=5))
+                await js.create_key_value(
+                    KeyValueConfig(bucket=bucket, history=5, replicas=settings.stream_replicas or 1)
+                )
 
 
 async def connect(url: str, name: str, *, persistent: bool = True) -> Client:
@@ -91,8 +96,10 @@ async def connect(url: str, name: str, *, persistent: bool = True) -> Client:
     nats-py 2.16 hangs on a refused first connect when reconnection is disabled, so one-shot
     clients allow a single quick retry instead, which fails with ``NoServersError``.
     """
+    settings = MeshSettings(nats_url=url)
     return await nats.connect(
-        url,
+        settings.nats_servers(),
+        **settings.nats_connect_options(),  # per-service user and TLS (issue 8)
         name=name,
         connect_timeout=3,
         allow_reconnect=True,

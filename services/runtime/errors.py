@@ -19,6 +19,14 @@ MESSAGES: Final[dict[ErrorCode, str]] = {
     "rate_limited": "Rate limit exceeded; retry after the indicated time.",
     "invalid_request": "The request is invalid.",
     "internal_error": "The platform failed to process the request.",
+    "tool_not_allowed": "The tool policy does not allow this tool for this caller.",
+    "tool_unknown": "No tool server offers this tool.",
+    "tool_schema_violation": "The tool arguments do not match the tool's schema.",
+    "tool_unavailable": "The tool server could not be reached.",
+    "tool_error": "The tool failed.",
+    "tool_result_injection": "The tool result was withheld: it looks like a prompt injection.",
+    "approval_denied": "A human denied this tool call.",
+    "approval_expired": "Nobody approved this tool call in time.",
 }
 
 HTTP_STATUS: Final[dict[ErrorCode, int]] = {
@@ -34,6 +42,14 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     "rate_limited": 429,
     "invalid_request": 400,
     "internal_error": 500,
+    "tool_not_allowed": 403,
+    "tool_unknown": 404,
+    "tool_schema_violation": 400,
+    "tool_unavailable": 503,
+    "tool_error": 502,
+    "tool_result_injection": 422,
+    "approval_denied": 403,
+    "approval_expired": 408,
 }
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import ssl
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.vocabulary import BudgetClass, DataSensitivity, QualityTier, Route, UsecaseClass
@@ -31,6 +33,50 @@ class MeshSettings(BaseSettings):
     log_level: str = "warning"
     metrics_port: int = 0  # Prometheus exposition of this worker; 0 = off
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # --- NATS cluster, credentials and TLS (issue 8; users from stellwerk/nats_auth.py) -------
+    # ``nats_url`` may list several servers separated by commas (a cluster's seed list).
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_password_file: Path | None = None  # wins over nats_password (mounted secrets)
+    nats_tls_ca: Path | None = None  # CA that signed the servers' certificates; enables TLS
+    nats_tls_cert: Path | None = None  # client certificate and key, where servers verify clients
+    nats_tls_key: Path | None = None
+    # Replicas of every stream and KV bucket the runtime creates (None: each definition's own).
+    stream_replicas: int | None = None
+
+    def nats_servers(self) -> list[str]:
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    def nats_password_value(self) -> str | None:
+        if self.nats_password_file is not None:
+            return self.nats_password_file.read_text().strip()
+        return self.nats_password.get_secret_value() if self.nats_password else None
+
+    def nats_inbox_prefix(self) -> str:
+        """Replies and deliveries to this user arrive under its own prefix, which its NATS
+        permissions allow and no other user's do."""
+        return f"_INBOX_{self.nats_user}" if self.nats_user else "_INBOX"
+
+    def nats_tls_context(self) -> ssl.SSLContext | None:
+        if self.nats_tls_ca is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.nats_tls_ca))
+        if self.nats_tls_cert is not None:
+            context.load_cert_chain(str(self.nats_tls_cert), str(self.nats_tls_key) if self.nats_tls_key else None)
+        return context
+
+    def nats_connect_options(self) -> dict[str, Any]:
+        """Credentials and TLS as keyword arguments of ``nats.connect`` (empty when unset)."""
+        options: dict[str, Any] = {}
+        if self.nats_user:
+            options["user"] = self.nats_user
+            options["password"] = self.nats_password_value()
+            options["inbox_prefix"] = self.nats_inbox_prefix()
+        tls = self.nats_tls_context()
+        if tls is not None:
+            options["tls"] = tls
+        return options
+    # --- end issue 8 ---------------------------------------------------------------------------
 
 
 class ApiKey(BaseModel):
@@ -107,6 +153,16 @@ class PlatformConfig(BaseModel):
     api_keys: list[ApiKey]
     deployments: list[Deployment]
     simulators: list[SimulatorSpec] = []
+    # FinOps (issue 5; models at the end of this file): cost model, budgets, rate limits.
+    gpu_classes: list[GpuClass] = Field(default_factory=list)
+    price_table: PriceTable = Field(default_factory=lambda: PriceTable())
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    rate_limits: RateLimits = Field(default_factory=lambda: RateLimits())
+    finops_timezone: str = "UTC"  # where budget days and months begin
+    # Tool gateway (issue 7; models at the end of this file): MCP servers, limits, approvals.
+    tool_servers: list[ToolServer] = Field(default_factory=list)
+    tool_rate_limits: ToolRateLimits = Field(default_factory=lambda: ToolRateLimits())
+    tool_approvals: ToolApprovals = Field(default_factory=lambda: ToolApprovals())
 
     def key_for(self, presented: str) -> ApiKey | None:
         digest = hashlib.sha256(presented.encode()).hexdigest()
@@ -126,3 +182,125 @@ def load_config(path: Path) -> PlatformConfig:
 @lru_cache(maxsize=4)
 def cached_config(path: Path) -> PlatformConfig:
     return load_config(path)
+
+
+# --- FinOps (issue 5) ---------------------------------------------------------------------
+
+
+class GpuClass(BaseModel):
+    """On-prem cost of one GPU of a class per year, and the hours it does productive work.
+
+    GPU-hour rate = (CAPEX / amortisation years + maintenance + energy + cooling + data centre
+    + operations) / productive GPU-hours per year; energy = power × 8,760 h × price per kWh,
+    cooling = energy × (PUE − 1). All amounts per GPU, in ``currency``.
+    """
+
+    name: str
+    currency: str = "EUR"
+    capex: float = Field(ge=0)  # purchase price per GPU incl. its share of host and network
+    amortisation_years: float = Field(gt=0)
+    maintenance_per_year: float = Field(default=0.0, ge=0)
+    power_kw: float = Field(default=0.0, ge=0)  # average draw per GPU incl. its host share
+    energy_price_per_kwh: float = Field(default=0.0, ge=0)
+    pue: float = Field(default=1.0, ge=1.0)
+    datacenter_per_year: float = Field(default=0.0, ge=0)  # space, racks, network share
+    operations_per_year: float = Field(default=0.0, ge=0)  # staff and software share
+    productive_hours_per_year: float = Field(gt=0, le=8784)
+
+
+class PriceEntry(BaseModel):
+    """The price of one deployment from ``valid_from`` (until the next entry's date)."""
+
+    deployment: str
+    valid_from: date
+    input_per_1k: float = Field(default=0.0, ge=0)
+    output_per_1k: float = Field(default=0.0, ge=0)
+    gpu_class: str | None = None  # local deployments: priced per GPU-second at the class rate
+    litellm_model: str | None = None  # cross-check against LiteLLM's cost map (USD)
+
+
+class PriceTable(BaseModel):
+    currency: str = "EUR"
+    usd_rate: float = Field(default=1.0, gt=0)  # ``currency`` per USD, for the LiteLLM cross-check
+    tolerance_pct: float = Field(default=25.0, ge=0)  # allowed deviation from LiteLLM's list price
+    entries: list[PriceEntry] = Field(default_factory=list)
+
+
+class BudgetConfig(BaseModel):
+    """A budget seeded from the config; ``stellwerk finops budget set`` overrides it at run time."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    scope: Literal["tenant", "business_unit", "usecase", "endpoint"]
+    scope_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    period: Literal["day", "month"] = "month"
+    limit: float = Field(gt=0)
+    warn_pct: float = Field(default=80.0, gt=0)
+    act_pct: float = Field(default=100.0, gt=0)
+    action: Literal["downgrade", "force_local", "block_noncritical"] = "downgrade"
+
+
+class LimitSpec(BaseModel):
+    """At most ``requests`` requests and ``tokens`` tokens per ``per_s`` seconds (GCRA: the
+    allowance refills continuously; a full window's worth may arrive at once)."""
+
+    requests: float | None = Field(default=None, gt=0)
+    tokens: float | None = Field(default=None, gt=0)
+    per_s: float = Field(default=60.0, gt=0)
+
+
+class RateLimits(BaseModel):
+    """Gateway limits, shared by every replica through KV ``ratelimits``. Keys name an API key
+    (``users``), a business unit (``teams``) or the model endpoint a request addresses
+    (``endpoints``: ``stellwerk`` or a route); ``"*"`` applies to every one without an entry."""
+
+    users: dict[str, LimitSpec] = Field(default_factory=dict)
+    teams: dict[str, LimitSpec] = Field(default_factory=dict)
+    endpoints: dict[str, LimitSpec] = Field(default_factory=dict)
+    completion_tokens_estimate: int = Field(default=512, ge=0)  # charged when max_tokens is absent
+
+
+# --- Tool gateway (issue 7) -----------------------------------------------------------------
+
+
+class ToolServer(BaseModel):
+    """An MCP server of the tool zone, reached over streamable HTTP (``url``) or stdio
+    (``command``, started by each gateway worker as its child). ``launch``: for an HTTP
+    server, the ``python`` arguments ``stellwerk up`` starts it with; ``health_url`` is
+    polled until it answers."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    transport: Literal["http", "stdio"] = "stdio"
+    url: str | None = None
+    command: list[str] = Field(default_factory=list)  # "{python}" is this interpreter
+    env: dict[str, str] = Field(default_factory=dict)
+    launch: list[str] | None = None
+    health_url: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)  # per call, capped by the call's deadline
+
+
+class ToolRateLimits(BaseModel):
+    """Tool-call limits shared by every gateway worker through KV ``ratelimits``: per agent,
+    per application, per user (the human an agent acts for) and per tool (``server.tool``,
+    over all callers, protecting the backend). ``"*"`` applies to every one without an entry;
+    only ``requests`` and ``per_s`` of a ``LimitSpec`` count here."""
+
+    agents: dict[str, LimitSpec] = Field(default_factory=dict)
+    applications: dict[str, LimitSpec] = Field(default_factory=dict)
+    users: dict[str, LimitSpec] = Field(default_factory=dict)
+    tools: dict[str, LimitSpec] = Field(default_factory=dict)
+
+
+class ToolApprovals(BaseModel):
+    """Human approval of critical tool calls. The tool policy sets each tool's timeout; these
+    bound it. An approved call that has not finished ``execution_lease_s`` after approval is
+    failed (never run twice: critical tools write)."""
+
+    default_timeout_s: float = Field(default=900.0, gt=0)
+    max_timeout_s: float = Field(default=86_400.0, gt=0)
+    execution_lease_s: float = Field(default=120.0, gt=0)
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+    keep_decided_s: float = Field(default=7 * 86_400.0, gt=0)  # then the KV record goes (APPROVALS keeps the events)
+
+
+# Once, after every model PlatformConfig names (FinOps and tool gateway) is defined.
+PlatformConfig.model_rebuild()

@@ -25,6 +25,7 @@ import structlog
 from faststream.middlewares.acknowledgement.config import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.security import NatsSecurity, NatsUserPassword
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -56,6 +57,14 @@ Handler = Callable[[E], Awaitable[None]]
 _BACKOFF_S = (0.2, 1.0, 3.0, 5.0)
 
 
+def _security(settings: MeshSettings) -> NatsSecurity | None:
+    """The worker's NATS user and TLS from ``STELLWERK_NATS_*`` (issue 8); None: neither."""
+    tls = settings.nats_tls_context()
+    if settings.nats_user:
+        return NatsUserPassword(settings.nats_user, settings.nats_password_value() or "", ssl_context=tls)
+    return NatsSecurity(ssl_context=tls) if tls is not None else None
+
+
 def _quiet_logger() -> logging.Logger:
     logger = logging.getLogger("stellwerk.faststream")
     logger.setLevel(logging.WARNING)
@@ -74,7 +83,9 @@ class Worker:
         self.tracer = trace.get_tracer(f"stellwerk.{service}")
         self.metrics = WorkerMetrics(service)
         self.broker = NatsBroker(
-            self.settings.nats_url,
+            self.settings.nats_servers(),
+            security=_security(self.settings),  # per-service user and TLS (issue 8)
+            inbox_prefix=self.settings.nats_inbox_prefix(),
             name=f"stellwerk-{service}",
             middlewares=[NatsTelemetryMiddleware(tracer_provider=self.tracer_provider)],
             logger=_quiet_logger(),
@@ -158,6 +169,7 @@ class Worker:
             no_reply=True,
             max_workers=self.settings.batch_size,
             title=consumer.durable,
+            inbox_prefix=f"{self.settings.nats_inbox_prefix()}.".encode(),  # issue 8: per-user inbox
         )(on_message)
 
     async def _process(

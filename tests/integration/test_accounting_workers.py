@@ -82,7 +82,7 @@ async def test_usage_is_counted_exactly_once_across_workers_and_duplicates(nats_
 
     async def settled() -> Totals | None:
         try:
-            totals = msgspec.json.decode((await kv.get("tenant.acme")).value or b"{}", type=Totals)
+            totals = msgspec.json.decode((await kv.get("totals.tenant.acme")).value or b"{}", type=Totals)
         except NotFoundError:
             return None
         info = await js.consumer_info("USAGE", "finops")

@@ -90,7 +90,7 @@ async def test_plain_completion_travels_every_stage(mesh: Mesh, nc: Client) -> N
     kv = await nc.jetstream().key_value(KV_BUDGETS)
 
     async def totals() -> Totals | None:
-        entry = await kv.get("tenant.acme-insurance")
+        entry = await kv.get("totals.tenant.acme-insurance")
         found = msgspec.json.decode(entry.value or b"{}", type=Totals)
         return found if any(request_id in c for c in found.recent_call_ids) else None
 
@@ -239,7 +239,7 @@ async def test_killed_worker_loses_nothing(mesh: Mesh, nc: Client) -> None:
     kv = await js.key_value(KV_BUDGETS)
 
     async def counted_once() -> bool:
-        totals = msgspec.json.decode((await kv.get("tenant.acme-insurance")).value or b"{}", type=Totals)
+        totals = msgspec.json.decode((await kv.get("totals.tenant.acme-insurance")).value or b"{}", type=Totals)
         return sum(request_id in c for c in totals.recent_call_ids) == 1
 
     assert await eventually(counted_once)

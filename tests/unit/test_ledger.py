@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from schemas.events import TokenUsage, UsageRecorded, deadline_in
-from services.finops.ledger import RECENT_IDS, Totals, apply_usage, budget_keys
+from services.finops.ledger import RECENT_IDS, Totals, apply_usage, scope_keys
 from services.finops.pricing import gpu_seconds, price_call
 from services.runtime.settings import DEFAULT_CONFIG, load_config
 
@@ -32,8 +32,10 @@ def test_remembered_ids_are_bounded() -> None:
     assert totals.requests == RECENT_IDS + 10
 
 
-def test_budget_keys_are_safe_kv_tokens() -> None:
-    assert budget_keys(usage("r.api-gpt52")) == ["tenant.acme_eu"]
+def test_scope_keys_are_safe_kv_tokens() -> None:
+    assert scope_keys(usage("r.api-gpt52")) == [
+        "tenant.acme_eu", "business_unit.claims", "usecase.chat", "endpoint.api-gpt52", "endpoint.api-gpt52-1",
+    ]
 
 
 def test_prices_from_the_config() -> None:

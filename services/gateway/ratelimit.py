@@ -1,0 +1,300 @@
+"""Gateway rate limits shared by every replica: per API key (user), business unit (team) and
+addressed model endpoint — requests and tokens per window, state in KV ``ratelimits``.
+
+Algorithm: GCRA (the generic cell rate algorithm, as in ATM networks and redis-cell). A limit
+of ``L`` units per ``W`` seconds gives each unit an emission interval ``T = W / L``; the only
+state is the *theoretical arrival time* ``TAT``. A request costing ``c`` units is admitted at
+time ``now`` iff ``max(TAT, now) + c·T − W ≤ now``, and then ``TAT ← max(TAT, now) + c·T``.
+The allowance refills continuously; a full window's worth may arrive at once. A refused
+request learns exactly when it would fit (``Retry-After``). One float per limit, so one small
+KV document per user / team / endpoint, updated with compare-and-set: several gateway
+replicas enforce one limit, and a lost race is simply re-decided on fresh state.
+
+Tokens are charged at admission as an estimate — prompt characters / 4 plus ``max_tokens``
+(or ``completion_tokens_estimate`` when absent), as OpenAI's own limiter does — because the
+real count exists only after the call.
+
+The core (``gcra``, ``decide``, ``plan``, ``estimate_tokens``) is pure; ``KvRateLimiter`` is
+the thin KV adapter; ``check`` is what the gateway calls. Replicas share a wall clock: skew
+between them of δ seconds shifts a limit by at most δ·rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import msgspec
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from schemas import subjects
+from schemas.events import AuditEvent, ChatMessage, RequestSubmitted, encode, envelope_fields
+from schemas.streams import KV_RATELIMITS
+from services.runtime.errors import fixed_message
+from services.runtime.settings import ApiKey, LimitSpec, PlatformConfig, RateLimits
+
+Metric = Literal["requests", "tokens"]
+Scope = Literal["user", "team", "endpoint"]
+CAS_ATTEMPTS: Final = 64
+
+
+# --- the pure core ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    limit: float  # units per window
+    per_s: float  # window
+
+    @property
+    def interval(self) -> float:
+        return self.per_s / self.limit
+
+    @property
+    def tolerance(self) -> float:
+        return self.per_s
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    tat: float  # the new TAT if allowed, the unchanged one if not
+    retry_after_s: float
+    remaining: float  # units that would still be admitted now
+    too_large: bool = False  # the request alone exceeds a whole window
+
+
+def gcra(tat: float, now: float, cost: float, rate: Rate) -> Verdict:
+    base = max(tat, now)
+    remaining = max(0.0, (rate.tolerance - (base - now)) / rate.interval)
+    if cost <= 0:
+        return Verdict(True, tat, 0.0, remaining)
+    if cost * rate.interval > rate.tolerance:
+        return Verdict(False, tat, rate.per_s, remaining, too_large=True)
+    new_tat = base + cost * rate.interval
+    allow_at = new_tat - rate.tolerance
+    if allow_at <= now:
+        return Verdict(True, new_tat, 0.0, (rate.tolerance - (new_tat - now)) / rate.interval)
+    return Verdict(False, tat, allow_at - now, remaining)
+
+
+def refund(tat: float, now: float, cost: float, rate: Rate) -> float:
+    """Undo a charge (a request admitted here but refused by another limit)."""
+    return max(now, tat - cost * rate.interval)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    scope: Scope
+    subject: str  # key id, team, endpoint
+    metric: Metric
+    rate: Rate
+    cost: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.scope}.{self.metric}"
+
+
+class LimitState(msgspec.Struct, kw_only=True):
+    """KV ``ratelimits`` ``<scope>.<subject>``: the TAT per metric (epoch seconds)."""
+
+    tat: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    scope: Scope | Literal["limiter"]
+    metric: Metric | Literal["unavailable"]
+    retry_after_s: float
+    limit: float
+    too_large: bool = False
+    status: int = 429
+    code: str = "rate_limited"
+
+    @property
+    def message(self) -> str:
+        if self.code == "rate_limited":
+            return fixed_message("rate_limited")
+        return "The rate limiter is unavailable; retry shortly."
+
+    @property
+    def name(self) -> str:
+        return f"{self.scope}.{self.metric}"
+
+
+def decide(state: LimitState, checks: Sequence[Check], now: float) -> tuple[LimitState, Refusal | None]:
+    """All limits of one document at once: admitted only if every one admits."""
+    new = dict(state.tat)
+    refusals: list[Refusal] = []
+    for check in checks:
+        verdict = gcra(state.tat.get(check.metric, 0.0), now, check.cost, check.rate)
+        if verdict.allowed:
+            new[check.metric] = verdict.tat
+        else:
+            refusals.append(Refusal(check.scope, check.metric, verdict.retry_after_s, check.rate.limit,
+                                    verdict.too_large))
+    if refusals:
+        return state, max(refusals, key=lambda r: r.retry_after_s)
+    return LimitState(tat=new), None
+
+
+def _spec(table: dict[str, LimitSpec], *names: str) -> LimitSpec | None:
+    for name in (*names, "*"):
+        if name in table:
+            return table[name]
+    return None
+
+
+def plan(limits: RateLimits, key: ApiKey, endpoint: str, tokens: int) -> dict[str, list[Check]]:
+    """The limits one request counts against, by KV document."""
+    docs: dict[str, list[Check]] = {}
+    team = f"{key.tenant}.{key.business_unit}"
+    subjects_of: list[tuple[Scope, str, str, LimitSpec | None]] = [
+        ("user", key.key_id, f"user.{subjects.token(key.key_id)}", _spec(limits.users, key.key_id)),
+        ("team", team, f"team.{subjects.token(key.tenant)}.{subjects.token(key.business_unit)}",
+         _spec(limits.teams, team, key.business_unit)),
+        ("endpoint", endpoint, f"endpoint.{subjects.token(endpoint)}", _spec(limits.endpoints, endpoint)),
+    ]
+    for scope, subject, kv_key, spec in subjects_of:
+        if spec is None:
+            continue
+        checks = []
+        if spec.requests:
+            checks.append(Check(scope, subject, "requests", Rate(spec.requests, spec.per_s), 1))
+        if spec.tokens:
+            checks.append(Check(scope, subject, "tokens", Rate(spec.tokens, spec.per_s), tokens))
+        if checks:
+            docs[kv_key] = checks
+    return docs
+
+
+def estimate_tokens(messages: Sequence[ChatMessage], max_tokens: int | None, completion_estimate: int) -> int:
+    """Prompt characters / 4 (+4 per message for the chat template) plus the answer's allowance."""
+    prompt = sum(len(m.content) // 4 + 4 for m in messages)
+    return prompt + (max_tokens if max_tokens is not None else completion_estimate)
+
+
+# --- the KV adapter --------------------------------------------------------------------------
+
+
+class KvRateLimiter:
+    def __init__(self, kv: KeyValue, limits: RateLimits, clock: Callable[[], float] = time.time) -> None:
+        self.kv = kv
+        self.limits = limits
+        self.clock = clock
+        # Requests of one replica for one document queue here instead of racing in KV: only
+        # other replicas can make a compare-and-set fail.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, kv_key: str) -> asyncio.Lock:
+        lock = self._locks.get(kv_key)
+        if lock is None:
+            lock = self._locks[kv_key] = asyncio.Lock()
+        return lock
+
+    async def admit(self, key: ApiKey, endpoint: str, tokens: int) -> Refusal | None:
+        docs = plan(self.limits, key, endpoint, tokens)
+        if not docs:
+            return None
+        outcomes = await asyncio.gather(*(self._charge(kv_key, checks) for kv_key, checks in docs.items()))
+        refusals = [r for r in outcomes if r is not None]
+        if not refusals:
+            return None
+        charged = [kv_key for kv_key, r in zip(docs, outcomes, strict=True) if r is None]
+        await asyncio.gather(*(self._refund(kv_key, docs[kv_key]) for kv_key in charged))
+        return max(refusals, key=lambda r: r.retry_after_s)
+
+    async def _read(self, kv_key: str) -> tuple[LimitState, int | None]:
+        try:
+            entry = await self.kv.get(kv_key)
+        except KeyNotFoundError:
+            return LimitState(), None
+        try:
+            return msgspec.json.decode(entry.value or b"{}", type=LimitState), entry.revision
+        except msgspec.DecodeError:
+            return LimitState(), entry.revision  # a malformed entry starts afresh
+
+    async def _write(self, kv_key: str, state: LimitState, revision: int | None) -> bool:
+        data = msgspec.json.encode(state)
+        try:
+            if revision is None:
+                await self.kv.create(kv_key, data)
+            else:
+                await self.kv.update(kv_key, data, last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def _charge(self, kv_key: str, checks: Sequence[Check]) -> Refusal | None:
+        async with self._lock(kv_key):
+            for attempt in range(CAS_ATTEMPTS):
+                state, revision = await self._read(kv_key)
+                new, refusal = decide(state, checks, self.clock())
+                if refusal is not None:
+                    return refusal
+                if await self._write(kv_key, new, revision):
+                    return None
+                await asyncio.sleep(random.uniform(0, 0.001) * min(attempt + 1, 8))  # another replica won
+        return Refusal("limiter", "unavailable", 1.0, 0.0, status=503, code="overloaded")
+
+    async def _refund(self, kv_key: str, checks: Sequence[Check]) -> None:
+        async with self._lock(kv_key):
+            await self._refund_locked(kv_key, checks)
+
+    async def _refund_locked(self, kv_key: str, checks: Sequence[Check]) -> None:
+        for _ in range(CAS_ATTEMPTS):
+            state, revision = await self._read(kv_key)
+            now = self.clock()
+            tat = dict(state.tat)
+            for check in checks:
+                if check.metric in tat:
+                    tat[check.metric] = refund(tat[check.metric], now, check.cost, check.rate)
+            if await self._write(kv_key, LimitState(tat=tat), revision):
+                return
+
+
+_limiters: weakref.WeakKeyDictionary[JetStreamContext, KvRateLimiter] = weakref.WeakKeyDictionary()
+
+
+async def check(
+    js: JetStreamContext, config: PlatformConfig, key: ApiKey, submitted: RequestSubmitted, endpoint: str
+) -> Refusal | None:
+    """The gateway's admission: None to proceed, else why not and when to retry.
+
+    A refusal is audited (stage ``gateway``, outcome ``rate_limited``). If KV cannot be
+    reached the request is refused with 503 — fail closed, like every other guard.
+    """
+    limits = config.rate_limits
+    if not (limits.users or limits.teams or limits.endpoints):
+        return None
+    try:
+        limiter = _limiters.get(js)
+        if limiter is None:
+            limiter = _limiters[js] = KvRateLimiter(await js.key_value(KV_RATELIMITS), limits)
+        tokens = estimate_tokens(submitted.messages, submitted.params.max_tokens, limits.completion_tokens_estimate)
+        refusal = await limiter.admit(key, endpoint, tokens)
+    except (nats.errors.Error, TimeoutError, OSError):
+        return Refusal("limiter", "unavailable", 1.0, 0.0, status=503, code="overloaded")
+    if refusal is not None and refusal.code == "rate_limited":
+        event = AuditEvent(
+            **envelope_fields(submitted),
+            stage="gateway",
+            outcome="rate_limited",
+            reason_code="rate_limited",
+            rule_id=f"ratelimit.{refusal.name}",
+            attributes={"api_key": key.key_id, "limit": refusal.name, "too_large": str(refusal.too_large).lower()},
+        )
+        await js.publish(
+            subjects.audit("gateway"), encode(event),
+            headers={"Nats-Msg-Id": f"audit:{submitted.request_id}:gateway:rate_limited"},
+        )
+    return refusal

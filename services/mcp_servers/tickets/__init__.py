@@ -1,0 +1,1 @@
+"""``tickets``: a small ticket system on SQLite, with read-only and critical (write) tools."""

@@ -1,0 +1,169 @@
+"""Tool gateway worker contract.
+
+serves    stellwerk.v1.tool.call.requested  ToolCallRequested → ToolCallResult
+          stellwerk.v1.tool.list            ToolListRequested → ToolCatalog
+          stellwerk.v1.tool.decide          ApprovalDecisionRequested → ApprovalDecisionReply
+          (core NATS request-reply, queue group ``toolgateway``: each request to one worker)
+watches   KV approvals ``call.>``  (pending approvals: expiry, execution lease, metrics)
+writes    KV approvals, KV ratelimits ``tool.>``
+publishes stellwerk.v1.tool.approval.requested, stellwerk.v1.tool.approval.decided  (APPROVALS)
+          stellwerk.v1.audit.toolgateway, stellwerk.v1.audit.approval
+calls     the MCP servers of the platform config's ``tool_servers``
+
+A call that needs approval is parked in KV together with the caller's reply subject, and
+answered by whichever worker sees the decision (or the timeout) — the caller keeps waiting
+on its one request, across a restart of the worker that parked it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from faststream.nats import NatsMessage
+
+from schemas import subjects
+from schemas.events import (
+    ApprovalDecided,
+    ApprovalDecisionReply,
+    ApprovalDecisionRequested,
+    ApprovalRequested,
+    AuditEvent,
+    ToolCallRequested,
+    ToolCallResult,
+    ToolListRequested,
+    decode,
+    encode,
+)
+from schemas.streams import KV_APPROVALS, KV_RATELIMITS
+from services.dlp.guard import DlpGuard
+from services.runtime.telemetry import inject_headers
+from services.runtime.worker import Worker
+from services.toolgateway.approval_store import RECORD_PREFIX, ApprovalStore, decode_record
+from services.toolgateway.approvals import ApprovalRecord
+from services.toolgateway.gateway import ToolGateway
+from services.toolgateway.limiter import ToolRateLimiter
+from services.toolgateway.mcp_pool import McpPool
+from services.toolgateway.metrics import ToolMetrics
+from services.toolgateway.outcome import failed, malformed, result_of
+from services.toolgateway.policy import ToolPolicy
+from services.toolgateway.settings import ToolGatewaySettings
+from services.toolgateway.validation import SchemaCache
+
+QUEUE = "toolgateway"
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
+
+
+class BusOutbox:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def reply(self, reply_to: str | None, result: ToolCallResult) -> None:
+        if reply_to:
+            await self.worker.nc.publish(reply_to, encode(result), headers=inject_headers({}))
+
+    async def audit(self, event: AuditEvent, msg_id: str) -> None:
+        # Not Worker.audit: its message id (request + stage + outcome) would merge the audit
+        # events of several tool calls of one request.
+        await self.worker.publish(subjects.audit(event.stage), event, msg_id)
+
+    async def approval_requested(self, event: ApprovalRequested) -> None:
+        await self.worker.publish(subjects.TOOL_APPROVAL_REQUESTED, event, f"approval:{event.approval_id}:requested")
+
+    async def approval_decided(self, event: ApprovalDecided) -> None:
+        await self.worker.publish(subjects.TOOL_APPROVAL_DECIDED, event, f"approval:{event.approval_id}:decided")
+
+
+def build(worker: Worker) -> None:
+    settings = ToolGatewaySettings()
+    config = worker.config
+    metrics = ToolMetrics()
+    outbox = BusOutbox(worker)
+    pool = McpPool(config.tool_servers, settings.refresh_interval_s)
+    policy = ToolPolicy(settings.policy_dir, settings.policy_check_interval_s)
+    guard = DlpGuard.from_settings()
+    board: dict[str, ApprovalRecord] = {}  # every approval record in KV, kept current by a watch
+    gateway: ToolGateway | None = None
+
+    async def start() -> None:
+        nonlocal gateway
+        metrics.serve(settings.metrics_port)
+        pool.start()
+        missing = await pool.wait_listed(settings.discovery_wait_s)
+        if missing:
+            worker.log.warning("tool_servers_not_listed", servers=",".join(missing))
+        gateway = ToolGateway(
+            pool=pool,
+            policy=policy,
+            schemas=SchemaCache(strict=settings.strict_arguments),
+            guard=guard,
+            limiter=ToolRateLimiter(await worker.kv(KV_RATELIMITS), config.tool_rate_limits),
+            approval_store=ApprovalStore(await worker.kv(KV_APPROVALS)),
+            outbox=outbox,
+            metrics=metrics,
+            servers=config.tool_servers,
+            approval_rules=config.tool_approvals,
+        )
+
+    worker.on_start(start)  # first: the watch and the sweep below use the gateway
+
+    def on_approval_change(key: str, value: bytes | None) -> None:
+        approval_id = key.removeprefix(RECORD_PREFIX)
+        if value is None:
+            board.pop(approval_id, None)
+            return
+        try:
+            board[approval_id] = decode_record(value)
+        except _DECODE_ERRORS:
+            worker.log.error("approval_record_malformed", approval_id=approval_id)
+
+    worker.watch(KV_APPROVALS, on_approval_change, keys=f"{RECORD_PREFIX}>")
+
+    async def sweep_approvals() -> None:
+        for name, up in pool.connected().items():
+            metrics.server_up.labels(name).set(1 if up else 0)
+        if gateway is not None:
+            await gateway.sweep(board.values())
+
+    worker.every(config.tool_approvals.sweep_interval_s, sweep_approvals)
+
+    async def on_call(msg: NatsMessage) -> None:
+        reply_to = msg.reply_to or None
+        try:
+            call = decode(msg.body, ToolCallRequested)
+        except _DECODE_ERRORS as exc:
+            await outbox.reply(reply_to, malformed(str(exc)))
+            return
+        assert gateway is not None  # subscribers start after the start hooks
+        try:
+            await gateway.handle(call, reply_to)
+        except Exception as exc:  # noqa: BLE001 - the caller must get an answer, typed
+            worker.log.error("tool_call_crashed", error=type(exc).__name__, call_id=call.call_id)
+            await outbox.reply(reply_to, result_of(call, failed("internal_error", type(exc).__name__), latency_ms=0))
+
+    async def on_list(msg: NatsMessage) -> None:
+        try:
+            request = decode(msg.body, ToolListRequested) if msg.body else ToolListRequested()
+        except _DECODE_ERRORS:
+            request = ToolListRequested()
+        assert gateway is not None
+        if msg.reply_to:
+            await worker.nc.publish(msg.reply_to, encode(gateway.catalog(request)), headers=inject_headers({}))
+
+    async def on_decide(msg: NatsMessage) -> None:
+        try:
+            request = decode(msg.body, ApprovalDecisionRequested)
+        except _DECODE_ERRORS:
+            reply = ApprovalDecisionReply(approval_id="invalid", accepted=False, reason="invalid_request")
+        else:
+            assert gateway is not None
+            reply = await gateway.decide(request)
+        if msg.reply_to:
+            await worker.nc.publish(msg.reply_to, encode(reply), headers=inject_headers({}))
+
+    for subject, handler, concurrency in (
+        (subjects.TOOL_CALL_REQUESTED, on_call, settings.max_in_flight),
+        (subjects.TOOL_LIST, on_list, 1),
+        (subjects.TOOL_APPROVAL_DECIDE, on_decide, 4),
+    ):
+        worker.broker.subscriber(
+            subject, queue=QUEUE, no_reply=True, max_workers=concurrency, title=f"toolgateway-{subject}"
+        )(handler)

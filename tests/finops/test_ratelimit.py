@@ -1,0 +1,155 @@
+"""Gateway rate limits: the GCRA core, the KV adapter shared by replicas, two real gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+import yaml
+
+from schemas.events import ChatMessage
+from schemas.streams import KV_RATELIMITS
+from services.gateway.ratelimit import (
+    Check,
+    KvRateLimiter,
+    LimitState,
+    Rate,
+    decide,
+    estimate_tokens,
+    gcra,
+    plan,
+    refund,
+)
+from services.runtime.bus import connect, ensure_topology
+from services.runtime.settings import DEFAULT_CONFIG, ApiKey, LimitSpec, RateLimits
+from stellwerk.supervisor import free_port
+from tests.integration.mesh import eventually
+
+KEY = ApiKey(key_id="demo-claims", key_sha256="0" * 64, tenant="acme-insurance", business_unit="claims",
+             user_role="analyst")
+
+
+def test_gcra_admits_a_window_at_once_then_one_per_interval() -> None:
+    rate = Rate(limit=5, per_s=60)  # one every 12 s, five at once
+    tat, now = 0.0, 1000.0
+    for _ in range(5):
+        verdict = gcra(tat, now, 1, rate)
+        assert verdict.allowed
+        tat = verdict.tat
+    refused = gcra(tat, now, 1, rate)
+    assert not refused.allowed and refused.retry_after_s == pytest.approx(12.0) and refused.tat == tat
+    assert gcra(tat, now + 11.9, 1, rate).allowed is False
+    assert gcra(tat, now + 12.0, 1, rate).allowed is True
+    assert gcra(tat, now + 600, 1, rate).remaining == pytest.approx(4.0)  # idle: the full window back
+
+
+def test_gcra_charges_tokens_by_weight_and_refuses_what_can_never_fit() -> None:
+    rate = Rate(limit=1000, per_s=60)
+    verdict = gcra(0.0, 0.0, 700, rate)
+    assert verdict.allowed and verdict.remaining == pytest.approx(300)
+    later = gcra(verdict.tat, 0.0, 400, rate)
+    assert not later.allowed and later.retry_after_s == pytest.approx(6.0)  # 100 tokens at 0.06 s each
+    too_large = gcra(0.0, 0.0, 1001, rate)
+    assert not too_large.allowed and too_large.too_large and too_large.retry_after_s == 60
+    assert refund(verdict.tat, 0.0, 700, rate) == 0.0
+
+
+def test_a_document_admits_only_if_all_its_limits_do() -> None:
+    checks = [Check("user", "k", "requests", Rate(100, 60), 1), Check("user", "k", "tokens", Rate(1000, 60), 900)]
+    state, refusal = decide(LimitState(), checks, now=0.0)
+    assert refusal is None and set(state.tat) == {"requests", "tokens"}
+    again, refusal = decide(state, checks, now=0.0)
+    assert refusal is not None and refusal.name == "user.tokens" and again is state
+
+
+def test_plan_picks_overrides_then_defaults() -> None:
+    limits = RateLimits(
+        users={"demo-claims": LimitSpec(requests=10), "*": LimitSpec(requests=100)},
+        teams={"claims": LimitSpec(tokens=5000, per_s=3600)},
+        endpoints={"*": LimitSpec(tokens=1e6)},
+    )
+    docs = plan(limits, KEY, "stellwerk", tokens=600)
+    assert set(docs) == {"user.demo-claims", "team.acme-insurance.claims", "endpoint.stellwerk"}
+    assert docs["user.demo-claims"][0].rate == Rate(10, 60)
+    assert docs["team.acme-insurance.claims"][0].cost == 600
+    assert plan(RateLimits(), KEY, "stellwerk", 1) == {}
+
+
+def test_token_estimate_is_prompt_characters_plus_the_answers_allowance() -> None:
+    messages = [ChatMessage(role="user", content="x" * 400)]
+    assert estimate_tokens(messages, 50, 512) == 104 + 50
+    assert estimate_tokens(messages, None, 512) == 104 + 512
+
+
+async def test_two_replicas_share_one_limit_through_kv(nats_url: str) -> None:
+    nc = await connect(nats_url, "test", persistent=False)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    kv = await js.key_value(KV_RATELIMITS)
+    limits = RateLimits(users={"*": LimitSpec(requests=7, per_s=60)}, teams={"*": LimitSpec(tokens=10_000)})
+    clock = lambda: 5_000.0  # noqa: E731 - a frozen clock: no refill during the test
+    replicas = [KvRateLimiter(kv, limits, clock=clock), KvRateLimiter(kv, limits, clock=clock)]
+    outcomes = await asyncio.gather(*(replicas[i % 2].admit(KEY, "stellwerk", tokens=100) for i in range(20)))
+    admitted = [o for o in outcomes if o is None]
+    assert len(admitted) == 7
+    assert all(o.name == "user.requests" and o.retry_after_s > 0 for o in outcomes if o is not None)
+    # The refused requests were not charged to the team: 7 × 100 tokens only.
+    team = msgspec.json.decode((await kv.get("team.acme-insurance.claims")).value or b"", type=LimitState)
+    assert team.tat["tokens"] == pytest.approx(5_000.0 + 700 * 60 / 10_000)
+    await nc.close()
+
+
+# --- two real gateway processes ----------------------------------------------------------------
+
+
+@pytest.fixture
+def two_gateways(nats_url: str, tmp_path: Path) -> Iterator[list[str]]:
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    # Six requests per hour per key: no refill while the test runs, whatever the machine's speed.
+    config["rate_limits"] = {"users": {"*": {"requests": 6, "per_s": 3600}}}
+    path = tmp_path / "stellwerk.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "STELLWERK_NATS_URL": nats_url, "STELLWERK_CONFIG_FILE": str(path)}
+    ports = [free_port(), free_port()]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "services.gateway", "--port", str(port)], env=env,
+                         stdout=(tmp_path / f"gateway-{port}.log").open("wb"), stderr=subprocess.STDOUT)
+        for port in ports
+    ]
+    yield [f"http://127.0.0.1:{port}" for port in ports]
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.wait(timeout=15)
+
+
+async def test_limits_hold_across_two_gateway_replicas(two_gateways: list[str]) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        async def ready() -> bool:
+            try:
+                return all([(await http.get(f"{u}/healthz")).status_code == 200 for u in two_gateways])
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ready, timeout_s=60)
+        # No pipeline runs behind the gateways: an admitted request times out (504) quickly.
+        headers = {"Authorization": "Bearer sk-stellwerk-demo", "X-Stellwerk-Timeout": "0.3"}
+        body = {"model": "stellwerk", "messages": [{"role": "user", "content": "hello"}]}
+        responses = await asyncio.gather(*(
+            http.post(f"{two_gateways[i % 2]}/v1/chat/completions", json=body, headers=headers) for i in range(14)
+        ))
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(responses) - len(refused) == 6, [r.status_code for r in responses]
+    assert {r.status_code for r in responses} == {429, 504}
+    for r in refused:
+        assert int(r.headers["Retry-After"]) >= 1
+        error = r.json()["error"]
+        assert error["code"] == "rate_limited" and error["stellwerk"]["limit"] == "user.requests"
+    assert len({str(r.request.url) for r in refused}) == 2, "both replicas refused"

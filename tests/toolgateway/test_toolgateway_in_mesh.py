@@ -1,0 +1,364 @@
+"""The tool gateway in a real mesh: nats-server, the gateway worker as its own process, the
+search MCP server over streamable HTTP (started by the supervisor) in front of a local
+stand-in for SearXNG, and the tickets MCP server over stdio (the worker's child).
+
+Covers issue 7's "Done when": allowed call, allowlist refusal with rule id, schema violation
+with path, rate limit with retry hint, approval (approve, deny, timeout, across a worker
+restart), denied search domains, and no parameter value in the audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import pytest_asyncio
+import yaml
+from nats.aio.client import Client
+from typer.testing import CliRunner
+
+from schemas.events import ApprovalDecisionRequested, AuditEvent, ToolCallResult, decode
+from services.runtime.bus import connect
+from services.toolgateway.approval_store import ApprovalStore
+from services.toolgateway.approvals import ApprovalRecord
+from services.toolgateway.cli import app as tools_app
+from services.toolgateway.cli import approvals_app
+from stellwerk.discovery import ping_workers
+from stellwerk.supervisor import Mesh, free_port
+from stellwerk.tools_client import ToolsClient, decide_approval
+from tests.conftest import start_nats
+from tests.integration.mesh import eventually, write_test_config
+from tests.toolgateway.searxng_stub import searxng_stub
+
+# Argument values that must never reach the audit (each test uses some of them).
+SENTINELS = ("Zebrafink", "Quokka-Tarif", "Okapi Drucker", "Narwal Netz", "Axolotl", "Pangolin", "Erdferkel")
+
+
+@pytest.fixture(scope="module")
+def searxng() -> Iterator[tuple[str, list[str]]]:
+    with searxng_stub() as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, searxng: tuple[str, list[str]], metrics_port: int
+) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("tool-mesh")
+    port = free_port()
+    search_config = root / "search.yaml"
+    search_config.write_text(yaml.safe_dump({
+        "deny_domains": ["pastebin.com"],
+        "usecases": {"default": {}, "chat": {"deny_domains": ["blocked.example"]}},
+    }))
+    config = write_test_config(
+        root,
+        tool_servers=[
+            {"name": "search", "transport": "http", "url": f"http://127.0.0.1:{port}/mcp",
+             "launch": ["-m", "services.mcp_servers.search", "--transport", "http", "--port", str(port)],
+             "health_url": f"http://127.0.0.1:{port}/health", "timeout_s": 10},
+            {"name": "tickets", "transport": "stdio", "command": ["{python}", "-m", "services.mcp_servers.tickets"],
+             "timeout_s": 10},
+        ],
+        tool_rate_limits={"users": {"rate-test-user": {"requests": 3, "per_s": 3600}}},
+        tool_approvals={"sweep_interval_s": 0.2},
+    )
+    nats_process, url = start_nats(root / "nats")
+    mesh = Mesh(
+        config_file=config, state_dir=root / "state", nats_url=url, scale={"toolgateway": 1},
+        start_simulators=False,
+        extra_env={
+            "STELLWERK_SEARCH_SEARXNG_URL": searxng[0],
+            "STELLWERK_SEARCH_CONFIG_FILE": str(search_config),
+            "STELLWERK_SEARCH_RETENTION_DB": str(root / "search.db"),
+            "STELLWERK_TICKETS_DB": str(root / "tickets.db"),
+            "STELLWERK_TOOLGATEWAY_METRICS_PORT": str(metrics_port),
+        },
+    )
+    asyncio.run(mesh.start())
+    yield mesh
+    mesh.stop()
+    nats_process.terminate()
+    nats_process.wait(timeout=5)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def nc(mesh: Mesh) -> AsyncIterator[Client]:
+    client = await connect(mesh.url, "test", persistent=False)
+    yield client
+    await client.close()
+
+
+def agent(nc: Client, role: str, *, user: str | None = None, tenant: str = "acme-insurance",
+          agent_id: str = "test-agent") -> ToolsClient:
+    return ToolsClient(nc, tenant=tenant, business_unit="claims", user_role=role, agent_id=agent_id, user_id=user)
+
+
+async def pending_approval(nc: Client, agent_id: str) -> ApprovalRecord:
+    store = ApprovalStore(await nc.jetstream().key_value("approvals"))
+
+    async def probe() -> ApprovalRecord | None:
+        found = [r for r in await store.records() if r.state == "pending" and r.request.agent_id == agent_id]
+        return found[0] if found else None
+
+    return await eventually(probe)
+
+
+def hosts(result: ToolCallResult) -> list[str]:
+    assert result.structured is not None
+    return [hit["url"] for hit in result.structured["results"]]
+
+
+# --- the decision path -------------------------------------------------------------------
+
+
+async def test_allowed_call_succeeds_and_denied_domains_return_nothing(nc: Client) -> None:
+    result = await agent(nc, "analyst").call(
+        "search.web_search", {"query": "site:blocked.example Zebrafink", "max_results": 10}
+    )
+    assert result.status == "ok", result.error
+    assert (result.rule_id, result.error) == ("role.allowed", None)
+    assert result.policy_version and result.policy_version.startswith("sha256:")
+    urls = hosts(result)
+    assert urls, "the allowed domains' hits come back"
+    assert not any("blocked.example" in u or "pastebin.com" in u for u in urls)
+    assert result.structured is not None and result.structured["filtered_out"] == 3
+
+
+async def test_tool_outside_the_allowlist_is_refused_with_its_rule(nc: Client) -> None:
+    result = await agent(nc, "analyst").call("tickets.create_ticket", {"title": "Okapi Drucker"})
+    assert (result.status, result.error and result.error.code) == ("refused", "tool_not_allowed")
+    assert result.error is not None and result.error.rule_id == "role.tool_not_allowed"
+    clinic = await agent(nc, "support-agent", tenant="st-marien-klinikum").call(
+        "search.web_search", {"query": "Axolotl"}
+    )
+    assert clinic.error is not None and clinic.error.rule_id == "tenant.tool_denied"
+
+
+async def test_unknown_tool(nc: Client) -> None:
+    result = await agent(nc, "support-agent").call("search.no_such_tool", {})
+    assert result.error is not None and (result.error.code, result.error.rule_id) == ("tool_unknown",
+                                                                                       "catalog.unknown_tool")
+
+
+async def test_schema_violation_is_refused_with_the_path(nc: Client) -> None:
+    bad_type = await agent(nc, "analyst").call("tickets.get_ticket", {"ticket_id": "Pangolin"})
+    assert bad_type.error is not None
+    assert (bad_type.status, bad_type.error.code, bad_type.error.rule_id) == ("refused", "tool_schema_violation",
+                                                                              "schema.violation")
+    assert (bad_type.error.instance_path, bad_type.error.schema_path, bad_type.error.keyword) == (
+        "/ticket_id", "/properties/ticket_id/type", "type")
+    assert "Pangolin" not in bad_type.error.message
+    extra = await agent(nc, "analyst").call("tickets.get_ticket", {"ticket_id": 1, "note": "Erdferkel"})
+    assert extra.error is not None and extra.error.keyword == "additionalProperties"
+
+
+async def test_rate_limit_trips_with_a_retry_hint(nc: Client) -> None:
+    limited = agent(nc, "analyst", user="rate-test-user")
+    for _ in range(3):
+        assert (await limited.call("tickets.get_ticket", {"ticket_id": 1})).status == "ok"
+    refused = await limited.call("tickets.get_ticket", {"ticket_id": 1})
+    assert refused.error is not None
+    assert (refused.error.code, refused.error.rule_id) == ("rate_limited", "ratelimit.tool.user")
+    # 3 per hour: the next call fits a third of an hour after the first.
+    assert refused.error.retry_after_s is not None and 600 < refused.error.retry_after_s <= 1200
+    other = await agent(nc, "analyst", user="someone-else").call("tickets.get_ticket", {"ticket_id": 1})
+    assert other.status == "ok"
+
+
+async def test_pii_in_a_search_query_is_redacted_before_it_leaves(
+    nc: Client, searxng: tuple[str, list[str]]
+) -> None:
+    result = await agent(nc, "analyst").call(
+        "search.web_search", {"query": "Versicherung erika.mustermann@example.org Quokka-Tarif"}
+    )
+    assert result.status == "ok"
+    assert result.dlp_input is not None and result.dlp_input.action == "redact"
+    sent = [q for q in searxng[1] if "Quokka" in q]
+    assert sent and all("erika.mustermann@example.org" not in q and "<EMAIL_ADDRESS>" in q for q in sent)
+
+
+async def test_injected_instructions_in_a_result_are_withheld(nc: Client) -> None:
+    result = await agent(nc, "analyst").call("search.web_search", {"query": "agents Narwal Netz"})
+    assert result.error is not None and result.error.code == "tool_result_injection"
+    assert "instruction_override" in result.injection_signals
+    assert result.content == [] and result.structured is None
+
+
+# --- human approval ----------------------------------------------------------------------
+
+
+async def test_critical_tool_waits_and_runs_when_approved(nc: Client) -> None:
+    support = agent(nc, "support-agent", user="erika", agent_id="approve-bot")
+    call = asyncio.create_task(support.call("tickets.create_ticket", {"title": "Okapi Drucker kaputt"}, timeout_s=60))
+    record = await pending_approval(nc, "approve-bot")
+    assert not call.done()
+    assert (record.rule_id, record.request.arguments) == ("role.allowed.critical_approval", {})
+    self_approval = await decide_approval(nc, ApprovalDecisionRequested(
+        approval_id=record.approval_id, approve=True, approver="erika"))
+    assert (self_approval.accepted, self_approval.reason) == (False, "self_approval")
+    reply = await decide_approval(nc, ApprovalDecisionRequested(
+        approval_id=record.approval_id, approve=True, approver="team-lead"))
+    assert (reply.accepted, reply.state) == (True, "approved")
+    result = await call
+    assert result.status == "ok", result.error
+    assert result.approval_id == record.approval_id
+    assert result.structured is not None and result.structured["title"] == "Okapi Drucker kaputt"
+    again = await decide_approval(nc, ApprovalDecisionRequested(
+        approval_id=record.approval_id, approve=False, approver="team-lead", reason="late"))
+    assert (again.accepted, again.reason) == (False, "already_decided")
+    read = await support.call("tickets.get_ticket", {"ticket_id": result.structured["id"]})
+    assert read.status == "ok" and read.approval_id is None  # reads need no approval
+
+
+async def test_critical_tool_denied(nc: Client) -> None:
+    support = agent(nc, "support-agent", user="erika", agent_id="deny-bot")
+    call = asyncio.create_task(support.call("tickets.update_ticket_status",
+                                            {"ticket_id": 2, "status": "closed", "comment": "Narwal Netz"}))
+    record = await pending_approval(nc, "deny-bot")
+    reply = await decide_approval(nc, ApprovalDecisionRequested(
+        approval_id=record.approval_id, approve=False, approver="team-lead", reason="wrong_ticket"))
+    assert reply.accepted and reply.state == "denied"
+    result = await call
+    assert result.error is not None
+    assert (result.status, result.error.code, result.error.rule_id, result.error.reason) == (
+        "refused", "approval_denied", "approval.denied", "wrong_ticket")
+    store = ApprovalStore(await nc.jetstream().key_value("approvals"))
+    assert await store.arguments(record.approval_id) is None  # arguments leave KV with the call
+
+
+async def test_approval_times_out_before_the_callers_deadline(nc: Client) -> None:
+    support = agent(nc, "support-agent", user="erika", agent_id="timeout-bot")
+    result = await support.call("tickets.create_ticket", {"title": "Axolotl wartet"}, timeout_s=4)
+    assert result.error is not None
+    assert (result.error.code, result.error.rule_id) == ("approval_expired", "approval.expired")
+
+
+async def test_metrics_expose_calls_denials_and_approvals(nc: Client, metrics_port: int) -> None:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    assert 'stellwerk_tool_calls_total{code="none",server="search",status="ok",tool="web_search"}' in text
+    assert 'stellwerk_tool_denials_total{rule_id="role.tool_not_allowed"}' in text
+    assert 'stellwerk_tool_denials_total{rule_id="ratelimit.tool.user"}' in text
+    assert 'stellwerk_tool_approval_wait_seconds_count{outcome="approved"}' in text
+    assert "stellwerk_tool_approvals_pending" in text
+    assert 'stellwerk_tool_server_up{server="tickets"} 1.0' in text
+    assert "stellwerk_tool_requests_total" in text
+
+
+async def test_pending_approval_survives_a_gateway_restart(mesh: Mesh, nc: Client) -> None:
+    support = agent(nc, "support-agent", user="erika", agent_id="restart-bot")
+    call = asyncio.create_task(support.call("tickets.create_ticket", {"title": "Zebrafink Restart"}, timeout_s=90))
+    record = await pending_approval(nc, "restart-bot")
+    (old,) = [p for p in mesh.parts if p.name == "toolgateway-1"]
+    assert old.process is not None
+    old.process.kill()
+    old.process.wait(timeout=10)
+    new = mesh.add_worker("toolgateway")
+
+    async def restarted() -> bool:
+        return new.name in (await ping_workers(nc, wait_s=0.2)).get("toolgateway", [])
+
+    await eventually(restarted, timeout_s=60)
+    reply = await decide_approval(nc, ApprovalDecisionRequested(
+        approval_id=record.approval_id, approve=True, approver="team-lead"))
+    assert reply.accepted
+    result = await call  # the same request, answered by the new worker
+    assert result.status == "ok", result.error
+    assert result.approval_id == record.approval_id
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def test_cli_lists_calls_and_approves(mesh: Mesh) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(tools_app, ["list", "--role", "analyst", "--json", "--nats-url", mesh.url])
+    assert listed.exit_code == 0, listed.output
+    catalog = json.loads(listed.output)
+    allowed = {f"{t['server']}.{t['name']}": t["allowed"] for t in catalog["tools"]}
+    assert allowed["search.web_search"] is True and allowed["tickets.create_ticket"] is False
+
+    called = runner.invoke(tools_app, ["call", "tickets.get_ticket", "--role", "analyst", "--args",
+                                       '{"ticket_id": 1}', "--json", "--nats-url", mesh.url])
+    assert called.exit_code == 0, called.output
+    assert json.loads(called.output)["status"] == "ok"
+    refused = runner.invoke(tools_app, ["call", "tickets.create_ticket", "--role", "analyst", "--args",
+                                        '{"title": "x"}', "--nats-url", mesh.url])
+    assert refused.exit_code == 1
+    assert runner.invoke(tools_app, ["call", "nodot", "--role", "analyst", "--nats-url", mesh.url]).exit_code == 2
+
+    # A critical call from another process waits; the approver sees it and approves it.
+    waiting = subprocess.Popen(
+        [sys.executable, "-c", "from services.toolgateway.cli import app; app()", "call", "tickets.create_ticket",
+         "--role", "support-agent", "--agent", "cli-bot", "--args", '{"title": "Erdferkel im Serverraum"}',
+         "--json", "--nats-url", mesh.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        pending: list[dict[str, Any]] = []
+        for _ in range(200):
+            shown = runner.invoke(approvals_app, ["list", "--json", "--nats-url", mesh.url])
+            assert shown.exit_code == 0, shown.output
+            pending = [p for p in json.loads(shown.output) if p["record"]["request"]["agent_id"] == "cli-bot"]
+            if pending:
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        assert pending, "the call never showed up as pending"
+        approval_id = pending[0]["record"]["approval_id"]
+        assert pending[0]["arguments"] == {"title": "Erdferkel im Serverraum"}  # the approver sees what runs
+        prose = runner.invoke(approvals_app, ["deny", approval_id, "--reason", "because I said so",
+                                              "--nats-url", mesh.url])
+        assert prose.exit_code == 2  # reasons are codes: they are audited
+        approved = runner.invoke(approvals_app, ["approve", approval_id, "--approver", "team-lead",
+                                                 "--nats-url", mesh.url])
+        assert approved.exit_code == 0, approved.output
+        out, errors = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, errors
+    assert json.loads(out)["status"] == "ok"
+
+
+# --- the audit (last: it reads what every test above left behind) ------------------------
+
+
+async def test_no_parameter_value_appears_in_the_audit(nc: Client) -> None:
+    js = nc.jetstream()
+    raw: list[bytes] = []
+    events: list[AuditEvent] = []
+    for stream in ("AUDIT", "APPROVALS"):
+        info = await js.stream_info(stream)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            raw.append(msg.data or b"")
+            if stream == "AUDIT":
+                events.append(decode(msg.data or b"", AuditEvent))
+    blob = b"\n".join(raw).decode()
+    for value in (*SENTINELS, "erika.mustermann@example.org", "Okapi Drucker kaputt", "Serverraum"):
+        assert value not in blob
+    tool_events = [e for e in events if e.tool is not None]
+    stages = {(e.stage, e.outcome) for e in tool_events}
+    assert {("toolgateway", "completed"), ("toolgateway", "refused"), ("toolgateway", "pending_approval"),
+            ("approval", "approved"), ("approval", "denied"), ("approval", "expired")} <= stages
+    search = next(e for e in tool_events if e.tool and e.tool.tool == "web_search" and e.outcome == "completed")
+    assert search.tool is not None
+    assert msgspec.to_builtins(search.tool.parameter_shape)[0] == {"path": "/query", "type": "string"}
+    assert search.rule_id == "role.allowed" and search.policy_version
+    approved = next(e for e in tool_events if e.stage == "approval" and e.outcome == "approved")
+    assert approved.tool is not None and approved.tool.approver and approved.tool.approval_wait_ms is not None
+    violation = next(e for e in tool_events if e.reason_code == "tool_schema_violation")
+    assert violation.tool is not None and violation.tool.schema_path == "/properties/ticket_id/type"
