@@ -16,6 +16,7 @@ from rich.table import Table
 
 from schemas.events import ChatMessage, GenerationParams, RequestAttributes, RequestResult
 from schemas.vocabulary import DataSensitivity, QualityTier, UsecaseClass
+from services.audit.cli import app as audit_app
 from services.dlp.cli import app as dlp_app
 from services.finops.cli import app as finops_app
 from services.router.cli import app as route_app
@@ -31,6 +32,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(route_app, name="route", help="Routing policy: explain decisions.")
 app.add_typer(dlp_app, name="dlp", help="DLP guard: check text from stdin.")
 app.add_typer(finops_app, name="finops", help="FinOps: cost reports, budgets, rebuild from USAGE.")
+app.add_typer(audit_app, name="audit", help="Audit trail: verify, show, replay, export.")
 app.add_typer(tools_app, name="tools", help="Tool gateway: what a role may call; call a tool.")
 app.add_typer(approvals_app, name="approvals", help="Human approval of critical tool calls.")
 console = Console()

@@ -16,7 +16,6 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-import nats
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import trace
@@ -34,6 +33,7 @@ from schemas.events import (
     new_id,
 )
 from schemas.vocabulary import UsecaseClass
+from services.runtime.bus import connect
 from services.runtime.telemetry import inject_headers
 
 _tracer = trace.get_tracer("stellwerk.client")
@@ -51,7 +51,9 @@ class StellwerkClient:
 
     @classmethod
     async def connect(cls, url: str, name: str = "stellwerk-client") -> Self:
-        nc = await nats.connect(url, name=name, connect_timeout=3, max_reconnect_attempts=3)
+        # The runtime's connect: credentials, TLS and the user's inbox prefix come from the
+        # same STELLWERK_NATS_* settings every service uses.
+        nc = await connect(url, name, persistent=False)
         return cls(nc, owns_connection=True)
 
     async def __aenter__(self) -> Self:

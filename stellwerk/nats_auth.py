@@ -271,7 +271,8 @@ def principals() -> tuple[Principal, ...]:
             "operator", "Operators' CLI: status, audit verify/show/export, finops, policy push, approvals",
             _inbox("operator")
             | _pub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$SRV.>",
-                   subjects.CONTROL_POLICY_PUSH, subjects.TOOL_APPROVAL_DECIDE)
+                   subjects.CONTROL_POLICY_PUSH, subjects.TOOL_APPROVAL_DECIDE,
+                   subjects.TOOL_LIST, subjects.TOOL_CALL_REQUESTED)
             | topology() | audit_stages("finops", "approval") | kv_write(KV_BUDGETS) | kv_read(KV_APPROVALS)
             | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
             | read_stream(FINOPS.name) | read_stream(APPROVALS.name),

@@ -8,7 +8,7 @@ from typing import IO
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
 _trace_file: IO[str] | None = None
 
@@ -16,8 +16,9 @@ _trace_file: IO[str] | None = None
 def configure_tracing(service: str) -> TracerProvider:
     """A tracer provider for this process.
 
-    ``STELLWERK_TRACE_FILE`` appends finished spans as JSON to a file — the zero-dependency
-    exporter used by tests and for local debugging; production wires an OTLP exporter here.
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (standard OpenTelemetry variable) exports spans over
+    OTLP/HTTP in batches — what compose and Kubernetes set. ``STELLWERK_TRACE_FILE`` appends
+    finished spans as JSON lines to a file, for tests and local debugging.
     """
     global _trace_file
     provider = TracerProvider(resource=Resource.create({"service.name": f"stellwerk-{service}"}))
@@ -29,6 +30,10 @@ def configure_tracing(service: str) -> TracerProvider:
                 ConsoleSpanExporter(out=_trace_file, formatter=lambda s: s.to_json(indent=None) + "\n")
             )
         )
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
 

@@ -45,9 +45,10 @@ STORIES = {
     "redacted": [("gateway", "received"), ("dlp_input", "redact"), ("router", "routed"),
                  ("inference", "completed"), ("dlp_output", "allow")],
     "blocked": [("gateway", "received"), ("dlp_input", "block")],
-    # Which stage notices the passed deadline depends on timing (inference, or dlp_output once
-    # the slow answer arrives); the test finds the "failed" step wherever it is.
-    "failed": [("gateway", "received"), ("dlp_input", "redact"), ("router", "routed")],
+    # Which stage notices the passed deadline depends on timing (usually inference, or dlp_output
+    # once the slow answer arrives; on a loaded machine even dlp_input): the test finds the
+    # "failed" step wherever it is.
+    "failed": [("gateway", "received")],
 }
 
 
@@ -90,7 +91,7 @@ async def test_canary_data_never_leaves_the_request_path(mesh: Mesh, nc: Client)
         for url in faults:
             await http.post(url, json={"ttft_ms": 3000})
         try:
-            responses["failed"] = await _send(http, mesh, PROMPTS["failed"], timeout_s="0.5")
+            responses["failed"] = await _send(http, mesh, PROMPTS["failed"], timeout_s="1.5")
         finally:
             for url in faults:
                 await http.post(url, json={"ttft_ms": 0})

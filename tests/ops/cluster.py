@@ -123,7 +123,7 @@ class Cluster:
         nc = await nats.connect(
             servers or [n.url for n in self.nodes], user=user, password=self.password(user),
             inbox_prefix=nats_auth.inbox_prefix(user), name=f"test-{user}", connect_timeout=3,
-            error_cb=collect, **options,  # type: ignore[arg-type]
+            error_cb=collect, **options,
         )
         nc.test_errors = errors  # type: ignore[attr-defined]
         return nc
