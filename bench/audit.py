@@ -116,7 +116,10 @@ async def run_case(events: int, tenants: int, workers: int, per_record: bool) ->
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=15)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
         await nc.close()
         server.stop()
 

@@ -87,6 +87,8 @@ Problem = Literal[
     "checkpoint_mismatch",  # a checkpoint names a different hash for this record
     "bad_seal",  # a checkpoint's seal does not verify
     "unanchored",  # the chain starts neither at genesis nor at a checkpoint
+    "malformed_record",  # stored bytes that are no valid record (damaged or forged)
+    "malformed_checkpoint",  # stored bytes that are no valid checkpoint (its seq is unknown: 0)
 ]
 
 

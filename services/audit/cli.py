@@ -105,7 +105,13 @@ def verify(
 
     key = AuditSettings().key()
     if file is not None:
-        report = verify_file(file, partition=partition, key=key)
+        import msgspec
+
+        try:
+            report = verify_file(file, partition=partition, key=key)
+        except (msgspec.DecodeError, ValueError, KeyError) as exc:
+            typer.echo(f"error: {file} is not an audit export (a line does not parse)", err=True)
+            raise typer.Exit(1) from exc
     else:
         moment = _when(since, "--since")
         report = _with_stream(
@@ -231,31 +237,39 @@ def replay(
 
 
 def _table(rows: list[StoredMsg]) -> Table:
+    import msgspec
     from rich.table import Table
 
-    from schemas.events import AuditCheckpoint, AuditEvent, AuditRecord, decode
     from services.audit.stored import kind_of, to_datetime
-    from services.audit.story import describe
 
     table = Table("stream seq", "stored", "kind", "chain", "request", "stage", "outcome", "decision")
     for row in rows:
         kind = kind_of(row.subject)
         stored = to_datetime(row.time_ns).isoformat(timespec="milliseconds")
-        if kind == "checkpoint":
-            cp = decode(row.data, AuditCheckpoint)
-            table.add_row(str(row.seq), stored, kind, f"{cp.partition}#{cp.seq}", "", "", "",
-                          f"head={cp.head_hash[:16]} seal={cp.seal_alg}")
-            continue
-        if kind == "record":
-            record = decode(row.data, AuditRecord)
-            event, chain = record.event, f"{record.partition}#{record.seq}"
-        elif kind == "event":
-            event, chain = decode(row.data, AuditEvent), ""
-        else:
-            table.add_row(str(row.seq), stored, kind, "", "", "", "", row.subject)
-            continue
-        table.add_row(str(row.seq), stored, kind, chain, event.request_id, event.stage, event.outcome, describe(event))
+        try:
+            cells = _cells(row, kind)
+        except msgspec.DecodeError:
+            cells = ("", "", "", "", "[red]malformed[/]")
+        table.add_row(str(row.seq), stored, kind, *cells)
     return table
+
+
+def _cells(row: StoredMsg, kind: str) -> tuple[str, str, str, str, str]:
+    """chain position, request, stage, outcome, decision of one stored message."""
+    from schemas.events import AuditCheckpoint, AuditEvent, AuditRecord, decode
+    from services.audit.story import describe
+
+    if kind == "checkpoint":
+        cp = decode(row.data, AuditCheckpoint)
+        return f"{cp.partition}#{cp.seq}", "", "", "", f"head={cp.head_hash[:16]} seal={cp.seal_alg}"
+    if kind == "record":
+        record = decode(row.data, AuditRecord)
+        event, chain = record.event, f"{record.partition}#{record.seq}"
+    elif kind == "event":
+        event, chain = decode(row.data, AuditEvent), ""
+    else:
+        return "", "", "", "", row.subject
+    return chain, event.request_id, event.stage, event.outcome, describe(event)
 
 
 @app.command()

@@ -42,15 +42,31 @@ def _checkpoint_subject(partition: str | None) -> str:
     return subjects.audit_checkpoint(partition) if partition else subjects.AUDIT_CHECKPOINT_ALL
 
 
-async def checkpoints(js: JetStreamContext, stream: str, partition: str | None = None) -> list[StoredCheckpoint]:
+async def checkpoints(
+    js: JetStreamContext, stream: str, partition: str | None = None, malformed: list[StoredMsg] | None = None
+) -> list[StoredCheckpoint]:
+    """Every checkpoint stored; ``malformed`` collects messages that are none."""
     found: list[StoredCheckpoint] = []
 
     def keep(msg: StoredMsg) -> bool:
-        found.append(StoredCheckpoint(_checkpoint.decode(msg.data), msg))
+        try:
+            found.append(StoredCheckpoint(_checkpoint.decode(msg.data), msg))
+        except msgspec.DecodeError:  # ValidationError is a DecodeError
+            if malformed is not None:
+                malformed.append(msg)
         return True
 
     await scan(js, stream, _checkpoint_subject(partition), keep)
     return found
+
+
+def _feed(verifier: ChainVerifier, msg: StoredMsg) -> None:
+    try:
+        record = _record.decode(msg.data)
+    except msgspec.DecodeError:
+        verifier.add_malformed(partition_of_subject(msg.subject), "record")
+        return
+    verifier.add(record)
 
 
 def anchors_before(found: list[StoredCheckpoint], moment: datetime) -> dict[str, StoredCheckpoint]:
@@ -78,7 +94,10 @@ async def _anchor_holds(js: JetStreamContext, stream: str, anchor: AuditCheckpoi
         return False
     if raw.subject != subjects.audit_chain(anchor.partition):
         return False
-    record = _record.decode(raw.data or b"")
+    try:
+        record = _record.decode(raw.data or b"")
+    except msgspec.DecodeError:
+        return False  # the full read will report it
     return record.seq == anchor.seq and record.hash == anchor.head_hash
 
 
@@ -91,13 +110,16 @@ async def verify_stream(
     key: SealKey | None = None,
 ) -> VerifyReport:
     """Recompute the chains in ``stream``: all of them, or from the checkpoint before ``since``."""
-    found = await checkpoints(js, stream, partition)
+    malformed: list[StoredMsg] = []
+    found = await checkpoints(js, stream, partition, malformed)
     anchors = anchors_before(found, since) if since else {}
     verifier = ChainVerifier((c.checkpoint for c in found), key=key,
                              anchors={p: a.checkpoint for p, a in anchors.items()})
+    for msg in malformed:
+        verifier.add_malformed(partition_of_subject(msg.subject), "checkpoint")
 
     def add(msg: StoredMsg) -> bool:
-        verifier.add(_record.decode(msg.data))
+        _feed(verifier, msg)
         return True
 
     if not anchors:
@@ -128,12 +150,16 @@ def verify_file(path: Path, *, partition: str | None = None, key: SealKey | None
     def wanted(msg: StoredMsg, kind: str) -> bool:
         return kind_of(msg.subject) == kind and (partition is None or partition_of_subject(msg.subject) == partition)
 
-    verifier = ChainVerifier(
-        (_checkpoint.decode(m.data) for m in stored_in_file(path) if wanted(m, "checkpoint")), key=key
-    )
+    verifier = ChainVerifier(key=key)
+    for msg in stored_in_file(path):
+        if wanted(msg, "checkpoint"):
+            try:
+                verifier.add_checkpoint(_checkpoint.decode(msg.data), key)
+            except msgspec.DecodeError:
+                verifier.add_malformed(partition_of_subject(msg.subject), "checkpoint")
     for msg in stored_in_file(path):
         if wanted(msg, "record"):
-            verifier.add(_record.decode(msg.data))
+            _feed(verifier, msg)
     return verifier.finish()
 
 
@@ -165,7 +191,10 @@ async def request_records(
 
     def keep(msg: StoredMsg) -> None:
         if needle in msg.data:  # cheap pre-filter before decoding
-            record = _record.decode(msg.data)
+            try:
+                record = _record.decode(msg.data)
+            except msgspec.DecodeError:
+                return  # not a record: ``verify`` reports it
             if record.event.request_id == request_id:
                 found.append(record)
 

@@ -93,6 +93,15 @@ class ChainVerifier:
             state.broken(checkpoint.seq, "checkpoint_mismatch")
         state.checkpoints[checkpoint.seq] = checkpoint
 
+    def add_malformed(self, partition: str, kind: str) -> None:
+        """Bytes on a chain or checkpoint subject that do not decode: a break where they stand."""
+        state = self._state(partition)
+        if kind == "checkpoint":
+            state.seal_break = ChainBreak(partition, 0, "malformed_checkpoint")
+        elif state.chain_break is None:
+            seq = state.cursor.expected_seq if state.cursor else (state.report.last_seq or 0) + 1
+            state.broken(seq, "malformed_record")
+
     def add(self, record: AuditRecord) -> None:
         state = self._state(record.partition)
         if state.chain_break is not None:

@@ -32,13 +32,13 @@ from typing import Final, Literal
 import msgspec
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from schemas import subjects
 from schemas.events import AuditEvent, ChatMessage, RequestSubmitted, encode, envelope_fields
 from schemas.streams import KV_RATELIMITS
 from services.runtime.errors import fixed_message
+from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.settings import ApiKey, LimitSpec, PlatformConfig, RateLimits
 
 Metric = Literal["requests", "tokens"]
@@ -214,25 +214,10 @@ class KvRateLimiter:
         return max(refusals, key=lambda r: r.retry_after_s)
 
     async def _read(self, kv_key: str) -> tuple[LimitState, int | None]:
-        try:
-            entry = await self.kv.get(kv_key)
-        except KeyNotFoundError:
-            return LimitState(), None
-        try:
-            return msgspec.json.decode(entry.value or b"{}", type=LimitState), entry.revision
-        except msgspec.DecodeError:
-            return LimitState(), entry.revision  # a malformed entry starts afresh
+        return await read_doc(self.kv, kv_key, LimitState, LimitState)
 
     async def _write(self, kv_key: str, state: LimitState, revision: int | None) -> bool:
-        data = msgspec.json.encode(state)
-        try:
-            if revision is None:
-                await self.kv.create(kv_key, data)
-            else:
-                await self.kv.update(kv_key, data, last=revision)
-        except KeyWrongLastSequenceError:
-            return False
-        return True
+        return await write_doc(self.kv, kv_key, state, revision)
 
     async def _charge(self, kv_key: str, checks: Sequence[Check]) -> Refusal | None:
         async with self._lock(kv_key):

@@ -17,7 +17,6 @@ import time
 
 import httpx
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from schemas import subjects
 from schemas.events import (
@@ -34,6 +33,7 @@ from schemas.streams import INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH
 from schemas.vocabulary import Route
 from services.inference.capacity import capacity_from_metrics, metrics_url
 from services.inference.engine import AttemptFailure, CallOutcome, InferenceEngine, InferenceFailed
+from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.worker import Worker
 
 HEALTH_HEARTBEAT_S = 10.0
@@ -83,24 +83,16 @@ def build(worker: Worker) -> None:
         key, window = f"quota.{outcome.route}", int(time.time() // window_s)
         tokens = outcome.prompt_tokens + outcome.completion_tokens
         for _ in range(20):  # compare-and-set: several workers count into one window
-            try:
-                entry = await kv.get(key)
-                state = msgspec.json.decode(entry.value or b"", type=QuotaState)
-                revision: int | None = entry.revision
-            except KeyNotFoundError:
-                state, revision = None, None
-            used = (state.used if state and state.window == window else 0.0) + tokens
-            value = msgspec.json.encode(
-                QuotaState(route=outcome.route, limit=limit, used=used, window=window, window_s=window_s)
+            state, revision = await read_doc(
+                kv,
+                key,
+                QuotaState,
+                lambda: QuotaState(route=outcome.route, limit=limit, used=0.0, window=window),
             )
-            try:
-                if revision is None:
-                    await kv.create(key, value)
-                else:
-                    await kv.update(key, value, last=revision)
+            used = (state.used if state.window == window else 0.0) + tokens
+            fresh = QuotaState(route=outcome.route, limit=limit, used=used, window=window, window_s=window_s)
+            if await write_doc(kv, key, fresh, revision):
                 return
-            except KeyWrongLastSequenceError:
-                continue
 
     def record_call_metrics(outcome: CallOutcome) -> None:
         m, route, name = worker.metrics, outcome.route, outcome.deployment.name

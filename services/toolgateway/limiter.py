@@ -16,14 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import msgspec
 import nats.errors
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from schemas import subjects
 from schemas.events import ToolCallRequested
 from services.gateway.ratelimit import LimitState, Rate, gcra, refund
+from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.settings import LimitSpec, ToolRateLimits
 
 Scope = Literal["agent", "application", "user", "tool"]
@@ -121,25 +120,10 @@ class ToolRateLimiter:
         return max(refusals, key=lambda r: r.retry_after_s) if refusals else None
 
     async def _read(self, key: str) -> tuple[LimitState, int | None]:
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
-            return LimitState(), None
-        try:
-            return msgspec.json.decode(entry.value or b"{}", type=LimitState), entry.revision
-        except msgspec.DecodeError:
-            return LimitState(), entry.revision  # a malformed entry starts afresh
+        return await read_doc(self.kv, key, LimitState, LimitState)
 
     async def _write(self, key: str, state: LimitState, revision: int | None) -> bool:
-        data = msgspec.json.encode(state)
-        try:
-            if revision is None:
-                await self.kv.create(key, data)
-            else:
-                await self.kv.update(key, data, last=revision)
-        except KeyWrongLastSequenceError:
-            return False  # another worker wrote first: decide again on fresh state
-        return True
+        return await write_doc(self.kv, key, state, revision)
 
     async def _charge(self, check: Check) -> Refusal | None:
         async with self._lock(check.kv_key):

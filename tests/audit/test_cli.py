@@ -147,10 +147,12 @@ def test_verify_since_starts_at_a_checkpoint(trail: Trail, with_key: None) -> No
         ("ALTERED", lambda m: m.data.replace(b'"outcome":"routed"', b'"outcome":"allowed"')
             if _is_record(m, "acme-insurance", 30) else m.data, (30, "hash_mismatch")),
         ("REMOVED", lambda m: None if _is_record(m, "acme-insurance", 40) else m.data, (40, "missing_record")),
+        ("FORGED", lambda m: m.data.replace(b'"outcome":"routed"', b'"outcome":"routed to a person"')
+            if _is_record(m, "acme-insurance", 50) else m.data, (50, "malformed_record")),
         ("TRUNCATED", lambda m: None if m.subject == subjects.audit_chain("acme-insurance")
             and msgspec.json.decode(m.data, type=AuditRecord).seq > 360 else m.data, (361, "missing_record")),
     ],
-    ids=["altered", "removed", "truncated"],
+    ids=["altered", "removed", "malformed", "truncated"],
 )
 def test_tampering_with_a_copy_is_detected(trail: Trail, with_key: None, name: str, tamper: Tamper,
                                            expected: tuple[int, str]) -> None:
@@ -202,6 +204,9 @@ def test_export_verifies_on_its_own_and_a_changed_line_is_caught(trail: Trail, w
     assert changed != text
     path.write_text(changed)
     assert verify_json("--file", str(path))[0] == 1
+    path.write_text(text.replace("\n", "\n{not json\n", 1))
+    broken = cli("verify", "--file", str(path))
+    assert broken.exit_code == 1 and "not an audit export" in broken.output
 
 
 def test_parquet_export(trail: Trail, with_key: None, tmp_path: Path) -> None:
