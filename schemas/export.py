@@ -15,6 +15,7 @@ from schemas.events import (
     ApprovalDecisionReply,
     ApprovalDecisionRequested,
     ApprovalRequested,
+    AuditCheckpoint,
     AuditEvent,
     AuditRecord,
     DeadLetter,
@@ -47,6 +48,12 @@ CHANNELS: Final[tuple[tuple[str, str, type[msgspec.Struct], str], ...]] = (
     ("usageRecorded", subjects.USAGE_RECORDED, UsageRecorded, "Tokens, GPU-seconds and cost of one call."),
     ("auditEvent", subjects.AUDIT_PREFIX + ".{stage}", AuditEvent, "Metadata-only audit event of one stage."),
     ("auditChain", subjects.AUDIT_CHAIN_PREFIX + ".{partition}", AuditRecord, "Hash-chained audit record."),
+    (
+        "auditCheckpoint",
+        subjects.AUDIT_CHECKPOINT_PREFIX + ".{partition}",
+        AuditCheckpoint,
+        "Sealed checkpoint over a chain's head.",
+    ),
     ("finopsAlert", subjects.FINOPS_ALERT, FinopsAlert, "A budget threshold was crossed."),
     (
         "toolCallRequested",

@@ -27,6 +27,7 @@ class StreamDef:
     duplicate_window_s: float = 120.0
     description: str = ""
     replicas: int = 1  # a cluster runs 3 (STELLWERK_STREAM_REPLICAS overrides every stream)
+    allow_atomic: bool = False  # JetStream atomic batch publish (the audit appender uses it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ AUDIT: Final = StreamDef(
     max_age_s=10 * 365 * DAY,
     deny_delete=True,
     deny_purge=True,
+    allow_atomic=True,
     description="Metadata-only audit events and their hash-chained records.",
 )
 APPROVALS: Final = StreamDef(

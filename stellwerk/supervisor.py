@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from services.runtime.bus import connect, ensure_topology
-from services.runtime.settings import PlatformConfig, load_config
+from services.runtime.settings import MeshSettings, PlatformConfig, load_config
 from stellwerk.discovery import ping_workers
 
 BUS_SERVICES = ("dlp", "router", "inference", "finops", "audit", "toolgateway")
@@ -131,6 +131,12 @@ class Mesh:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
+
+    def worker_settings(self) -> MeshSettings:
+        """The settings the children will run with, so the consumers this process pre-creates
+        carry the same ack wait and delivery limits as the workers that bind to them."""
+        values = {k.removeprefix("STELLWERK_").lower(): v for k, v in self.env().items() if k.startswith("STELLWERK_")}
+        return MeshSettings.model_validate(values)
 
     def _start_nats(self) -> None:
         store = self.state_dir / "nats"
@@ -253,7 +259,7 @@ class Mesh:
             if self.nats_url is None:
                 self._start_nats()
             nc = await connect(self.url, "stellwerk-supervisor", persistent=False)
-            await ensure_topology(nc.jetstream())
+            await ensure_topology(nc.jetstream(), self.worker_settings())
             await nc.close()
             self._plan()
             await self._wait_ready(timeout_s)

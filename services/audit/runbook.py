@@ -10,9 +10,11 @@ Signal = Literal["dlp_block", "tool_denial", "budget_breach"]
 
 _DLP_STAGES: Final = frozenset({"dlp_input", "dlp_output"})
 _TOOL_STAGES: Final = frozenset({"toolgateway", "approval"})
-_DENIED: Final = frozenset({"deny", "denied", "rejected", "blocked", "block"})
-# FinOps outcomes for a budget crossing its limit (the finops stage does not audit these yet).
-_BUDGET_OUTCOMES: Final = frozenset({"budget_exhausted", "budget_exceeded", "threshold_crossed"})
+# The tool gateway audits a policy, schema, limit or injection refusal as "refused"; a human's
+# "no" arrives from the approval stage as "denied".
+_DENIED: Final = frozenset({"refused", "deny", "denied", "rejected", "blocked", "block"})
+# FinOps audits each threshold crossing as budget_<level>; only the acting level is a breach.
+_BUDGET_OUTCOMES: Final = frozenset({"budget_exhausted"})
 
 
 def signal_of(event: AuditEvent) -> Signal | None:

@@ -24,11 +24,13 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.micro import add_service
 from nats.micro.service import Service, ServiceConfig
 
-from schemas.streams import CONSUMERS, KV_BUCKETS, STREAMS, ConsumerDef, StreamDef
+from schemas.streams import AUDIT, CONSUMERS, DAY, KV_BUCKETS, STREAMS, ConsumerDef, StreamDef
 from services.runtime.settings import MeshSettings
 
 
-def stream_config(definition: StreamDef, replicas: int | None = None) -> StreamConfig:
+def stream_config(
+    definition: StreamDef, replicas: int | None = None, max_age_s: float | None = None
+) -> StreamConfig:
     return StreamConfig(
         name=definition.name,
         description=definition.description,
@@ -36,12 +38,13 @@ def stream_config(definition: StreamDef, replicas: int | None = None) -> StreamC
         retention=RetentionPolicy.WORK_QUEUE
         if definition.retention == "workqueue"
         else RetentionPolicy.LIMITS,
-        max_age=definition.max_age_s,
+        max_age=max_age_s or definition.max_age_s,
         storage=StorageType.FILE if definition.storage == "file" else StorageType.MEMORY,
         deny_delete=definition.deny_delete,
         deny_purge=definition.deny_purge,
         duplicate_window=definition.duplicate_window_s,
         num_replicas=replicas or definition.replicas,
+        allow_atomic=definition.allow_atomic or None,
     )
 
 
@@ -64,7 +67,12 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
     (and bounded by the gateway) even while a stage has no worker at all."""
     settings = settings or MeshSettings()
     for definition in STREAMS:
-        config = stream_config(definition, settings.stream_replicas)
+        retention = (
+            settings.audit_retention_days * DAY
+            if definition is AUDIT and settings.audit_retention_days
+            else None
+        )
+        config = stream_config(definition, settings.stream_replicas, retention)
         try:
             info = await js.stream_info(definition.name)
         except NotFoundError:

@@ -32,6 +32,9 @@ class MeshSettings(BaseSettings):
     batch_size: int = 8
     log_level: str = "warning"
     metrics_port: int = 0  # Prometheus exposition of this worker; 0 = off
+    # Retention of the AUDIT stream in days (default: schemas.streams.AUDIT, 10 years).
+    # Every process that ensures the topology must run with the same value.
+    audit_retention_days: float | None = None
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # --- NATS cluster, credentials and TLS (issue 8; users from stellwerk/nats_auth.py) -------
     # ``nats_url`` may list several servers separated by commas (a cluster's seed list).

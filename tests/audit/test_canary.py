@@ -3,8 +3,8 @@ reaches the audit trail, the logs, the traces or the metrics — and every path'
 told from the audit records alone.
 
 Paths: allowed (medical terms, no person), redacted (e-mail, IBAN), blocked (a name next to a
-diagnosis), failed (deadline passed while the model is slow). Tool calls have no path through
-the mesh yet (issue 7); their canary case is marked pending below.
+diagnosis), failed (deadline passed while the model is slow), and tool calls through the tool
+gateway (allowed, refused by policy, parked for a human's approval).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 from pathlib import Path
 
 import httpx
-import pytest
 from nats.aio.client import Client
 
 from schemas import subjects
@@ -141,8 +140,42 @@ async def test_canary_data_never_leaves_the_request_path(mesh: Mesh, nc: Client)
     assert report.ok, report
 
 
-@pytest.mark.skip(reason="pending: tool calls have no path through the mesh yet (issue 7, toolgateway)")
-async def test_canary_data_in_tool_call_arguments_is_not_audited() -> None:
-    """Once agents call tools through the gateway: canary arguments to an allowed and a denied
-    tool call must leave only argument hashes and shapes in the trail (same haystacks as above)."""
-    await asyncio.sleep(0)
+async def test_canary_data_in_tool_call_arguments_is_not_audited(mesh: Mesh, nc: Client) -> None:
+    """Agents call tools through the gateway: canary arguments to an allowed call, a denied
+    call and a critical call waiting for approval leave only shapes in the trail."""
+    from stellwerk.tools_client import ToolsClient
+
+    client = ToolsClient(nc, tenant="acme-insurance", business_unit="claims", user_role="analyst",
+                         agent_id="canary-agent", user_id="canary-user")
+    allowed = await client.call("tickets.search_tickets", {"text": MEDICAL[0]}, timeout_s=30)
+    assert allowed.status == "ok", allowed
+    # A person next to a diagnosis in the arguments: the DLP guard refuses the call.
+    screened = await client.call("tickets.search_tickets", {"text": f"{NAME} {MEDICAL[0]}"}, timeout_s=30)
+    assert screened.status == "refused" and screened.error is not None and screened.error.rule_id
+    denied = await client.call("tickets.create_ticket", {"title": f"Rückruf {NAME}", "description": f"{EMAIL} {IBAN}"},
+                               timeout_s=30)
+    assert denied.status == "refused" and denied.error is not None and denied.error.rule_id
+    supporter = ToolsClient(nc, tenant="acme-insurance", business_unit="claims", user_role="support-agent",
+                            agent_id="canary-agent", user_id="canary-user")
+    pending = asyncio.create_task(supporter.call(
+        "tickets.create_ticket", {"title": f"Rückruf {NAME}", "description": f"{EMAIL} {MEDICAL[1]}"}, timeout_s=3
+    ))
+    waited = await pending  # nobody approves: the call is refused when the caller's deadline passes
+    assert waited.status in ("refused", "failed")
+
+    js = nc.jetstream()
+
+    async def stored(stream: str, subject: str) -> str:
+        parts: list[str] = []
+        await scan(js, stream, subject, lambda m: parts.append(m.data.decode(errors="replace")) is None)
+        return "".join(parts)
+
+    async def tool_records() -> str | None:
+        text = await stored(AUDIT.name, subjects.AUDIT_ALL)
+        return text if '"toolgateway"' in text and allowed.call_id in text and denied.call_id in text else None
+
+    trail = await eventually(tool_records, timeout_s=30)
+    approvals = await stored("APPROVALS", subjects.TOOL_APPROVAL_ALL)
+    leaks = [(where, canary) for where, text in (("AUDIT stream", trail), ("APPROVALS stream", approvals))
+             for canary in CANARIES if canary in text]
+    assert leaks == [], leaks
