@@ -107,7 +107,7 @@ def _print_banner(mesh: object) -> None:
     console.print(
         f"  curl -s {mesh.gateway_url}/v1/chat/completions \\\n"
         "    -H 'Authorization: Bearer sk-stellwerk-demo' -H 'Content-Type: application/json' \\\n"
-        "    -d '{\"model\": \"stellwerk\", \"messages\": [{\"role\": \"user\", \"content\": \"Hallo Stellwerk!\"}]}'\n",
+        "    -d '{\"model\": \"stellwerk\", \"messages\": [{\"role\": \"user\", \"content\": \"Fasse den Vorgang 4711 zusammen.\"}]}'\n",
         highlight=False, soft_wrap=True,
     )
     console.print('  stellwerk chat "Fasse den Vorgang zusammen."\n\nCtrl-C stops everything.', highlight=False)
