@@ -13,11 +13,13 @@ request, so a fast pipeline can never answer into the void.
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Self
 
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NoStreamResponseError
 from opentelemetry import trace
 
 from schemas import subjects
@@ -78,12 +80,7 @@ class StellwerkClient:
     async def _submit(self, request: RequestSubmitted) -> RequestResult:
         sub = await self.nc.subscribe(subjects.result(request.request_id), max_msgs=1)
         try:
-            await self.js.publish(
-                subjects.REQUEST_SUBMITTED,
-                encode(request),
-                headers=inject_headers({"Nats-Msg-Id": f"{request.request_id}:submitted"}),
-                timeout=max(request.remaining_s(), 0.1),
-            )
+            await self._publish(request)
             remaining = request.remaining_s()
             if remaining <= 0:
                 raise DeadlineExceeded(request.request_id)
@@ -94,6 +91,26 @@ class StellwerkClient:
         finally:
             await sub.unsubscribe()
         return decode(msg.data, RequestResult)
+
+    async def _publish(self, request: RequestSubmitted) -> None:
+        """Publish until the stream acknowledges or the deadline passes. A clustered stream has
+        no responder for a moment while it elects a new leader; the message id makes a retry
+        harmless (JetStream stores it once)."""
+        payload = encode(request)
+        headers = inject_headers({"Nats-Msg-Id": f"{request.request_id}:submitted"})
+        while True:
+            try:
+                await self.js.publish(
+                    subjects.REQUEST_SUBMITTED,
+                    payload,
+                    headers=headers,
+                    timeout=max(min(request.remaining_s(), 2.0), 0.1),
+                )
+                return
+            except (NoStreamResponseError, NatsTimeoutError, TimeoutError) as exc:
+                if request.remaining_s() <= 0.1:
+                    raise DeadlineExceeded(request.request_id) from exc
+                await asyncio.sleep(0.1)
 
     async def chat(
         self,

@@ -75,7 +75,11 @@ def build(worker: Worker) -> None:
             await kv.put(deployment.name, msgspec.json.encode(state))
 
     async def count_quota(outcome: CallOutcome) -> None:
-        limit = outcome.deployment.tokens_per_minute
+        # Our own count where the config states the quota; the provider's headers where it
+        # sends them (they also see other clients of the same key) — the stricter one wins.
+        limit = outcome.deployment.tokens_per_minute or (
+            outcome.provider_quota.limit if outcome.provider_quota else None
+        )
         if not limit:
             return
         kv = await worker.kv(KV_CAPACITY)
@@ -90,6 +94,8 @@ def build(worker: Worker) -> None:
                 lambda: QuotaState(route=outcome.route, limit=limit, used=0.0, window=window),
             )
             used = (state.used if state.window == window else 0.0) + tokens
+            if outcome.provider_quota:
+                used = max(used, outcome.provider_quota.limit - outcome.provider_quota.remaining)
             fresh = QuotaState(route=outcome.route, limit=limit, used=used, window=window, window_s=window_s)
             if await write_doc(kv, key, fresh, revision):
                 return

@@ -28,6 +28,25 @@ class AttemptFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderQuota:
+    limit: float
+    remaining: float
+
+
+def provider_quota(hidden_params: dict[str, Any] | None) -> ProviderQuota | None:
+    """Read OpenAI-style rate-limit headers as LiteLLM passes them through, if the provider sent them."""
+    headers = (hidden_params or {}).get("additional_headers") or {}
+    limit = headers.get("x-ratelimit-limit-tokens") or headers.get("llm_provider-x-ratelimit-limit-tokens")
+    remaining = headers.get("x-ratelimit-remaining-tokens") or headers.get(
+        "llm_provider-x-ratelimit-remaining-tokens"
+    )
+    try:
+        return ProviderQuota(float(limit), float(remaining)) if limit and remaining else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class CallOutcome:
     route: Route
     deployment: Deployment
@@ -41,6 +60,8 @@ class CallOutcome:
     cost: float
     fallback_from: Route | None
     failed_attempts: tuple[AttemptFailure, ...] = ()
+    # The provider's own view of its token quota (OpenAI x-ratelimit-*-tokens headers).
+    provider_quota: ProviderQuota | None = None
 
 
 class InferenceFailed(Exception):
@@ -146,6 +167,7 @@ class InferenceEngine:
             content, finish_reason, usage, ttft, deployment_name = await self._streamed(
                 route, messages, extra, timeout_s, started
             )
+            quota = None
         else:
             response: Any = await self.router.acompletion(
                 model=route, messages=_wire(messages), stream=False, timeout=timeout_s, **extra
@@ -154,7 +176,9 @@ class InferenceEngine:
             content = choice.message.content or ""
             finish_reason = choice.finish_reason or "stop"
             usage, ttft = getattr(response, "usage", None), None
-            deployment_name = (getattr(response, "_hidden_params", None) or {}).get("model_id")
+            hidden = getattr(response, "_hidden_params", None) or {}
+            deployment_name = hidden.get("model_id")
+            quota = provider_quota(hidden)
         latency = time.perf_counter() - started
         deployment = self._by_name.get(deployment_name or "") or deployment_of_route
         if usage is not None:
@@ -175,6 +199,7 @@ class InferenceEngine:
             gpu_seconds=gpu_s,
             cost=price_call(deployment, prompt_tokens, completion_tokens, gpu_s),
             fallback_from=None,
+            provider_quota=quota,
         )
 
     async def _streamed(

@@ -83,14 +83,12 @@ class SignalBoard:
         )
 
     def _quota_remaining(self, route: Route, now: datetime) -> float:
-        deployments = [d for d in self.config.deployments_for(route) if d.tokens_per_minute]
-        if not deployments:
-            return UNLIMITED
-        total = float(sum(d.tokens_per_minute or 0 for d in deployments))
+        configured = float(sum(d.tokens_per_minute or 0 for d in self.config.deployments_for(route)))
         state = self.quota.get(route)
         if state is None or state.window != int(now.timestamp() // state.window_s):
-            return total  # nothing counted in the current window yet
-        return max(0.0, total - state.used)
+            return configured or UNLIMITED  # nothing counted in the current window yet
+        # Without a configured quota, the provider's reported limit is the one that applies.
+        return max(0.0, (configured or state.limit) - state.used)
 
     def _budgets_of(self, tenant: str, business_unit: str, usecase: str) -> list[BudgetState]:
         wanted = {

@@ -23,6 +23,7 @@ from services.simulator.faults import Fault, FaultConfig, FaultInjector, FaultUp
 from services.simulator.generation import AnswerSource, stream_pieces, truncate
 from services.simulator.metrics import SimulatorMetrics
 from services.simulator.protocol import error_body, json_encoder, request_decoder
+from services.simulator.quota import TokenQuota
 from services.simulator.scheduler import Scheduler
 from services.simulator.settings import SimulatorSettings
 from services.simulator.tokenizer import cl100k, count_prompt_tokens
@@ -76,6 +77,7 @@ class Simulator:
             {"status": "ok", "name": settings.name, "model": settings.model}
         )
         self._model_json = json_encoder.encode(settings.model)
+        self.quota = TokenQuota(settings.tokens_per_minute) if settings.tokens_per_minute else None
 
     async def chat_completions(self, request: Request) -> Response:
         arrival = time.perf_counter()
@@ -194,7 +196,8 @@ class Simulator:
                 },
             }
         )
-        return Response(body, media_type=JSON)
+        headers = self.quota.charge(kv_tokens) if self.quota else None
+        return Response(body, media_type=JSON, headers=headers)
 
     async def _stream(
         self,

@@ -34,6 +34,8 @@ class SimulatorSettings(BaseSettings):
     timeout_s: float = Field(default=30.0, ge=0.0)
     retry_after_s: int = Field(default=1, ge=0)
     seed: int | None = None
+    # Report a provider quota in OpenAI's x-ratelimit-*-tokens headers (None: send none).
+    tokens_per_minute: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _rates_are_a_distribution(self) -> SimulatorSettings:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from schemas import subjects
 from schemas.events import (
@@ -76,7 +76,8 @@ async def _publish(client: Client, event: RequestSubmitted, tally: Tally) -> Non
             await js.publish(subjects.REQUEST_SUBMITTED, encode(event),
                              headers={"Nats-Msg-Id": f"{event.request_id}:submitted"}, timeout=2.0)
             return
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError, APIError):
+        except (nats.errors.NoRespondersError, NoStreamResponseError, nats.errors.TimeoutError, TimeoutError, APIError):
+            # During a leader election the stream briefly has no responder: retry, same msg id.
             tally.publish_retries += 1
             if event.remaining_s() <= 0:
                 raise

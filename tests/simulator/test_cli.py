@@ -15,7 +15,7 @@ def test_flags_map_onto_settings() -> None:
             "--ttft-ms", "150", "--itl-ms", "12.5", "--max-num-seqs", "8",
             "--kv-capacity-tokens", "4096", "--max-model-len", "2048",
             "--rate-429", "0.1", "--rate-500", "0.05", "--rate-timeout", "0.01",
-            "--timeout-s", "2", "--retry-after-s", "3", "--seed", "9",
+            "--timeout-s", "2", "--retry-after-s", "3", "--seed", "9", "--tokens-per-minute", "1000",
         ]
     )  # fmt: skip
     assert settings.model_dump() == {
@@ -36,6 +36,7 @@ def test_flags_map_onto_settings() -> None:
         "timeout_s": 2.0,
         "retry_after_s": 3,
         "seed": 9,
+        "tokens_per_minute": 1000,
     }
 
 
