@@ -16,44 +16,25 @@ from rich.text import Text
 
 from schemas.events import UsageRecorded
 from schemas.kv import BudgetState
-from services.finops.pricing import MICRO, NANO, Charge
+from services.finops.ledger import Counters
+from services.finops.pricing import Charge
 
 Dimension = Literal["usecase", "tenant", "business_unit", "model", "route", "deployment"]
 DIMENSIONS: tuple[Dimension, ...] = ("usecase", "tenant", "business_unit", "model", "route", "deployment")
 
 
-@dataclass
-class Row:
+class Row(Counters, kw_only=True):
+    """One report line: the ledger's counters plus the part served by local deployments."""
+
     key: str
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    gpu_us: int = 0
-    cost_nanos: int = 0
     local_tokens: int = 0
     local_cost_nanos: int = 0
 
-    def add(self, usage: UsageRecorded, charge: Charge, local: bool) -> None:
-        self.requests += 1
-        self.prompt_tokens += usage.usage.prompt_tokens
-        self.completion_tokens += usage.usage.completion_tokens
-        self.gpu_us += charge.gpu_us
-        self.cost_nanos += charge.cost_nanos
+    def add_call(self, usage: UsageRecorded, charge: Charge, local: bool) -> None:
+        self.add(usage, charge)
         if local:
             self.local_tokens += usage.usage.total_tokens
             self.local_cost_nanos += charge.cost_nanos
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    @property
-    def cost(self) -> float:
-        return self.cost_nanos / NANO
-
-    @property
-    def gpu_seconds(self) -> float:
-        return self.gpu_us / MICRO
 
     @property
     def cost_per_1k_tokens(self) -> float | None:
@@ -193,15 +174,15 @@ def aggregate(
     """Group the calls of ``period`` (each once: pass them deduplicated) by ``by``."""
     rows: dict[str, Row] = {}
     deployments: dict[str, Row] = {}
-    total = Row("total")
+    total = Row(key="total")
     for usage, charge in items:
         if not period.contains(usage.occurred_at):
             continue
         local = usage.deployment in local_deployments
         key = dimension_value(usage, by)
-        rows.setdefault(key, Row(key)).add(usage, charge, local)
-        deployments.setdefault(usage.deployment, Row(usage.deployment)).add(usage, charge, local)
-        total.add(usage, charge, local)
+        rows.setdefault(key, Row(key=key)).add_call(usage, charge, local)
+        deployments.setdefault(usage.deployment, Row(key=usage.deployment)).add_call(usage, charge, local)
+        total.add_call(usage, charge, local)
     ordered = sorted(rows.values(), key=lambda r: (-r.cost_nanos, r.key))
     return Report(by, period, currency, ordered, total, sorted(deployments.values(), key=lambda r: r.key))
 
@@ -279,7 +260,7 @@ def render_budgets(budgets: Sequence[BudgetState], console: Console) -> None:
 
 def render_csv(report: Report) -> str:
     out = io.StringIO()
-    fields = list(Row("x").as_dict())
+    fields = list(Row(key="x").as_dict())
     writer = csv.DictWriter(out, fieldnames=[report.by if f == "key" else f for f in fields], lineterminator="\n")
     writer.writeheader()
     for row in [*report.rows, report.total]:
