@@ -23,7 +23,7 @@ from services.finops.ledger import StateDoc, Totals
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.settings import DEFAULT_CONFIG
 from stellwerk.discovery import ping_workers
-from tests.integration.mesh import eventually
+from tests.integration.mesh import eventually, stored
 
 # Budgets the worker tests run against (prices: the default table; an API call of 1k + 1k
 # tokens costs 0.01125 EUR).
@@ -124,13 +124,4 @@ async def kv_state(js: JetStreamContext, key: str) -> StateDoc | None:
 
 
 async def read_all(js: JetStreamContext, subject: str, decode: Callable[[bytes], Any]) -> list[Any]:
-    found = []
-    sub = await js.subscribe(subject, ordered_consumer=True)
-    try:
-        while True:
-            try:
-                found.append(decode((await sub.next_msg(timeout=0.5)).data))
-            except TimeoutError:
-                return found
-    finally:
-        await sub.unsubscribe()
+    return [decode(data) for data in await stored(js, subject, idle_s=0.5)]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from nats.js import JetStreamContext
 
 from services.runtime.settings import DEFAULT_CONFIG
 from stellwerk.supervisor import free_port
@@ -43,3 +44,18 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float 
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+async def stored(js: JetStreamContext, subject: str, idle_s: float = 0.3) -> list[bytes]:
+    """Every message a stream holds on ``subject`` (wildcards allowed), oldest first: an
+    ordered consumer read until it has been idle for ``idle_s``."""
+    found: list[bytes] = []
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    try:
+        while True:
+            try:
+                found.append((await sub.next_msg(timeout=idle_s)).data)
+            except TimeoutError:
+                return found
+    finally:
+        await sub.unsubscribe()

@@ -30,7 +30,7 @@ from services.finops.ledger import Totals
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.settings import DEFAULT_CONFIG
 from stellwerk.discovery import ping_workers
-from tests.integration.mesh import eventually
+from tests.integration.mesh import eventually, stored
 
 
 @pytest.fixture
@@ -109,14 +109,7 @@ async def test_audit_chain_is_unbroken_with_two_workers(nats_url: str, workers: 
         await js.publish(subjects.audit("router"), encode(event))
 
     async def chained() -> list[AuditRecord] | None:
-        sub = await js.subscribe(subjects.audit_chain("acme"), ordered_consumer=True)
-        records = []
-        while True:
-            try:
-                records.append(decode((await sub.next_msg(timeout=0.3)).data, AuditRecord))
-            except TimeoutError:
-                break
-        await sub.unsubscribe()
+        records = [decode(data, AuditRecord) for data in await stored(js, subjects.audit_chain("acme"))]
         return records if len(records) >= 150 else None
 
     records = await eventually(chained, timeout_s=30)

@@ -17,11 +17,11 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from schemas import subjects
-from schemas.events import AuditEvent, AuditRecord, DeadLetter, decode
+from schemas.events import AuditRecord, DeadLetter, decode
 from schemas.streams import DLQ, KV_BUDGETS
 from services.finops.ledger import Totals
 from stellwerk.supervisor import Mesh
-from tests.integration.mesh import eventually
+from tests.integration.mesh import eventually, stored
 
 API_KEY = "sk-stellwerk-demo"
 PIPELINE_STAGES = {"gateway", "dlp_input", "router", "inference", "dlp_output"}
@@ -32,40 +32,9 @@ def openai_client(mesh: Mesh, key: str = API_KEY) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=mesh.gateway_url + "/v1", api_key=key, max_retries=0)
 
 
-async def audit_events(nc: Client, request_id: str) -> list[AuditEvent]:
-    js = nc.jetstream()
-    events = []
-    sub = await js.subscribe(subjects.AUDIT_EVENTS, ordered_consumer=True)
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.3)
-            except TimeoutError:
-                break
-            event = decode(msg.data, AuditEvent)
-            if event.request_id == request_id:
-                events.append(event)
-    finally:
-        await sub.unsubscribe()
-    return events
-
-
 async def chain_records(nc: Client, request_id: str) -> list[AuditRecord]:
-    js = nc.jetstream()
-    records = []
-    sub = await js.subscribe(subjects.AUDIT_CHAIN_ALL, ordered_consumer=True)
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.3)
-            except TimeoutError:
-                break
-            record = decode(msg.data, AuditRecord)
-            if record.event.request_id == request_id:
-                records.append(record)
-    finally:
-        await sub.unsubscribe()
-    return records
+    records = [decode(data, AuditRecord) for data in await stored(nc.jetstream(), subjects.AUDIT_CHAIN_ALL)]
+    return [r for r in records if r.event.request_id == request_id]
 
 
 async def test_plain_completion_travels_every_stage(mesh: Mesh, nc: Client) -> None:
@@ -122,15 +91,7 @@ async def test_email_is_redacted_before_the_model_and_never_audited(mesh: Mesh, 
         lambda: _when(chain_records(nc, request_id), lambda r: {x.event.stage for x in r} >= PIPELINE_STAGES)
     )
     assert {r.event.stage for r in records} == PIPELINE_STAGES
-    js = nc.jetstream()
-    sub = await js.subscribe(subjects.AUDIT_ALL, ordered_consumer=True)
-    raw = b""
-    while True:
-        try:
-            raw += (await sub.next_msg(timeout=0.3)).data
-        except TimeoutError:
-            break
-    await sub.unsubscribe()
+    raw = b"".join(await stored(nc.jetstream(), subjects.AUDIT_ALL))
     assert request_id.encode() in raw
     assert SECRET_EMAIL.encode() not in raw
     assert b"Rechnung" not in raw and b"antworte" not in raw

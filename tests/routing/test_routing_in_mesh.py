@@ -22,7 +22,7 @@ from schemas.events import AuditEvent, decode
 from services.runtime.bus import connect
 from stellwerk.supervisor import Mesh
 from tests.conftest import start_nats
-from tests.integration.mesh import eventually, write_test_config
+from tests.integration.mesh import eventually, stored, write_test_config
 
 API_KEY = "sk-stellwerk-demo"
 QUOTA_TPM = 3000
@@ -84,17 +84,11 @@ async def faults(mesh: Mesh, simulator: str, **settings: float) -> None:
 
 
 async def audit_of(nc: Client, request_id: str) -> dict[str, list[AuditEvent]]:
-    js = nc.jetstream()
-    sub = await js.subscribe(subjects.AUDIT_EVENTS, ordered_consumer=True)
     found: dict[str, list[AuditEvent]] = {}
-    while True:
-        try:
-            event = decode((await sub.next_msg(timeout=0.3)).data, AuditEvent)
-        except TimeoutError:
-            break
+    for data in await stored(nc.jetstream(), subjects.AUDIT_EVENTS):
+        event = decode(data, AuditEvent)
         if event.request_id == request_id:
             found.setdefault(event.stage, []).append(event)
-    await sub.unsubscribe()
     return found
 
 
