@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import yaml
+from load import measure, pct
 from rich.console import Console
 from rich.table import Table
 
@@ -39,26 +37,6 @@ def bench_config(directory: Path) -> Path:
     path = directory / "stellwerk.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-async def measure(call: Callable[[], Awaitable[None]], requests: int, concurrency: int) -> tuple[list[float], float]:
-    """Per-request latencies (ms) and sustained requests/s with ``concurrency`` callers."""
-    latencies: list[float] = []
-    queue = iter(range(requests))
-
-    async def caller() -> None:
-        for _ in queue:
-            started = time.perf_counter()
-            await call()
-            latencies.append((time.perf_counter() - started) * 1000)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return latencies, requests / (time.perf_counter() - started)
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
 async def run(requests: int, concurrency: int, scale: str | None) -> None:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import yaml
+from load import measure, pct
 from mcp import Client
 from rich.console import Console
 from rich.table import Table
@@ -27,26 +25,6 @@ from services.runtime.bus import connect
 from services.runtime.settings import DEFAULT_CONFIG
 from stellwerk.supervisor import Mesh, free_port
 from stellwerk.tools_client import ToolsClient
-
-
-async def measure(call: Callable[[], Awaitable[None]], requests: int, concurrency: int) -> tuple[list[float], float]:
-    """Per-call latencies (ms) and sustained calls/s with ``concurrency`` callers."""
-    latencies: list[float] = []
-    queue = iter(range(requests))
-
-    async def caller() -> None:
-        for _ in queue:
-            started = time.perf_counter()
-            await call()
-            latencies.append((time.perf_counter() - started) * 1000)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return latencies, requests / (time.perf_counter() - started)
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
 def bench_config(directory: Path, port: int) -> Path:
