@@ -42,6 +42,7 @@ from schemas.events import (
 from schemas.streams import CONSUMERS, DLP_INPUT
 from services.gateway.attributes import InvalidAttribute, resolve_attributes
 from services.gateway.openai_api import ChatCompletionRequest, completion_body, error_body, stream_chunks
+from services.gateway.ratelimit import check as check_rate_limits
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
@@ -208,8 +209,6 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             pseudonymize=bool((body.metadata or {}).get("pseudonymize", False)),
         )
         # --- rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV ----------
-        from services.gateway.ratelimit import check as check_rate_limits
-
         refusal = await check_rate_limits(state["client"].js, config, key, submitted, body.model or "stellwerk")
         if refusal is not None:
             return error(refusal.status, refusal.code, refusal.message, request_id,
