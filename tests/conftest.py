@@ -1,16 +1,20 @@
-"""Shared fixtures: a real nats-server with JetStream on a free loopback port."""
+"""Shared fixtures: a real nats-server with JetStream on a free loopback port, and a client
+connection to whichever ``mesh`` fixture the requesting test module sees."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from nats.aio.client import Client
 
-from stellwerk.supervisor import free_port, nats_server_binary, port_in_use
+from services.runtime.bus import connect
+from stellwerk.supervisor import Mesh, free_port, nats_server_binary, port_in_use
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -36,3 +40,10 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(timeout=5)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def nc(mesh: Mesh) -> AsyncIterator[Client]:
+    client = await connect(mesh.url, "test", persistent=False)
+    yield client
+    await client.close()

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import mesh, nc  # noqa: F401
+from tests.integration.conftest import mesh  # noqa: F401

@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from nats.js import JetStreamContext
 
 from services.runtime.settings import DEFAULT_CONFIG
-from stellwerk.supervisor import free_port
+from stellwerk.supervisor import Mesh, free_port
+from tests.conftest import start_nats
 
 T = TypeVar("T")
+
+
+@contextmanager
+def running_mesh(root: Path, config_file: Path, **options: Any) -> Iterator[Mesh]:
+    """A whole mesh on its own nats-server under ``root``; everything stops on exit, also when
+    start-up or a test fails."""
+    nats_process, url = start_nats(root / "nats")
+    mesh = Mesh(config_file=config_file, state_dir=root / "state", nats_url=url, **options)
+    try:
+        asyncio.run(mesh.start())
+        yield mesh
+    finally:
+        mesh.stop()
+        nats_process.terminate()
+        nats_process.wait(timeout=5)
 
 
 def write_test_config(directory: Path, **overrides: object) -> Path:

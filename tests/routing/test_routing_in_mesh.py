@@ -8,21 +8,18 @@ capacity), API tokens count against the per-minute quota (KV capacity quota.*).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import yaml
 from nats.aio.client import Client
 
 from schemas import subjects
 from schemas.events import AuditEvent, decode
-from services.runtime.bus import connect
 from stellwerk.supervisor import Mesh
-from tests.conftest import start_nats
-from tests.integration.mesh import eventually, stored, write_test_config
+from tests.integration.mesh import eventually, running_mesh, stored, write_test_config
 
 API_KEY = "sk-stellwerk-demo"
 QUOTA_TPM = 3000
@@ -46,20 +43,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             deployment["quota_window_s"] = 3600  # one window for the whole module: no rollover races
             deployment["breaker_cooldown_s"] = 3
     path.write_text(yaml.safe_dump(config))
-    nats_process, url = start_nats(root / "nats")
-    mesh = Mesh(config_file=path, state_dir=root / "state", nats_url=url, extra_env={"STELLWERK_ACK_WAIT_S": "5"})
-    asyncio.run(mesh.start())
-    yield mesh
-    mesh.stop()
-    nats_process.terminate()
-    nats_process.wait(timeout=5)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def nc(mesh: Mesh) -> AsyncIterator[Client]:
-    client = await connect(mesh.url, "test", persistent=False)
-    yield client
-    await client.close()
+    with running_mesh(root, path, extra_env={"STELLWERK_ACK_WAIT_S": "5"}) as running:
+        yield running
 
 
 async def chat(mesh: Mesh, text: str, **headers: str) -> httpx.Response:

@@ -13,19 +13,17 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
-import pytest_asyncio
 import yaml
 from nats.aio.client import Client
 from typer.testing import CliRunner
 
 from schemas.events import ApprovalDecisionRequested, AuditEvent, ToolCallResult, decode
-from services.runtime.bus import connect
 from services.toolgateway.approval_store import ApprovalStore
 from services.toolgateway.approvals import ApprovalRecord
 from services.toolgateway.cli import app as tools_app
@@ -33,8 +31,7 @@ from services.toolgateway.cli import approvals_app
 from stellwerk.discovery import ping_workers
 from stellwerk.supervisor import Mesh, free_port
 from stellwerk.tools_client import ToolsClient, decide_approval
-from tests.conftest import start_nats
-from tests.integration.mesh import eventually, write_test_config
+from tests.integration.mesh import eventually, running_mesh, write_test_config
 from tests.toolgateway.searxng_stub import searxng_stub
 
 # Argument values that must never reach the audit (each test uses some of them).
@@ -75,9 +72,8 @@ def mesh(
         tool_rate_limits={"users": {"rate-test-user": {"requests": 3, "per_s": 3600}}},
         tool_approvals={"sweep_interval_s": 0.2},
     )
-    nats_process, url = start_nats(root / "nats")
-    mesh = Mesh(
-        config_file=config, state_dir=root / "state", nats_url=url, scale={"toolgateway": 1},
+    with running_mesh(
+        root, config, scale={"toolgateway": 1},
         start_simulators=False,
         extra_env={
             "STELLWERK_SEARCH_SEARXNG_URL": searxng[0],
@@ -86,19 +82,8 @@ def mesh(
             "STELLWERK_TICKETS_DB": str(root / "tickets.db"),
             "STELLWERK_TOOLGATEWAY_METRICS_PORT": str(metrics_port),
         },
-    )
-    asyncio.run(mesh.start())
-    yield mesh
-    mesh.stop()
-    nats_process.terminate()
-    nats_process.wait(timeout=5)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def nc(mesh: Mesh) -> AsyncIterator[Client]:
-    client = await connect(mesh.url, "test", persistent=False)
-    yield client
-    await client.close()
+    ) as running:
+        yield running
 
 
 def agent(nc: Client, role: str, *, user: str | None = None, tenant: str = "acme-insurance",
