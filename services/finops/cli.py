@@ -19,10 +19,12 @@ import os
 import uuid
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+
+from schemas.vocabulary import UsecaseClass
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -219,8 +221,7 @@ def budget_set(
     try:
         BudgetConfig(id=budget_id, scope=scope.value, scope_id=scope_id, period=period.value, limit=limit,
                      warn_pct=warn_pct, act_pct=act_pct, action=action.value)
-        if scope is Scope.usecase and scope_id not in ("chat", "summarization", "extraction", "coding",
-                                                        "decision_support"):
+        if scope is Scope.usecase and scope_id not in get_args(UsecaseClass):
             raise ValueError(f"unknown use case class '{scope_id}'")
         if warn_pct > act_pct:
             raise ValueError("--warn-pct must not exceed --act-pct")
