@@ -27,6 +27,8 @@ def main() -> None:
         port=args.port,
         log_level=settings.log_level,
         access_log=False,  # access lines would carry client-chosen paths and headers
+        loop="uvloop",  # libuv event loop and the C HTTP parser: less CPU per request
+        http="httptools",
     )
 
 
