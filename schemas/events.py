@@ -146,6 +146,10 @@ class RequestSubmitted(Envelope, kw_only=True):
     attributes: RequestAttributes = msgspec.field(default_factory=RequestAttributes)
     params: GenerationParams = msgspec.field(default_factory=GenerationParams)
     pseudonymize: bool = False
+    # Audit events of the stages this request has passed, not yet written: the stage that
+    # ends the request writes them in one message (``AuditTrail``) before the caller sees
+    # the result, instead of one stream write per stage (issue 11).
+    trail: list[AuditEvent] = msgspec.field(default_factory=list)
 
 
 class RequestScreened(RequestSubmitted, kw_only=True):
@@ -229,6 +233,13 @@ class AuditEvent(Envelope, kw_only=True):
     content_sha256: Sha256 | None = None
     # Tool gateway (issue 7): who called which tool with which parameter *shape*, and how.
     tool: ToolAudit | None = None
+
+
+class AuditTrail(msgspec.Struct, kw_only=True):
+    """Audit events of one request, written at once by the stage that ended it
+    (``stellwerk.v1.audit.trail.<stage>``); the audit service chains each event."""
+
+    events: list[AuditEvent]
 
 
 class AuditRecord(msgspec.Struct, kw_only=True):

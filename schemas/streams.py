@@ -42,6 +42,12 @@ class ConsumerDef:
     # Stages on the request path end expired requests and fail requests they cannot process;
     # accounting consumers (usage, audit) must process every event whatever its deadline.
     in_request_path: bool = True
+    # Further subjects the same durable consumes (JetStream ``filter_subjects``).
+    also_filters: tuple[str, ...] = ()
+
+    @property
+    def filter_subjects(self) -> tuple[str, ...]:
+        return (self.filter_subject, *self.also_filters)
 
 
 PIPELINE: Final = StreamDef(
@@ -114,7 +120,14 @@ FINOPS_USAGE: Final = ConsumerDef(
     "finops", "USAGE", subjects.USAGE_RECORDED, "finops", "finops", "Prices usage.", in_request_path=False
 )
 AUDIT_INTAKE: Final = ConsumerDef(
-    "audit", "AUDIT", subjects.AUDIT_EVENTS, "audit", "audit", "Chains audit events.", in_request_path=False
+    "audit",
+    "AUDIT",
+    subjects.AUDIT_EVENTS,
+    "audit",
+    "audit",
+    "Chains audit events.",
+    in_request_path=False,
+    also_filters=(subjects.AUDIT_TRAILS,),
 )
 
 CONSUMERS: Final = (DLP_INPUT, ROUTER, INFERENCE, DLP_OUTPUT, FINOPS_USAGE, AUDIT_INTAKE)

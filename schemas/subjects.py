@@ -18,6 +18,10 @@ USAGE_RECORDED: Final = f"{PREFIX}.usage.recorded"
 USAGE_ALL: Final = f"{PREFIX}.usage.>"
 AUDIT_PREFIX: Final = f"{PREFIX}.audit"
 AUDIT_EVENTS: Final = f"{AUDIT_PREFIX}.*"  # one token: the stage that emitted the event
+# Trails: many stages' events of one request in one message, written by the stage that ends
+# it (``audit.trail.<stage>``: two tokens, outside ``audit.*``; the intake filters both).
+AUDIT_TRAIL_PREFIX: Final = f"{AUDIT_PREFIX}.trail"
+AUDIT_TRAILS: Final = f"{AUDIT_TRAIL_PREFIX}.*"
 AUDIT_CHAIN_PREFIX: Final = f"{AUDIT_PREFIX}.chain"
 AUDIT_CHAIN_ALL: Final = f"{AUDIT_CHAIN_PREFIX}.*"
 AUDIT_ALL: Final = f"{AUDIT_PREFIX}.>"
@@ -50,6 +54,10 @@ def result(request_id: str) -> str:
 
 def audit(stage: Stage) -> str:
     return f"{AUDIT_PREFIX}.{stage}"
+
+
+def audit_trail(stage: Stage) -> str:
+    return f"{AUDIT_TRAIL_PREFIX}.{stage}"
 
 
 def audit_chain(partition: str) -> str:

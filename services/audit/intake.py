@@ -22,7 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import BadRequestError
 
 from schemas import subjects
-from schemas.events import AuditEvent, DeadLetter, utcnow
+from schemas.events import AuditEvent, AuditTrail, DeadLetter, utcnow
 from schemas.streams import AUDIT, AUDIT_INTAKE
 from services.audit.appender import Appender
 from services.audit.chain import partition_of, unique_events
@@ -35,6 +35,7 @@ _FETCH_WAIT_S = 1.0
 _DEDUPE_TRUSTED_S = 60.0
 
 _decode = msgspec.json.Decoder(AuditEvent).decode
+_decode_trail = msgspec.json.Decoder(AuditTrail).decode
 
 
 class Intake:
@@ -49,7 +50,7 @@ class Intake:
         js = self._worker.js
         config = ConsumerConfig(
             durable_name=AUDIT_INTAKE.durable,
-            filter_subject=AUDIT_INTAKE.filter_subject,
+            filter_subjects=list(AUDIT_INTAKE.filter_subjects),
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self._worker.settings.ack_wait_s,
             max_deliver=self._worker.settings.max_deliver,
@@ -77,20 +78,38 @@ class Intake:
 
     async def handle(self, msgs: list[Msg]) -> None:
         groups: defaultdict[str, list[tuple[Msg, AuditEvent]]] = defaultdict(list)
+        decoded: list[Msg] = []
         for msg in msgs:
             try:
-                event = _decode(msg.data)
+                # A trail carries the events of every stage a request passed (issue 11).
+                trail = (
+                    _decode_trail(msg.data).events
+                    if msg.subject.startswith(subjects.AUDIT_TRAIL_PREFIX)
+                    else [_decode(msg.data)]
+                )
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 # The decoder names the field and the expected type, never the value.
                 await self._dead_letter(msg, "malformed", str(exc))
                 await msg.ack()
                 continue
-            groups[partition_of(event)].append((msg, event))
+            decoded.append(msg)
+            for event in trail:
+                groups[partition_of(event)].append((msg, event))
         with self._worker.tracer.start_as_current_span("audit.append") as span:
             span.set_attribute("stellwerk.audit.events", len(msgs))
-            await asyncio.gather(*(self._append(partition, items) for partition, items in groups.items()))
+            outcomes = await asyncio.gather(*(self._append(p, items) for p, items in groups.items()))
+        failed: dict[int, Msg] = {}
+        for error, (_, items) in zip(outcomes, groups.items(), strict=True):
+            if error is not None:
+                failed.update((id(msg), msg) for msg, _ in items)
+        if failed:
+            await self._retry_or_dead_letter(list(failed.values()), next(e for e in outcomes if e))
+        for msg in decoded:
+            if id(msg) not in failed:
+                await msg.ack()
 
-    async def _append(self, partition: str, items: list[tuple[Msg, AuditEvent]]) -> None:
+    async def _append(self, partition: str, items: list[tuple[Msg, AuditEvent]]) -> str | None:
+        """Chain one partition's events; the error's type name if that failed."""
         try:
             events = unique_events(event for _, event in items)
             late = [(msg, event) for msg, event in items if _late_redelivery(msg)]
@@ -100,16 +119,14 @@ class Intake:
                 events = [event for event in events if event.event_id not in done]
             records = await self._appender.append(partition, events)
         except Exception as exc:  # noqa: BLE001 - retried with backoff, then dead-lettered
-            await self._retry_or_dead_letter(items, type(exc).__name__)
-            return
+            return type(exc).__name__
         self._metrics.observe(records)
-        for msg, _ in items:
-            await msg.ack()
+        return None
 
-    async def _retry_or_dead_letter(self, items: list[tuple[Msg, AuditEvent]], error: str) -> None:
-        deliveries = items[0][0].metadata.num_delivered or 1
-        self._worker.log.warning("audit_append_failed", error=error, deliveries=deliveries, events=len(items))
-        for msg, _ in items:
+    async def _retry_or_dead_letter(self, msgs: list[Msg], error: str) -> None:
+        deliveries = msgs[0].metadata.num_delivered or 1
+        self._worker.log.warning("audit_append_failed", error=error, deliveries=deliveries, events=len(msgs))
+        for msg in msgs:
             delivered = msg.metadata.num_delivered or 1
             if delivered >= self._worker.settings.max_deliver:
                 await self._dead_letter(msg, "max_deliver_exceeded", error)

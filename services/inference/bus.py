@@ -4,7 +4,8 @@ consumes  stellwerk.v1.request.routed      (durable ``inference``)
 publishes stellwerk.v1.response.generated  (to dlp output screening)
           stellwerk.v1.usage.recorded      (to finops; one per call, idempotent by call id)
           stellwerk.v1.result.<id>         (failure: provider error/timeout, typed)
-          stellwerk.v1.audit.inference     (the call; and one record per failed attempt)
+          stellwerk.v1.audit.trail.inference (the trail of a failed call; a completed call's
+                                           record and failed attempts travel on the trail)
 writes    KV provider_health <route>.<worker>   (circuit breaker state, on change + heartbeat)
           KV capacity <deployment>              (from each local deployment's /metrics)
           KV capacity quota.<route>             (tokens used in the current quota window)
@@ -14,25 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 import httpx
 import msgspec
 
 from schemas import subjects
-from schemas.events import (
-    AuditEvent,
-    InferenceInfo,
-    RequestRouted,
-    ResponseGenerated,
-    TokenUsage,
-    UsageRecorded,
-    envelope_fields,
-)
+from schemas.events import RequestRouted
 from schemas.kv import ProviderHealthState, QuotaState
 from schemas.streams import INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH
 from schemas.vocabulary import Route
 from services.inference.capacity import capacity_from_metrics, metrics_url
-from services.inference.engine import AttemptFailure, CallOutcome, InferenceEngine, InferenceFailed
+from services.inference.engine import CallOutcome, InferenceEngine, InferenceFailed
+from services.inference.handlers import call_completed, call_failed
+from services.runtime.effects import Effects
 from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.worker import Worker
 
@@ -47,6 +43,7 @@ def build(worker: Worker) -> None:
     reported: dict[Route, str] = {}
     local_deployments = [d for d in worker.config.deployments if d.route == "local-vllm"]
     http = httpx.AsyncClient(timeout=1.0)
+    pending: set[asyncio.Task[None]] = set()
 
     async def report_health(force: bool = False) -> None:
         kv = await worker.kv(KV_PROVIDER_HEALTH)
@@ -113,115 +110,34 @@ def build(worker: Worker) -> None:
         if outcome.gpu_seconds:
             m.inference_gpu_seconds.labels(name).inc(outcome.gpu_seconds)
 
-    def attempt_audit(event: RequestRouted, attempt: AttemptFailure, index: int) -> AuditEvent:
-        return AuditEvent(
-            **envelope_fields(event),
-            stage="inference",
-            outcome=f"attempt_failed.{index}",
-            reason_code=attempt.code,
-            route=attempt.route,
-            attributes={"error_type": attempt.error_type},
-        )
+    def in_background(job: Awaitable[None]) -> None:
+        # Signals for the router (quota, breaker health) are not the request's business:
+        # the answer does not wait for them, and a failed write is only logged.
+        async def guarded() -> None:
+            try:
+                await job
+            except Exception as exc:  # noqa: BLE001 - signals are best effort, the next call retries
+                worker.log.warning("signal_write_failed", error=type(exc).__name__)
 
-    async def on_routed(event: RequestRouted) -> None:
+        task = asyncio.create_task(guarded())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    async def on_routed(event: RequestRouted) -> Effects:
         try:
-            outcome = await engine.run(
-                event.routing, event.messages, event.params, timeout_s=event.remaining_s()
-            )
+            outcome = await engine.run(event.routing, event.messages, event.params, timeout_s=event.remaining_s())
         except InferenceFailed as failure:
             for attempt in failure.attempts:
                 worker.metrics.inference_calls.labels(attempt.route, "-", "failed").inc()
-            await asyncio.gather(
-                report_health(),
-                *(worker.audit(attempt_audit(event, a, i)) for i, a in enumerate(failure.attempts, 1)),
-            )
-            await worker.fail(
-                event, failure.code, stage="inference", routing=event.routing, dlp_input=event.dlp_input
-            )
-            return
+            in_background(report_health())
+            return call_failed(event, failure)
         record_call_metrics(outcome)
-        info = InferenceInfo(
-            route=outcome.route,
-            deployment=outcome.deployment.name,
-            model=outcome.deployment.model,
-            model_version=outcome.deployment.model_version,
-            config_version=outcome.deployment.config_version,
-            prompt_template_version=outcome.deployment.prompt_template_version,
-            ttft_ms=outcome.ttft_ms,
-            latency_ms=outcome.latency_ms,
-            fallback_from=outcome.fallback_from,
-        )
-        usage = TokenUsage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
-        call_id = f"{event.request_id}.{outcome.route}"
-        envelope = envelope_fields(event)
-        failed_attempts = [
-            worker.audit(attempt_audit(event, a, i)) for i, a in enumerate(outcome.failed_attempts, 1)
-        ]
-        # Independent publishes: send them together, wait once.
-        await asyncio.gather(
-            worker.publish(
-                subjects.USAGE_RECORDED,
-                UsageRecorded(
-                    **envelope,
-                    call_id=call_id,
-                    route=outcome.route,
-                    deployment=outcome.deployment.name,
-                    model=outcome.deployment.model,
-                    usage=usage,
-                    ttft_ms=outcome.ttft_ms,
-                    latency_ms=outcome.latency_ms,
-                    gpu_seconds=outcome.gpu_seconds,
-                    cost=outcome.cost,
-                    currency=currency,
-                ),
-                msg_id=f"usage:{call_id}",
-            ),
-            worker.audit(
-                AuditEvent(
-                    **envelope,
-                    stage="inference",
-                    outcome="fallback" if outcome.fallback_from else "completed",
-                    route=outcome.route,
-                    fallbacks=[outcome.fallback_from] if outcome.fallback_from else [],
-                    deployment=outcome.deployment.name,
-                    model=outcome.deployment.model,
-                    model_version=outcome.deployment.model_version,
-                    config_version=outcome.deployment.config_version,
-                    prompt_template_version=outcome.deployment.prompt_template_version,
-                    prompt_tokens=outcome.prompt_tokens,
-                    completion_tokens=outcome.completion_tokens,
-                    ttft_ms=round(outcome.ttft_ms, 3) if outcome.ttft_ms is not None else None,
-                    latency_ms=round(outcome.latency_ms, 3),
-                    cost=outcome.cost,
-                    attributes={"fallback_from": outcome.fallback_from} if outcome.fallback_from else {},
-                )
-            ),
-            worker.publish(
-                subjects.RESPONSE_GENERATED,
-                ResponseGenerated(
-                    **envelope,
-                    messages=event.messages,
-                    attributes=event.attributes,
-                    params=event.params,
-                    pseudonymize=event.pseudonymize,
-                    dlp_input=event.dlp_input,
-                    pseudonyms=event.pseudonyms,
-                    routing=event.routing,
-                    content=outcome.content,
-                    finish_reason=outcome.finish_reason,
-                    usage=usage,
-                    inference=info,
-                    cost=outcome.cost,
-                    currency=currency,
-                ),
-                msg_id=f"{event.request_id}:generated",
-            ),
-            count_quota(outcome),
-            report_health(),
-            *failed_attempts,
-        )
+        in_background(count_quota(outcome))
+        in_background(report_health())
+        return call_completed(event, outcome, currency)
 
     worker.every(HEALTH_HEARTBEAT_S, heartbeat_health)
     if local_deployments:
         worker.every(CAPACITY_POLL_S, poll_capacity)
-    worker.consume(INFERENCE, RequestRouted, on_routed)
+    # A model call mostly waits: in flight as many as the deployments can serve at once.
+    worker.consume(INFERENCE, RequestRouted, on_routed, max_in_flight=engine.capacity)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 import litellm
 from litellm.exceptions import Timeout as ProviderTimeout
-from litellm.router import Router
 
 from schemas.events import ChatMessage, GenerationParams, RoutingDecision
 from schemas.vocabulary import ErrorCode, Route
@@ -80,37 +80,48 @@ def _litellm_model(deployment: Deployment) -> str:
     return f"{deployment.provider}/{deployment.model}"
 
 
+DEFAULT_PARALLEL = 256  # per deployment, where the config states no max_parallel_requests
+
+
 class InferenceEngine:
+    """Calls the deployments of the decided route through LiteLLM.
+
+    The routing policy has already chosen the route, so LiteLLM's ``Router`` (deployment
+    selection, its own retries, cooldowns and usage tracking — ~3 ms of CPU per call here)
+    is not on the path: the engine picks the route's deployment with the most free slots and
+    calls ``litellm.acompletion`` with that deployment's parameters. Each deployment's
+    ``max_parallel_requests`` bounds the calls in flight to it.
+    """
+
     def __init__(self, config: PlatformConfig, num_retries: int = 1) -> None:
         self.config = config
+        self.num_retries = num_retries
         self.breakers: dict[Route, CircuitBreaker] = {
             d.route: CircuitBreaker(failure_threshold=d.breaker_failures, cooldown_s=d.breaker_cooldown_s)
             for d in config.deployments
         }
         self._by_name = {d.name: d for d in config.deployments}
-        self.router = Router(
-            model_list=[
-                {
-                    "model_name": d.route,
-                    "litellm_params": {
-                        "model": _litellm_model(d),
-                        "api_base": d.api_base,
-                        "api_key": d.api_key,
-                        "timeout": d.timeout_s,
-                        **(
-                            {"max_parallel_requests": d.max_parallel_requests}
-                            if d.max_parallel_requests
-                            else {}
-                        ),
-                    },
-                    "model_info": {"id": d.name},
-                }
-                for d in config.deployments
-            ],
-            num_retries=num_retries,
-            retry_after=0,
-            routing_strategy="simple-shuffle",
-        )
+        self._slots = {
+            d.name: asyncio.Semaphore(d.max_parallel_requests or DEFAULT_PARALLEL) for d in config.deployments
+        }
+        self._busy = {d.name: 0 for d in config.deployments}
+        self._params = {
+            d.name: {
+                "model": _litellm_model(d),
+                "api_base": d.api_base,
+                "api_key": d.api_key,
+            }
+            for d in config.deployments
+        }
+
+    @property
+    def capacity(self) -> int:
+        """Calls this engine can have in flight at once: the sum over all deployments."""
+        return sum(d.max_parallel_requests or DEFAULT_PARALLEL for d in self.config.deployments)
+
+    def _pick(self, route: Route) -> Deployment:
+        candidates = self.config.deployments_for(route)
+        return min(candidates, key=lambda d: self._busy[d.name] / (d.max_parallel_requests or DEFAULT_PARALLEL))
 
     async def run(
         self,
@@ -161,26 +172,36 @@ class InferenceEngine:
             )
             if v is not None
         }
-        deployment_of_route = self.config.deployments_for(route)[0]
+        deployment = self._pick(route)
+        call = {
+            **self._params[deployment.name],
+            "messages": _wire(messages),
+            "timeout": min(timeout_s, deployment.timeout_s),
+            "num_retries": self.num_retries,
+            **extra,
+        }
+        self._busy[deployment.name] += 1
+        try:
+            async with self._slots[deployment.name]:
+                return await self._complete(route, deployment, call, messages)
+        finally:
+            self._busy[deployment.name] -= 1
+
+    async def _complete(
+        self, route: Route, deployment: Deployment, call: dict[str, Any], messages: list[ChatMessage]
+    ) -> CallOutcome:
         started = time.perf_counter()
-        if deployment_of_route.stream:
-            content, finish_reason, usage, ttft, deployment_name = await self._streamed(
-                route, messages, extra, timeout_s, started
-            )
+        if deployment.stream:
+            content, finish_reason, usage, ttft = await self._streamed(call, started)
             quota = None
         else:
-            response: Any = await self.router.acompletion(
-                model=route, messages=_wire(messages), stream=False, timeout=timeout_s, **extra
-            )
+            response: Any = await litellm.acompletion(stream=False, **call)
             choice = response.choices[0]
             content = choice.message.content or ""
             finish_reason = choice.finish_reason or "stop"
             usage, ttft = getattr(response, "usage", None), None
-            hidden = getattr(response, "_hidden_params", None) or {}
-            deployment_name = hidden.get("model_id")
-            quota = provider_quota(hidden)
+            quota = provider_quota(getattr(response, "_hidden_params", None))
         latency = time.perf_counter() - started
-        deployment = self._by_name.get(deployment_name or "") or deployment_of_route
         if usage is not None:
             prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
         else:
@@ -203,26 +224,13 @@ class InferenceEngine:
         )
 
     async def _streamed(
-        self,
-        route: Route,
-        messages: list[ChatMessage],
-        extra: dict[str, Any],
-        timeout_s: float,
-        started: float,
-    ) -> tuple[str, str, Any, float | None, str | None]:
+        self, call: dict[str, Any], started: float
+    ) -> tuple[str, str, Any, float | None]:
         ttft: float | None = None
         parts: list[str] = []
         finish_reason = "stop"
         usage: Any = None
-        stream = await self.router.acompletion(
-            model=route,
-            messages=_wire(messages),
-            stream=True,
-            stream_options={"include_usage": True},
-            timeout=timeout_s,
-            **extra,
-        )
-        deployment_name: str | None = (getattr(stream, "_hidden_params", None) or {}).get("model_id")
+        stream = await litellm.acompletion(stream=True, stream_options={"include_usage": True}, **call)
         async for chunk in stream:
             if chunk.choices:
                 choice = chunk.choices[0]
@@ -233,4 +241,4 @@ class InferenceEngine:
                 if choice.finish_reason:
                     finish_reason = choice.finish_reason
             usage = getattr(chunk, "usage", None) or usage
-        return "".join(parts), finish_reason, usage, ttft, deployment_name
+        return "".join(parts), finish_reason, usage, ttft

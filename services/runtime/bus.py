@@ -52,7 +52,8 @@ def consumer_config(definition: ConsumerDef, settings: MeshSettings) -> Consumer
     """The one durable consumer configuration, used both to pre-create and to bind."""
     return ConsumerConfig(
         durable_name=definition.durable,
-        filter_subject=definition.filter_subject,
+        filter_subject=None if definition.also_filters else definition.filter_subject,
+        filter_subjects=list(definition.filter_subjects) if definition.also_filters else None,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait_s,
         max_deliver=settings.max_deliver,
@@ -84,9 +85,15 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
             await js.update_stream(config)
     for consumer in CONSUMERS:
         try:
-            await js.consumer_info(consumer.stream, consumer.durable)
+            info = await js.consumer_info(consumer.stream, consumer.durable)
         except NotFoundError:
             with contextlib.suppress(BadRequestError):  # another worker created it first
+                await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
+            continue
+        wanted = list(consumer.filter_subjects)
+        have = info.config.filter_subjects or [info.config.filter_subject]
+        if sorted(have) != sorted(wanted):  # a store from an older release: widen the filter
+            with contextlib.suppress(BadRequestError):
                 await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
     for bucket in KV_BUCKETS:
         try:
@@ -113,11 +120,11 @@ async def connect(url: str, name: str, *, persistent: bool = True) -> Client:
         allow_reconnect=True,
         max_reconnect_attempts=-1 if persistent else 1,
         reconnect_time_wait=2 if persistent else 0.1,
-        error_cb=_log_connection_error,
+        error_cb=log_connection_error,
     )
 
 
-async def _log_connection_error(exc: Exception) -> None:
+async def log_connection_error(exc: Exception) -> None:
     # nats-py's default prints a traceback to stderr; the type name is all an operator needs.
     structlog.get_logger("stellwerk.bus").warning("nats_connection_error", error=type(exc).__name__)
 

@@ -91,6 +91,28 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.service = service
+        # Label children bound once per (stage, outcome): ``labels()`` per message costs a
+        # lock and a tuple hash on the hot path.
+        self._messages_of: dict[tuple[str, str], Counter] = {}
+        self._duration_of: dict[str, Histogram] = {}
+        self._redelivered_of: dict[str, Counter] = {}
+
+    def observe(self, stage: str, outcome: str, seconds: float, messages: int = 1) -> None:
+        key = (stage, outcome)
+        counter = self._messages_of.get(key)
+        if counter is None:
+            counter = self._messages_of[key] = self.messages.labels(self.service, stage, outcome)
+        counter.inc(messages)
+        histogram = self._duration_of.get(stage)
+        if histogram is None:
+            histogram = self._duration_of[stage] = self.duration.labels(self.service, stage)
+        histogram.observe(seconds)
+
+    def redelivered(self, stage: str) -> None:
+        counter = self._redelivered_of.get(stage)
+        if counter is None:
+            counter = self._redelivered_of[stage] = self.redeliveries.labels(self.service, stage)
+        counter.inc()
 
     def serve(self, port: int) -> None:
         if port:

@@ -13,6 +13,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 _trace_file: IO[str] | None = None
 
 
+def tracing_enabled() -> bool:
+    """Whether spans go anywhere. Without an exporter the hot path skips span creation and
+    trace-header injection entirely: they cost CPU per message and nobody reads them."""
+    return bool(os.environ.get("STELLWERK_TRACE_FILE") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
 def configure_tracing(service: str) -> TracerProvider:
     """A tracer provider for this process.
 

@@ -1,6 +1,6 @@
-"""The shared shell of every bus worker: consume a durable consumer, decode, ack or dead-letter.
+"""The worker engine: one process of one service — connection, consumption, effects, discipline.
 
-Reliability lives here once, not in each service:
+Reliability lives here once, for single and batch consumers alike:
 - explicit acks; a handler error is NAKed with backoff and redelivered up to ``max_deliver``
   times, then the message goes to ``stellwerk.v1.dlq.<service>`` with the reason and the
   request is failed for its caller — nothing is dropped silently;
@@ -8,71 +8,97 @@ Reliability lives here once, not in each service:
   it never crashes the worker;
 - an expired deadline fails the request instead of processing it;
 - publishes carry ``Nats-Msg-Id`` = request id + stage, so a redelivered message that is
-  handled twice publishes its successor only once (JetStream duplicate window).
+  handled twice publishes its successor only once (JetStream duplicate window);
+- a handler that runs long (a model call, a stream) keeps its message alive with
+  in-progress acks, so the ack wait can be short and a crashed worker's message comes back
+  within seconds, while a slow-but-alive call is never delivered twice.
+
+Handlers of the request path return effects (``services.runtime.effects``); the engine
+carries them out. Consumption is a flow-controlled pull (``services.runtime.consumer``) with
+in-flight work bounded per consumer — by the model's capacity for inference, by a small
+number for CPU-bound stages — never by a fetch batch size.
+
+Below FastStream on purpose: profiling the mesh (docs/architecture.md, "Where the time
+goes") showed its per-message layers (subscriber use case, middlewares, fast-depends,
+telemetry middleware) costing more CPU than the routing decision they wrap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
+import nats
 import structlog
-from faststream.middlewares.acknowledgement.config import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from faststream.nats.security import NatsSecurity, NatsUserPassword
+import uvloop
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 
 from schemas import subjects
 from schemas.events import (
     AuditEvent,
+    AuditTrail,
     DeadLetter,
     Envelope,
     RequestResult,
-    ResultError,
-    decode,
     encode,
-    envelope_fields,
 )
 from schemas.streams import ConsumerDef
 from schemas.vocabulary import ErrorCode, ResultStatus, Stage
-from services.runtime.bus import consumer_config, ensure_topology, register_worker
-from services.runtime.errors import fixed_message
+from services.runtime.bus import ensure_topology, log_connection_error, register_worker
+from services.runtime.consumer import PullConsumer
+from services.runtime.effects import Effects, Fail, Publish, Record, expand, trail_of
 from services.runtime.logging import configure_logging
 from services.runtime.metrics import WorkerMetrics
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
-from services.runtime.telemetry import configure_tracing, inject_headers
+from services.runtime.telemetry import configure_tracing, inject_headers, tracing_enabled
 
 E = TypeVar("E", bound=Envelope)
-Handler = Callable[[E], Awaitable[None]]
+S = TypeVar("S", bound=msgspec.Struct)
+Handler = Callable[[E], Awaitable[Effects]]
 
 _BACKOFF_S = (0.2, 1.0, 3.0, 5.0)
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
 
 
-def _security(settings: MeshSettings) -> NatsSecurity | None:
-    """The worker's NATS user and TLS from ``STELLWERK_NATS_*`` (issue 8); None: neither."""
-    tls = settings.nats_tls_context()
-    if settings.nats_user:
-        return NatsUserPassword(settings.nats_user, settings.nats_password_value() or "", ssl_context=tls)
-    return NatsSecurity(ssl_context=tls) if tls is not None else None
+def deliveries_of(msg: Msg) -> int:
+    """The delivery count from the ack subject (``$JS.ACK.<stream>.<consumer>.<delivered>…``,
+    two tokens later with a domain) without parsing all metadata, which costs more than most
+    handlers for the first delivery — nearly all of them."""
+    tokens = (msg.reply or "").split(".")
+    try:
+        return int(tokens[4] if len(tokens) == 9 else tokens[6])
+    except (IndexError, ValueError):
+        return 1
 
 
-def _quiet_logger() -> logging.Logger:
-    logger = logging.getLogger("stellwerk.faststream")
-    logger.setLevel(logging.WARNING)
-    return logger
+@dataclass(slots=True)
+class Delivery:
+    """One decoded message of a batch."""
+
+    msg: Msg
+    event: Any
+    deliveries: int
+
+    @property
+    def seq(self) -> int:
+        return self.msg.metadata.sequence.stream
+
+
+BatchHandler = Callable[[list[Delivery]], Awaitable[Sequence[Delivery]]]
 
 
 class Worker:
-    """One worker process of one service: a broker connection plus the publishing verbs."""
+    """One worker process of one service: a NATS connection, its consumers, the effect verbs."""
 
     def __init__(self, service: str, settings: MeshSettings | None = None) -> None:
         self.service = service
@@ -81,23 +107,18 @@ class Worker:
         self.log: structlog.stdlib.BoundLogger = configure_logging(service, self.settings.log_level)
         self.tracer_provider = configure_tracing(service)
         self.tracer = trace.get_tracer(f"stellwerk.{service}")
+        self.traced = tracing_enabled()
         self.metrics = WorkerMetrics(service)
-        self.broker = NatsBroker(
-            self.settings.nats_servers(),
-            security=_security(self.settings),  # per-service user and TLS (issue 8)
-            inbox_prefix=self.settings.nats_inbox_prefix(),
-            name=f"stellwerk-{service}",
-            middlewares=[NatsTelemetryMiddleware(tracer_provider=self.tracer_provider)],
-            logger=_quiet_logger(),
-            log_level=logging.DEBUG,  # FastStream's per-message lines stay below our level
-            max_reconnect_attempts=-1,
-            graceful_timeout=10.0,
-        )
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._kv: dict[str, KeyValue] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._consumers: list[PullConsumer] = []
+        self._starts: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        # id(message) -> (message, when it was last kept alive): in-progress acks of long handlers
+        self._in_progress: dict[int, tuple[Msg, float]] = {}
 
     @property
     def nc(self) -> Client:
@@ -151,87 +172,274 @@ class Worker:
     def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._on_start.append(hook)
 
-    # --- consuming -------------------------------------------------------------------------
+    # --- consuming: one event at a time ------------------------------------------------------
 
-    def consume(self, consumer: ConsumerDef, event_type: type[E], handler: Handler[E]) -> None:
-        """Bind a handler to a durable pull consumer with the standard ack/DLQ discipline."""
+    def consume(
+        self, consumer: ConsumerDef, event_type: type[E], handler: Handler[E], *, max_in_flight: int | None = None
+    ) -> None:
+        """Bind a handler to a durable consumer; at most ``max_in_flight`` events at once."""
+        decoder = msgspec.json.Decoder(event_type)
+        capacity = max_in_flight or self.settings.batch_size
 
-        async def on_message(msg: NatsMessage) -> None:
-            await self._process(consumer, msg, event_type, handler)
+        async def start() -> None:
+            pull: PullConsumer
 
-        self.broker.subscriber(
-            consumer.filter_subject,
-            stream=JStream(consumer.stream, declare=False),
-            durable=consumer.durable,
-            pull_sub=PullSub(batch_size=self.settings.batch_size, timeout=5.0),
-            config=consumer_config(consumer, self.settings),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            max_workers=self.settings.batch_size,
-            title=consumer.durable,
-            inbox_prefix=f"{self.settings.nats_inbox_prefix()}.".encode(),  # issue 8: per-user inbox
-        )(on_message)
+            def deliver(msg: Msg) -> None:
+                self._spawn(self._process(consumer, msg, decoder, handler, pull))
+
+            pull = PullConsumer(self.nc, consumer.stream, consumer.durable, capacity, deliver,
+                                heartbeat_s=self._heartbeat_s())
+            self._consumers.append(pull)
+            await pull.start()
+
+        self._starts.append(start)
+
+    def serve(
+        self, subject: str, handler: Callable[[Msg], Awaitable[None]], *, queue: str, max_in_flight: int = 64
+    ) -> None:
+        """Core NATS request-reply (queue group): ``handler`` answers ``msg.reply`` itself."""
+        slots = asyncio.Semaphore(max_in_flight)
+
+        async def guarded(msg: Msg) -> None:
+            async with slots:
+                try:
+                    await handler(msg)
+                except Exception as exc:  # noqa: BLE001 - one bad request must not end the subscription
+                    self.log.error("request_handler_failed", subject=subject, error=type(exc).__name__)
+
+        async def on_msg(msg: Msg) -> None:
+            self._spawn(guarded(msg))
+
+        async def start() -> None:
+            await self.nc.subscribe(subject, queue=queue, cb=on_msg)
+
+        self._starts.append(start)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _process(
-        self, consumer: ConsumerDef, msg: NatsMessage, event_type: type[E], handler: Handler[E]
+        self,
+        consumer: ConsumerDef,
+        msg: Msg,
+        decoder: msgspec.json.Decoder[E],
+        handler: Handler[E],
+        pull: PullConsumer,
     ) -> None:
         started = time.perf_counter()
-        outcome = await self._handle(consumer, msg, event_type, handler)
-        labels = (self.service, consumer.stage)
-        self.metrics.messages.labels(*labels, outcome).inc()
-        self.metrics.duration.labels(*labels).observe(time.perf_counter() - started)
+        self._in_progress[id(msg)] = (msg, time.monotonic())
+        try:
+            outcome = await self._handle(consumer, msg, decoder, handler)
+        except Exception as exc:  # noqa: BLE001 - e.g. the bus went away mid-effect: redelivered later
+            self.log.error("message_not_settled", consumer=consumer.durable, error=type(exc).__name__)
+            outcome = "unsettled"
+        finally:
+            del self._in_progress[id(msg)]
+            pull.release()
+        self.metrics.observe(consumer.stage, outcome, time.perf_counter() - started)
 
     async def _handle(
-        self, consumer: ConsumerDef, msg: NatsMessage, event_type: type[E], handler: Handler[E]
+        self, consumer: ConsumerDef, msg: Msg, decoder: msgspec.json.Decoder[E], handler: Handler[E]
     ) -> str:
-        raw = msg.raw_message
-        deliveries = raw.metadata.num_delivered if raw.metadata else 1
+        deliveries = deliveries_of(msg)
         if deliveries > 1:
-            self.metrics.redeliveries.labels(self.service, consumer.stage).inc()
+            self.metrics.redelivered(consumer.stage)
         try:
-            event = decode(msg.body, event_type)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            event = decoder.decode(msg.data)
+        except _DECODE_ERRORS as exc:
             # Validation messages name the field and the expected type, never the value.
             await self.dead_letter(msg, reason="malformed", detail=str(exc), deliveries=deliveries)
             await msg.ack()
             return "malformed"
-        log = self.log.bind(request_id=event.request_id, correlation_id=event.correlation_id)
-        trace.get_current_span().set_attributes(
-            {"stellwerk.request_id": event.request_id, "stellwerk.stage": consumer.stage}
-        )
         if consumer.in_request_path and event.expired():
-            await self.fail(event, "deadline_exceeded", stage=consumer.stage)
+            await self.carry_out(event, [Fail("deadline_exceeded", consumer.stage)])
             await msg.ack()
             return "expired"
         try:
-            await handler(event)
+            if self.traced:
+                with self.tracer.start_as_current_span(
+                    f"stellwerk.{consumer.stage}",
+                    context=propagate.extract(msg.headers or {}),  # continue the caller's trace
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={"stellwerk.request_id": event.request_id, "stellwerk.stage": consumer.stage},
+                ):
+                    await self.carry_out(event, await handler(event))
+            else:
+                await self.carry_out(event, await handler(event))
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
-            error = type(exc).__name__
-            if deliveries >= self.settings.max_deliver:
-                log.error("dead_lettered", consumer=consumer.durable, error=error, deliveries=deliveries)
-                await self.dead_letter(msg, reason="max_deliver_exceeded", detail=error, deliveries=deliveries)
-                if consumer.in_request_path:
-                    await self.fail(event, "internal_error", stage=consumer.stage)
-                await msg.ack()
-                return "dead_lettered"
-            log.warning("handler_failed", consumer=consumer.durable, error=error, deliveries=deliveries)
-            await msg.nack(delay=_BACKOFF_S[min(deliveries, len(_BACKOFF_S)) - 1])
-            return "retried"
+            return await self._retry_or_dead_letter(consumer, msg, event, type(exc).__name__, deliveries)
         await msg.ack()
         return "ok"
 
-    # --- publishing ------------------------------------------------------------------------
+    async def _retry_or_dead_letter(
+        self, consumer: ConsumerDef, msg: Msg, event: Envelope | None, error: str, deliveries: int
+    ) -> str:
+        log = self.log.bind(request_id=event.request_id if event else None, consumer=consumer.durable)
+        if deliveries >= self.settings.max_deliver:
+            log.error("dead_lettered", error=error, deliveries=deliveries)
+            await self.dead_letter(msg, reason="max_deliver_exceeded", detail=error, deliveries=deliveries)
+            if consumer.in_request_path and event is not None:
+                await self.carry_out(event, [Fail("internal_error", consumer.stage)])
+            await msg.ack()
+            return "dead_lettered"
+        log.warning("handler_failed", error=error, deliveries=deliveries)
+        await msg.nak(delay=_BACKOFF_S[min(deliveries, len(_BACKOFF_S)) - 1])
+        return "retried"
+
+    def _heartbeat_s(self) -> float:
+        return min(5.0, max(0.5, self.settings.ack_wait_s / 3))
+
+    async def _keep_alive(self) -> None:
+        """In-progress acks for messages handled longer than a third of the ack wait."""
+        every = max(0.2, self.settings.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(every / 2)
+            now = time.monotonic()
+            for key, (msg, since) in list(self._in_progress.items()):
+                if now - since >= every:
+                    self._in_progress[key] = (msg, now)
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+
+    # --- consuming: batches ------------------------------------------------------------------
+
+    def consume_batch(
+        self,
+        consumer: ConsumerDef,
+        decode_one: Callable[[Msg], Any],
+        handler: BatchHandler,
+        *,
+        batch_size: int,
+        on_unsettled: Callable[[], None] | None = None,
+    ) -> None:
+        """Bind a batch handler: it gets up to ``batch_size`` decoded deliveries and returns the
+        ones it could not handle (they are NAKed with backoff, or dead-lettered after
+        ``max_deliver``); the others are acked, and the acks flushed before the next batch.
+        A handler that raises is retried in place, its messages kept alive, then handed back.
+        ``on_unsettled`` runs whenever acks of a handled batch may not have reached the server
+        (the handler's own exactly-once bookkeeping may need to know)."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def start() -> None:
+            pull = PullConsumer(self.nc, consumer.stream, consumer.durable, 2 * batch_size, queue.put_nowait,
+                                heartbeat_s=self._heartbeat_s())
+            self._consumers.append(pull)
+            await pull.start()
+
+            async def loop() -> None:
+                while True:
+                    msgs = [await queue.get()]
+                    await asyncio.sleep(0)  # let a burst that is already arriving join the batch
+                    while len(msgs) < batch_size and not queue.empty():
+                        msgs.append(queue.get_nowait())
+                    started = time.perf_counter()
+                    try:
+                        outcome = await self._batch(consumer, msgs, decode_one, handler, on_unsettled)
+                    except Exception as exc:  # noqa: BLE001 - the loop must survive anything
+                        self.log.error("batch_failed", consumer=consumer.durable, error=type(exc).__name__)
+                        outcome = "failed"
+                    finally:
+                        for _ in msgs:
+                            pull.release()
+                    self.metrics.observe(consumer.stage, outcome, time.perf_counter() - started, len(msgs))
+
+            self._background.append(asyncio.create_task(loop(), name=f"batch-{consumer.durable}"))
+
+        self._starts.append(start)
+
+    async def _batch(
+        self,
+        consumer: ConsumerDef,
+        msgs: list[Msg],
+        decode_one: Callable[[Msg], Any],
+        handler: BatchHandler,
+        on_unsettled: Callable[[], None] | None,
+    ) -> str:
+        batch: list[Delivery] = []
+        for msg in msgs:
+            deliveries = deliveries_of(msg)
+            if deliveries > 1:
+                self.metrics.redelivered(consumer.stage)
+            try:
+                batch.append(Delivery(msg, decode_one(msg), deliveries))
+            except _DECODE_ERRORS as exc:  # names the field, never the value
+                await self.dead_letter(msg, reason="malformed", detail=str(exc), deliveries=deliveries)
+                await msg.ack()
+        failed: Sequence[Delivery] = []
+        if batch:
+            attempts = max(1, self.settings.max_deliver)
+            for attempt in range(attempts):
+                try:
+                    failed = await handler(batch)
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried in place, then handed back
+                    self.log.warning("batch_handler_failed", consumer=consumer.durable,
+                                     error=type(exc).__name__, attempt=attempt + 1)
+                    failed = batch
+                    if attempt + 1 == attempts:
+                        break
+                    await self._touch(batch)
+                    await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+                    await self._touch(batch)
+        handed_back = {id(d.msg) for d in failed}
+        for delivery in failed:
+            await self._retry_or_dead_letter(consumer, delivery.msg, None, "batch_failed", delivery.deliveries)
+        for delivery in batch:
+            if id(delivery.msg) not in handed_back:
+                await delivery.msg.ack()
+        try:
+            await self.nc.flush(timeout=5)
+        except (nats.errors.Error, TimeoutError, OSError):
+            if on_unsettled is not None:
+                on_unsettled()
+        if failed and on_unsettled is not None:
+            on_unsettled()
+        return "retried" if failed else "ok"
+
+    async def _touch(self, batch: list[Delivery]) -> None:
+        for delivery in batch:
+            with contextlib.suppress(nats.errors.Error):
+                await delivery.msg.in_progress()
+
+    # --- carrying out effects ----------------------------------------------------------------
+
+    async def carry_out(self, event: Any, effects: Effects) -> None:
+        """Stored effects first, concurrently; replies only once all of them are acknowledged."""
+        stored, replies = expand(event, effects)
+        if len(stored) == 1:
+            await self._store(stored[0], event)
+        elif stored:
+            await asyncio.gather(*(self._store(effect, event) for effect in stored))
+        for effect in replies:
+            await self.reply(effect.result)
+
+    async def _store(self, effect: Publish | Record, event: Any) -> None:
+        if isinstance(effect, Publish):
+            await self.publish(effect.subject, effect.event, effect.msg_id)
+        else:
+            await self.record(effect.events)
 
     async def publish(self, subject: str, event: msgspec.Struct, msg_id: str) -> None:
         """Publish to a stream, idempotently: the same ``msg_id`` is stored only once."""
-        headers = inject_headers({"Nats-Msg-Id": msg_id})
+        headers = {"Nats-Msg-Id": msg_id}
+        if self.traced:
+            inject_headers(headers)
         await self.js.publish(subject, encode(event), headers=headers)
 
     async def reply(self, result: RequestResult) -> None:
         """Deliver the final result to whoever waits on ``result.<request_id>`` (core NATS)."""
-        await self.nc.publish(
-            subjects.result(result.request_id), encode(result), headers=inject_headers({})
-        )
+        headers = inject_headers({}) if self.traced else None
+        await self.nc.publish(subjects.result(result.request_id), encode(result), headers=headers)
+
+    async def record(self, events: list[AuditEvent]) -> None:
+        """Write audit events as one trail message (stage of the last event: who wrote it)."""
+        if not events:
+            return
+        last = events[-1]
+        msg_id = f"trail:{last.request_id}:{last.stage}:{last.outcome}:{len(events)}"
+        await self.publish(subjects.audit_trail(last.stage), AuditTrail(events=events), msg_id)
 
     async def fail(
         self,
@@ -245,61 +453,62 @@ class Worker:
         already_audited: bool = False,
         **result_fields: object,
     ) -> None:
-        """End a request early with a typed error; audit it unless the decision already was."""
-        error = ResultError(
-            code=code,
-            stage=stage,
-            message=fixed_message(code),
-            retry_after_s=retry_after_s,
-            rule_id=rule_id,
-        )
-        result = RequestResult(
-            **envelope_fields(event),
-            status="blocked" if status == "blocked" else "failed",
-            error=error,
-            **result_fields,  # type: ignore[arg-type]
-        )
-        await self.reply(result)
+        """End a request early with a typed error (for callers outside the effect handlers)."""
+        fail = Fail(code, stage, status, rule_id, retry_after_s, result_fields=dict(result_fields))
         if already_audited:
+            _, replies = expand(event, [fail])
+            for effect in replies:
+                await self.reply(effect.result)
             return
-        await self.audit(
-            AuditEvent(
-                **envelope_fields(event),
-                stage=stage,
-                outcome=result.status,
-                reason_code=code,
-                rule_id=rule_id,
-            )
-        )
+        await self.carry_out(event, [fail])
 
     async def audit(self, event: AuditEvent) -> None:
+        """One audit event on its own (services outside the request path: finops, tools)."""
         msg_id = f"audit:{event.request_id}:{event.stage}:{event.outcome}"
         await self.publish(subjects.audit(event.stage), event, msg_id)
 
-    async def dead_letter(self, msg: NatsMessage, *, reason: str, detail: str, deliveries: int) -> None:
-        raw = msg.raw_message
+    async def dead_letter(self, msg: Msg, *, reason: str, detail: str, deliveries: int) -> None:
         letter = DeadLetter(
             service=self.service,
-            subject=raw.subject,
+            subject=msg.subject,
             reason=reason,
             detail=detail[:500],
             deliveries=deliveries,
-            payload=msg.body,
-            headers={k: v for k, v in (raw.headers or {}).items() if not k.startswith("Nats-")},
+            payload=msg.data,
+            headers={k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")},
         )
-        seq = raw.metadata.sequence.stream if raw.metadata else 0
-        await self.publish(subjects.dlq(self.service), letter, f"dlq:{self.service}:{raw.subject}:{seq}")
+        seq = msg.metadata.sequence.stream if msg.reply else 0
+        await self.publish(subjects.dlq(self.service), letter, f"dlq:{self.service}:{msg.subject}:{seq}")
 
     # --- lifecycle -------------------------------------------------------------------------
 
+    async def _on_reconnect(self) -> None:
+        self.log.warning("nats_reconnected")
+        for pull in self._consumers:
+            pull.reset()
+
+    async def _on_disconnect(self) -> None:
+        self.log.warning("nats_disconnected")
+
     async def run(self) -> None:
         """Connect, ensure topology, start consuming, announce; stop cleanly on SIGINT/SIGTERM."""
-        self._nc = await self.broker.connect()
+        self._nc = await nats.connect(
+            self.settings.nats_servers(),
+            **self.settings.nats_connect_options(),
+            name=f"stellwerk-{self.service}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=log_connection_error,
+            reconnected_cb=self._on_reconnect,
+            disconnected_cb=self._on_disconnect,
+        )
         self._js = self._nc.jetstream()
         await ensure_topology(self._js, self.settings)
         for hook in self._on_start:
             await hook()
-        await self.broker.start()
+        for start in self._starts:
+            await start()
+        self._background.append(asyncio.create_task(self._keep_alive(), name="keep-alive"))
         self.metrics.serve(self.settings.metrics_port)
         service = await register_worker(self._nc, self.service, self.settings.worker_id)
         stop = asyncio.Event()
@@ -308,10 +517,15 @@ class Worker:
             loop.add_signal_handler(sig, stop.set)
         self.log.info("worker_started", worker_id=self.settings.worker_id)
         await stop.wait()
+        for pull in self._consumers:
+            await pull.stop()
+        if self._tasks:  # let handlers in flight finish (bounded): their messages get acked
+            await asyncio.wait(self._tasks, timeout=10.0)
         for task in self._background:
             task.cancel()
         await service.stop()
-        await self.broker.stop()
+        with contextlib.suppress(Exception):
+            await self._nc.drain()
         self.tracer_provider.shutdown()
 
 
@@ -319,4 +533,7 @@ def run_worker(service: str, build: Callable[[Worker], None]) -> None:
     """Entry point of every ``python -m services.<name>``: build the contract, then serve."""
     worker = Worker(service)
     build(worker)
-    asyncio.run(worker.run())
+    uvloop.run(worker.run())  # libuv's loop: less CPU per socket event than asyncio's
+
+
+__all__ = ["BatchHandler", "Delivery", "Handler", "Worker", "deliveries_of", "run_worker", "trail_of"]

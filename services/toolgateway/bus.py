@@ -18,7 +18,7 @@ on its one request, across a restart of the worker that parked it.
 from __future__ import annotations
 
 import msgspec
-from faststream.nats import NatsMessage
+from nats.aio.msg import Msg
 
 from schemas import subjects
 from schemas.events import (
@@ -125,10 +125,10 @@ def build(worker: Worker) -> None:
 
     worker.every(config.tool_approvals.sweep_interval_s, sweep_approvals)
 
-    async def on_call(msg: NatsMessage) -> None:
-        reply_to = msg.reply_to or None
+    async def on_call(msg: Msg) -> None:
+        reply_to = msg.reply or None
         try:
-            call = decode(msg.body, ToolCallRequested)
+            call = decode(msg.data, ToolCallRequested)
         except _DECODE_ERRORS as exc:
             await outbox.reply(reply_to, malformed(str(exc)))
             return
@@ -139,31 +139,29 @@ def build(worker: Worker) -> None:
             worker.log.error("tool_call_crashed", error=type(exc).__name__, call_id=call.call_id)
             await outbox.reply(reply_to, result_of(call, failed("internal_error", type(exc).__name__), latency_ms=0))
 
-    async def on_list(msg: NatsMessage) -> None:
+    async def on_list(msg: Msg) -> None:
         try:
-            request = decode(msg.body, ToolListRequested) if msg.body else ToolListRequested()
+            request = decode(msg.data, ToolListRequested) if msg.data else ToolListRequested()
         except _DECODE_ERRORS:
             request = ToolListRequested()
         assert gateway is not None
-        if msg.reply_to:
-            await worker.nc.publish(msg.reply_to, encode(gateway.catalog(request)), headers=inject_headers({}))
+        if msg.reply:
+            await worker.nc.publish(msg.reply, encode(gateway.catalog(request)), headers=inject_headers({}))
 
-    async def on_decide(msg: NatsMessage) -> None:
+    async def on_decide(msg: Msg) -> None:
         try:
-            request = decode(msg.body, ApprovalDecisionRequested)
+            request = decode(msg.data, ApprovalDecisionRequested)
         except _DECODE_ERRORS:
             reply = ApprovalDecisionReply(approval_id="invalid", accepted=False, reason="invalid_request")
         else:
             assert gateway is not None
             reply = await gateway.decide(request)
-        if msg.reply_to:
-            await worker.nc.publish(msg.reply_to, encode(reply), headers=inject_headers({}))
+        if msg.reply:
+            await worker.nc.publish(msg.reply, encode(reply), headers=inject_headers({}))
 
     for subject, handler, concurrency in (
         (subjects.TOOL_CALL_REQUESTED, on_call, settings.max_in_flight),
         (subjects.TOOL_LIST, on_list, 1),
         (subjects.TOOL_APPROVAL_DECIDE, on_decide, 4),
     ):
-        worker.broker.subscriber(
-            subject, queue=QUEUE, no_reply=True, max_workers=concurrency, title=f"toolgateway-{subject}"
-        )(handler)
+        worker.serve(subject, handler, queue=QUEUE, max_in_flight=concurrency)

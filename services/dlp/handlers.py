@@ -1,0 +1,134 @@
+"""DLP handlers: a screening decision in, effects out (no bus, no I/O; unit-tested directly).
+
+Input screening forwards the prompt (allowed or redacted) to routing with its decision on
+the request's audit trail, or ends the request as blocked. Output screening ends every
+request: it writes the trail, then replies — the record exists before the caller sees the
+answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from schemas import subjects
+from schemas.events import (
+    AuditEvent,
+    ChatMessage,
+    DlpDecision,
+    Envelope,
+    RequestResult,
+    RequestScreened,
+    RequestSubmitted,
+    ResponseGenerated,
+    envelope_fields,
+)
+from schemas.vocabulary import Stage, max_sensitivity
+from services.dlp.guard import DlpGuard, DlpUnavailable, PolicyContext, restore_pseudonyms
+from services.runtime.effects import Effects, Fail, Publish, Record, Reply
+
+Observe = Callable[[DlpDecision], None]
+
+
+def _ignore(_: DlpDecision) -> None:
+    return None
+
+
+def policy_context(event: Envelope) -> PolicyContext:
+    return PolicyContext(
+        usecase_class=event.usecase_class,
+        tenant=event.tenant,
+        business_unit=event.business_unit,
+        user_role=event.user_role,
+    )
+
+
+def decision_audit(event: Envelope, stage: Stage, decision: DlpDecision) -> AuditEvent:
+    return AuditEvent(
+        **envelope_fields(event),
+        stage=stage,
+        outcome=decision.action,
+        rule_id=decision.rule_id,
+        policy_version=decision.policy_version,
+        data_sensitivity=decision.derived_sensitivity,
+        entities=decision.entities,
+        attributes={"language": decision.language, "medical": str(decision.has_medical_terms).lower()},
+    )
+
+
+def screen_input(guard: DlpGuard, event: RequestSubmitted, observe: Observe = _ignore) -> Effects:
+    try:
+        screening = guard.screen(
+            [m.content for m in event.messages],
+            direction="input",
+            context=policy_context(event),
+            pseudonymize=event.pseudonymize,
+        )
+    except DlpUnavailable:
+        return [Fail("dlp_unavailable", "dlp_input")]
+    decision = screening.decision
+    observe(decision)
+    audit = decision_audit(event, "dlp_input", decision)
+    if decision.action == "block" or screening.texts is None:
+        return [
+            Fail(
+                "dlp_blocked_input",
+                "dlp_input",
+                status="blocked",
+                rule_id=decision.rule_id,
+                audits=[audit],
+                result_fields={"dlp_input": decision},
+            )
+        ]
+    attributes = event.attributes
+    attributes.data_sensitivity = max_sensitivity(attributes.data_sensitivity, decision.derived_sensitivity)
+    screened = RequestScreened(
+        **envelope_fields(event),
+        messages=[
+            ChatMessage(role=m.role, content=text) for m, text in zip(event.messages, screening.texts, strict=True)
+        ],
+        attributes=attributes,
+        params=event.params,
+        pseudonymize=event.pseudonymize,
+        trail=[*event.trail, audit],
+        dlp_input=decision,
+        pseudonyms=screening.pseudonyms,
+    )
+    return [Publish(subjects.REQUEST_SCREENED, screened, f"{event.request_id}:screened")]
+
+
+def screen_output(guard: DlpGuard, event: ResponseGenerated, observe: Observe = _ignore) -> Effects:
+    try:
+        screening = guard.screen([event.content], direction="output", context=policy_context(event))
+    except DlpUnavailable:
+        return [Fail("dlp_unavailable", "dlp_output", result_fields={"routing": event.routing})]
+    decision = screening.decision
+    observe(decision)
+    audit = decision_audit(event, "dlp_output", decision)
+    if decision.action == "block" or screening.texts is None:
+        return [
+            Fail(
+                "dlp_blocked_output",
+                "dlp_output",
+                status="blocked",
+                rule_id=decision.rule_id,
+                audits=[audit],
+                result_fields={"dlp_input": event.dlp_input, "routing": event.routing, "dlp_output": decision},
+            )
+        ]
+    content = screening.texts[0]
+    if event.pseudonyms:
+        content = restore_pseudonyms(content, event.pseudonyms)
+    result = RequestResult(
+        **envelope_fields(event),
+        status="ok",
+        content=content,
+        finish_reason=event.finish_reason,
+        dlp_input=event.dlp_input,
+        routing=event.routing,
+        dlp_output=decision,
+        inference=event.inference,
+        usage=event.usage,
+        cost=event.cost,
+        currency=event.currency,
+    )
+    return [Record([*event.trail, audit]), Reply(result)]
