@@ -14,6 +14,8 @@ from schemas.events import ChatMessage, GenerationParams, RoutingDecision
 from schemas.vocabulary import ErrorCode, Route
 from services.finops.pricing import gpu_seconds, price_call
 from services.inference.breaker import CircuitBreaker
+from services.inference.openai_wire import OpenAIWire
+from services.inference.openai_wire import ProviderTimeout as WireTimeout
 from services.runtime.settings import Deployment, PlatformConfig
 
 litellm.telemetry = False
@@ -80,6 +82,10 @@ def _litellm_model(deployment: Deployment) -> str:
     return f"{deployment.provider}/{deployment.model}"
 
 
+# Providers whose deployments speak the OpenAI protocol themselves: called directly
+# (``openai_wire``), the rest through LiteLLM.
+WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm"})
+_NOT_IN_BODY = frozenset({"model", "api_base", "api_key", "timeout", "num_retries"})
 DEFAULT_PARALLEL = 256  # per deployment, where the config states no max_parallel_requests
 
 
@@ -89,7 +95,8 @@ class InferenceEngine:
     The routing policy has already chosen the route, so LiteLLM's ``Router`` (deployment
     selection, its own retries, cooldowns and usage tracking — ~3 ms of CPU per call here)
     is not on the path: the engine picks the route's deployment with the most free slots and
-    calls ``litellm.acompletion`` with that deployment's parameters. Each deployment's
+    calls it — directly where it speaks the OpenAI protocol (``openai_wire``), otherwise
+    through ``litellm.acompletion`` with that deployment's parameters. Each deployment's
     ``max_parallel_requests`` bounds the calls in flight to it.
     """
 
@@ -105,6 +112,7 @@ class InferenceEngine:
             d.name: asyncio.Semaphore(d.max_parallel_requests or DEFAULT_PARALLEL) for d in config.deployments
         }
         self._busy = {d.name: 0 for d in config.deployments}
+        self.wire = OpenAIWire()
         self._params = {
             d.name: {
                 "model": _litellm_model(d),
@@ -145,7 +153,7 @@ class InferenceEngine:
                 continue
             try:
                 outcome = await self._call(route, messages, params, remaining)
-            except ProviderTimeout as exc:
+            except (ProviderTimeout, WireTimeout) as exc:
                 breaker.record_failure(time.monotonic())
                 attempts.append(AttemptFailure(route, "provider_timeout", type(exc).__name__))
             except Exception as exc:  # noqa: BLE001 - any provider failure may fall back
@@ -191,7 +199,17 @@ class InferenceEngine:
         self, route: Route, deployment: Deployment, call: dict[str, Any], messages: list[ChatMessage]
     ) -> CallOutcome:
         started = time.perf_counter()
-        if deployment.stream:
+        if deployment.provider in WIRE_PROVIDERS:
+            body = {k: v for k, v in call.items() if k not in _NOT_IN_BODY}
+            body["model"] = deployment.model
+            if deployment.stream:
+                body |= {"stream": True, "stream_options": {"include_usage": True}}
+            answer = await self.wire.complete(
+                deployment.api_base, deployment.api_key, body, call["timeout"], retries=self.num_retries
+            )
+            content, finish_reason, usage, ttft = answer.content, answer.finish_reason, answer.usage, answer.ttft_s
+            quota = provider_quota({"additional_headers": answer.headers})
+        elif deployment.stream:
             content, finish_reason, usage, ttft = await self._streamed(call, started)
             quota = None
         else:

@@ -16,10 +16,12 @@ import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from regopy import Interpreter, RegoError
 
 
@@ -74,13 +76,31 @@ class CompiledPolicy:
             raise PolicyError(f"policy does not compile: {exc}") from exc
         self._runner = Interpreter()
         self._lock = threading.Lock()
+        self._memo: OrderedDict[bytes, str] = OrderedDict()
 
     @classmethod
     def from_dir(cls, directory: Path, entrypoint: str) -> CompiledPolicy:
         return cls(read_policy_dir(directory), entrypoint)
 
     def evaluate(self, policy_input: dict[str, Any]) -> dict[str, Any]:
-        """Evaluate the entrypoint; raise PolicyError when it yields no object."""
+        """Evaluate the entrypoint; raise PolicyError when it yields no object.
+
+        Decisions are memoised per input (bounded LRU): a policy is a pure function of its
+        input and data (our policies use no clock, randomness or HTTP built-ins — a test
+        checks), and the same few feature combinations recur constantly, while handing an
+        input to regopy costs more than the evaluation itself."""
+        key = _canonical(policy_input)
+        text = self._memo.get(key)
+        if text is not None:
+            self._memo.move_to_end(key)
+        else:
+            text = self._evaluate_text(policy_input)
+            self._memo[key] = text
+            if len(self._memo) > _MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return self._parse(text)
+
+    def _evaluate_text(self, policy_input: dict[str, Any]) -> str:
         with self._lock:
             try:
                 self._runner.set_input(policy_input)
@@ -89,7 +109,9 @@ class CompiledPolicy:
                 raise PolicyError(f"policy evaluation failed: {exc}") from exc
             if not output.ok():
                 raise PolicyError("policy evaluation failed")
-            text = str(output)
+            return str(output)
+
+    def _parse(self, text: str) -> dict[str, Any]:
         try:
             result = json.loads(text).get("expressions") or [None]
         except ValueError as exc:  # regopy answers the bare word "undefined" for no value
@@ -98,6 +120,14 @@ class CompiledPolicy:
         if not isinstance(decision, dict):
             raise PolicyError(f"policy {self.entrypoint} produced no decision")
         return decision
+
+
+_MEMO_SIZE = 4096
+_canonical_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def _canonical(value: dict[str, Any]) -> bytes:
+    return _canonical_encoder.encode(value)
 
 
 class ReloadingPolicy:
