@@ -47,3 +47,11 @@ async def nc(mesh: Mesh) -> AsyncIterator[Client]:
     client = await connect(mesh.url, "test", persistent=False)
     yield client
     await client.close()
+
+
+@pytest.fixture(scope="session")
+def hardened_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """One whole mesh with test-sized gateway limits, shared by tests/gateway and tests/fuzz."""
+    from tests.gateway.hardened import hardened_mesh as start
+
+    yield from start(tmp_path_factory.mktemp("hardened-mesh"))

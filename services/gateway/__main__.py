@@ -7,6 +7,7 @@ import argparse
 import uvicorn
 
 from services.gateway.app import create_app
+from services.gateway.errors import gateway_protocol
 from services.runtime.logging import configure_logging
 from services.runtime.settings import MeshSettings, load_config
 from services.runtime.telemetry import configure_tracing
@@ -28,7 +29,7 @@ def main() -> None:
         log_level=settings.log_level,
         access_log=False,  # access lines would carry client-chosen paths and headers
         loop="uvloop",  # libuv event loop and the C HTTP parser: less CPU per request
-        http="httptools",
+        http=gateway_protocol(config.gateway_limits),  # httptools, with OpenAI-shaped errors of its own
     )
 
 

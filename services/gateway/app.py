@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from nats.js import JetStreamContext
 from opentelemetry import trace
@@ -40,7 +39,10 @@ from schemas.events import (
     new_id,
 )
 from schemas.streams import CONSUMERS, DLP_INPUT
+from services.gateway import errors as gateway_errors
+from services.gateway import limits
 from services.gateway.attributes import InvalidAttribute, resolve_attributes
+from services.gateway.guard import GatewayGuard, key_lookup
 from services.gateway.openai_api import ChatCompletionRequest, completion_body, error_body, stream_chunks
 from services.gateway.ratelimit import check as check_rate_limits
 from services.runtime.bus import connect, ensure_topology
@@ -83,6 +85,10 @@ class GatewayMetrics:
         )
         self.backlog = Gauge(
             "stellwerk_gateway_pipeline_backlog", "Requests waiting for DLP input screening", registry=self.registry
+        )
+        self.key_in_flight = Gauge(
+            "stellwerk_gateway_key_in_flight", "Requests in flight per API key, until their last byte is sent",
+            ["api_key"], registry=self.registry,
         )
 
 
@@ -129,6 +135,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         message: str,
         request_id: str | None = None,
         retry_after: float | None = None,
+        param: str | None = None,
         **extra: Any,
     ) -> JSONResponse:
         headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
@@ -136,14 +143,27 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             extra["retry_after_s"] = retry_after
         metrics.requests.labels(status=str(status), code=code).inc()
         return JSONResponse(
-            error_body(code, message, request_id=request_id, extra=extra), status, headers=headers
+            error_body(code, message, request_id=request_id, extra=extra, param=param, status=status),
+            status,
+            headers=headers,
         )
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Field locations only: pydantic's "input" would echo the caller's content.
-        fields = [".".join(str(p) for p in e["loc"]) for e in exc.errors()]
-        return error(400, "invalid_request", f"Invalid request body: {', '.join(fields)}")
+    # --- input hardening (issue 18): OpenAI-shaped errors, limits before any handler -------
+    def count_error(status: int, code: str) -> None:
+        metrics.requests.labels(status=str(status), code=code).inc()
+
+    gateway_errors.install(app, count_error)
+    app.add_middleware(
+        GatewayGuard,
+        limits=config.gateway_limits,
+        key_of=key_lookup({k.key_sha256: k.key_id for k in config.api_keys}),
+        on_error=count_error,
+        on_in_flight=lambda key_id, count: metrics.key_in_flight.labels(api_key=key_id).set(count),
+    )
+
+    def refused(violation: limits.Violation) -> JSONResponse:
+        return error(violation.status, violation.code, violation.message, param=violation.param)
+    # --- end input hardening ---------------------------------------------------------------
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -174,6 +194,22 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         key = config.key_for(_bearer(request))
         if key is None:
             return error(401, "invalid_api_key", "Incorrect API key provided.")
+        # --- input limits (issue 18) -----------------------------------------------------------
+        texts = [m.text() for m in body.messages]
+        prompt_tokens = limits.estimate_prompt_tokens(texts)
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        violation = (
+            limits.check_messages(texts, config.gateway_limits)
+            or limits.check_metadata(body.metadata, config.gateway_limits)
+            or limits.check_context(prompt_tokens, max_tokens, body.max_tokens_param, config.gateway_limits)
+        )
+        if violation is not None:
+            return refused(violation)
+        correlation_id = request.headers.get("x-correlation-id")
+        if correlation_id is not None and not limits.valid_identifier(correlation_id):
+            return error(400, "invalid_request", "Invalid X-Correlation-Id header: 1 to 128 characters of "
+                         "A-Z a-z 0-9 _ . : @ / < > = + -.", param="x-correlation-id")
+        # --- end input limits ------------------------------------------------------------------
         try:
             usecase, attributes = resolve_attributes(key, request.headers, body.metadata or {})
         except InvalidAttribute as exc:
@@ -181,9 +217,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         timeout_s = config.request_timeout_s
         if TIMEOUT_HEADER in request.headers:
             try:
-                timeout_s = min(float(request.headers[TIMEOUT_HEADER]), timeout_s)
+                timeout_s = min(limits.positive_seconds(request.headers[TIMEOUT_HEADER]), timeout_s)
             except ValueError:
-                return error(400, "invalid_request", f"Invalid {TIMEOUT_HEADER} header.")
+                return error(400, "invalid_request", f"Invalid {TIMEOUT_HEADER} header.", param=TIMEOUT_HEADER)
         if slots.locked():
             return error(503, "overloaded", "The gateway is at capacity; retry shortly.", retry_after=1)
         if backlog[0] > config.max_pipeline_backlog:
@@ -192,7 +228,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         stop = [body.stop] if isinstance(body.stop, str) else body.stop
         submitted = RequestSubmitted(
             request_id=request_id,
-            correlation_id=request.headers.get("x-correlation-id", request_id)[:128].replace(" ", "_"),
+            correlation_id=correlation_id or request_id,
             deadline=deadline_in(timeout_s),
             tenant=key.tenant,
             business_unit=key.business_unit,
@@ -210,6 +246,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         )
         # --- rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV ----------
         refusal = await check_rate_limits(state["client"].js, config, key, submitted, body.model or "stellwerk")
+        if refusal is not None and refusal.too_large:  # waiting cannot help: not a 429 (issue 18)
+            return refused(limits.oversized_for_rate_limit(prompt_tokens, max_tokens, body.max_tokens_param,
+                                                           refusal.limit))
         if refusal is not None:
             return error(refusal.status, refusal.code, refusal.message, request_id,
                          retry_after=refusal.retry_after_s, limit=refusal.name)

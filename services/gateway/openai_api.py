@@ -3,67 +3,212 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from schemas.events import RequestResult
-from schemas.vocabulary import ErrorCode
+from services.gateway.limits import lone_surrogate_path, param_path
+
+# --- What the mesh does not carry yet (issue 13) ---------------------------------------------
+# OpenAI chat parameters the mesh cannot honour yet. A request that sets one gets a 400
+# ``unsupported_parameter`` naming it — never a silent drop. The values listed are OpenAI's
+# defaults: sending them changes nothing, so they are accepted (clients that always send
+# ``n: 1`` or ``frequency_penalty: 0`` keep working). Delete an entry when the mesh carries
+# the parameter and declare it as a field of the model below.
+NOT_YET_SUPPORTED: Final[dict[str, tuple[object, ...]]] = {
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "parallel_tool_calls": (True,),
+    "functions": ([],),
+    "function_call": ("none",),
+    "response_format": ({"type": "text"},),
+    "n": (1,),
+    "seed": (),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logit_bias": ({},),
+    "audio": (),
+    "modalities": (["text"],),
+    "prediction": (),
+    "reasoning_effort": (),
+    "verbosity": (),
+    "web_search_options": (),
+    "service_tier": ("auto", "default"),
+    "store": (False,),
+    "prompt_cache_key": (),
+    "safety_identifier": (),
+}
+# The same for fields of a message (assistant tool calls, tool results, names).
+MESSAGE_NOT_YET_SUPPORTED: Final[dict[str, tuple[object, ...]]] = {
+    "tool_calls": ([],),
+    "tool_call_id": (),
+    "function_call": (),
+    "name": (),
+    "refusal": (),
+    "audio": (),
+}
+# Roles and content-part types the mesh does not carry yet (tool results; images, audio and
+# files, which DLP cannot screen: refused, fail closed).
+ROLES_NOT_YET_SUPPORTED: Final = frozenset({"tool", "function"})
+PARTS_NOT_YET_SUPPORTED: Final = frozenset({"image_url", "input_audio", "file", "refusal"})
+
+
+def _same(value: object, neutral: object) -> bool:
+    """JSON equality: ``0`` and ``0.0`` are the same number, ``false`` is not ``0``."""
+    if isinstance(value, bool) or isinstance(neutral, bool):
+        return value is neutral
+    if isinstance(value, int | float) and isinstance(neutral, int | float):
+        return value == neutral
+    return type(value) is type(neutral) and value == neutral
+
+
+def _unsupported(data: object, table: dict[str, tuple[object, ...]]) -> object:
+    """Refuse a parameter of ``table`` set to anything but a neutral value; drop neutral ones."""
+    if not isinstance(data, dict):
+        return data
+    kept = dict(data)
+    for name, neutral in table.items():
+        if name not in kept:
+            continue
+        value = kept[name]
+        if value is None or any(_same(value, n) for n in neutral):
+            del kept[name]
+            continue
+        raise PydanticCustomError(
+            "unsupported_parameter", "{param} is not supported by this gateway yet", {"param": name}
+        )
+    return kept
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: StrictStr
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_type(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("type") in PARTS_NOT_YET_SUPPORTED:
+            raise PydanticCustomError(
+                "unsupported_parameter", "content parts of type {kind} are not supported yet",
+                {"param": "type", "kind": data["type"]},
+            )
+        return data
 
 
 class InboundMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[ContentPart] | None = None
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: StrictStr | list[ContentPart] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_yet(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("role") in ROLES_NOT_YET_SUPPORTED:
+            raise PydanticCustomError(
+                "unsupported_parameter", "messages with role {role} are not supported yet",
+                {"param": "role", "role": data["role"]},
+            )
+        return _unsupported(data, MESSAGE_NOT_YET_SUPPORTED)
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(part.text or "" for part in self.content if part.type == "text")
+        return "\n".join(part.text for part in self.content)
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    model_config = ConfigDict(extra="forbid")
+    include_usage: StrictBool = False
+
+
+MetadataValue = StrictStr | StrictBool | StrictInt | StrictFloat | None
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str | None = None  # advisory only: the routing policy chooses the model
+    """``POST /v1/chat/completions``. Unknown fields are refused (``extra="forbid"``), as are
+    set parameters of :data:`NOT_YET_SUPPORTED`; limits are checked by ``limits.py``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model: StrictStr | None = None  # advisory only: the routing policy chooses the model
     messages: list[InboundMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    stop: str | list[str] | None = None
-    metadata: dict[str, Any] | None = None
+    stop: StrictStr | list[StrictStr] | None = Field(default=None, max_length=4)
+    metadata: dict[StrictStr, MetadataValue] | None = None
+    # The end user's id, which OpenAI-compatible clients (Open WebUI, LangChain) send on every
+    # request. Accepted, not yet recorded: it reaches no event, log or audit record until the
+    # identity work hashes it into the audit trail (issue 13); docs/openai.md says so.
+    user: StrictStr | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _screen(cls, data: object) -> object:
+        where = lone_surrogate_path(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "invalid_unicode", "a string contains an unpaired UTF-16 surrogate", {"param": param_path(where)}
+            )
+        return _unsupported(data, NOT_YET_SUPPORTED)
+
+    @property
+    def max_tokens_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
 
 
-ERROR_TYPES: dict[ErrorCode, str] = {
+ERROR_TYPES: dict[str, str] = {
     "invalid_request": "invalid_request_error",
     "dlp_blocked_input": "invalid_request_error",
     "rate_limited": "rate_limit_error",
+    "too_many_concurrent_requests": "rate_limit_error",
     "budget_exhausted": "insufficient_quota",
+    "invalid_api_key": "invalid_request_error",
 }
 
 
+def error_type(code: str, status: int | None = None) -> str:
+    """OpenAI's ``error.type`` for a code: explicit above, else by status (4xx: the caller's
+    request; 5xx: ours)."""
+    if code in ERROR_TYPES:
+        return ERROR_TYPES[code]
+    if status is not None and 400 <= status < 500:
+        return "rate_limit_error" if status == 429 else "invalid_request_error"
+    return "api_error"
+
+
 def error_body(
-    code: str, message: str, *, request_id: str | None = None, extra: dict[str, Any] | None = None
+    code: str,
+    message: str,
+    *,
+    request_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+    param: str | None = None,
+    status: int | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "error": {
             "message": message,
-            "type": ERROR_TYPES.get(code, "api_error"),  # type: ignore[call-overload]
-            "param": None,
+            "type": error_type(code, status),
+            "param": param,
             "code": code,
         }
     }

@@ -153,6 +153,8 @@ class PlatformConfig(BaseModel):
     # answers 503 with Retry-After instead of queueing more work into the pipeline.
     max_pipeline_backlog: int = 1000
     max_in_flight_per_gateway: int = 512
+    # Input limits of the gateway (issue 18; model at the end of this file, docs/openai.md).
+    gateway_limits: GatewayLimits = Field(default_factory=lambda: GatewayLimits())
     api_keys: list[ApiKey]
     deployments: list[Deployment]
     simulators: list[SimulatorSpec] = []
@@ -303,6 +305,30 @@ class ToolApprovals(BaseModel):
     execution_lease_s: float = Field(default=120.0, gt=0)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     keep_decided_s: float = Field(default=7 * 86_400.0, gt=0)  # then the KV record goes (APPROVALS keeps the events)
+
+
+# --- Gateway input limits (issue 18) ---------------------------------------------------------
+
+
+class GatewayLimits(BaseModel):
+    """What one HTTP request to the gateway may be; each is enforced with a documented status
+    (docs/openai.md, "Limits and errors"). Concurrency is counted per gateway replica."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)  # 413 above
+    max_header_bytes: int = Field(default=16 * 1024, gt=0)  # request line + headers; 431 above
+    max_json_depth: int = Field(default=32, ge=4)  # nesting of arrays and objects; 400 above
+    max_messages: int = Field(default=1024, gt=0)  # per request; 400 above
+    max_message_chars: int = Field(default=1_000_000, gt=0)  # per message; 413 above
+    max_metadata_keys: int = Field(default=16, ge=0)  # OpenAI's own bounds for ``metadata``
+    max_metadata_key_chars: int = Field(default=64, gt=0)
+    max_metadata_value_chars: int = Field(default=512, gt=0)
+    # The largest context window of any route: a request whose ``max_tokens`` (plus its
+    # estimated prompt) exceeds it can be served by no route, so it is a 400, not a 429.
+    context_window_tokens: int = Field(default=200_000, gt=0)
+    header_timeout_s: float = Field(default=10.0, gt=0)  # headers of a request must arrive within
+    body_read_timeout_s: float = Field(default=30.0, gt=0)  # max wait for each body chunk; 408
+    send_timeout_s: float = Field(default=30.0, gt=0)  # a client that reads nothing this long is cut off
+    max_concurrent_per_key: int = Field(default=64, gt=0)  # requests in flight per API key; 429
 
 
 # Once, after every model PlatformConfig names (FinOps and tool gateway) is defined.
