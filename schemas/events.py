@@ -146,6 +146,9 @@ class RequestSubmitted(Envelope, kw_only=True):
     attributes: RequestAttributes = msgspec.field(default_factory=RequestAttributes)
     params: GenerationParams = msgspec.field(default_factory=GenerationParams)
     pseudonymize: bool = False
+    # The caller reads the answer as it is generated (issue 12): inference streams it through
+    # output screening (``response.streaming`` + ``chunk.<id>``) instead of ``response.generated``.
+    stream: bool = False
     # Audit events of the stages this request has passed, not yet written: the stage that
     # ends the request writes them in one message (``AuditTrail``) before the caller sees
     # the result, instead of one stream write per stage (issue 11).
@@ -170,6 +173,40 @@ class ResponseGenerated(RequestRouted, kw_only=True):
     inference: InferenceInfo
     cost: float = 0.0
     currency: Ident = "EUR"
+
+
+class ResponseStreaming(RequestRouted, kw_only=True):
+    """Inference opened a streamed answer: one output-DLP worker takes it and reads the
+    request's chunks (``stellwerk.v1.chunk.<request_id>``) in order. Published when the
+    model's first text arrives (after any fallbacks), so the call's details come with the
+    last chunk."""
+
+
+class StreamChunk(msgspec.Struct, kw_only=True):
+    """Raw generated text of a streamed answer, in order: ``seq`` counts from 0 without gaps.
+    The last chunk (``final``) carries the finish reason, the usage, the whole answer's
+    SHA-256 (a lost or reordered chunk fails the stream closed) and the inference record."""
+
+    seq: int
+    text: str = ""
+    final: bool = False
+    finish_reason: str | None = None
+    usage: TokenUsage | None = None
+    cost: float = 0.0
+    sha256: Sha256 | None = None
+    failed: ErrorCode | None = None  # the model call broke off mid-stream
+    inference: InferenceInfo | None = None
+    currency: Ident = "EUR"
+    trail: list[AuditEvent] = msgspec.field(default_factory=list)
+
+
+class StreamDelta(msgspec.Struct, kw_only=True):
+    """Screened text for the caller (``stellwerk.v1.delta.<request_id>``). ``offset``: where
+    ``text`` starts in the screened answer, so a receiver drops what it already has and
+    detects gaps. An empty text is a heartbeat: the screening worker is alive."""
+
+    offset: int
+    text: str = ""
 
 
 class ResultError(msgspec.Struct, kw_only=True):

@@ -57,6 +57,7 @@ PIPELINE: Final = StreamDef(
         subjects.REQUEST_SCREENED,
         subjects.REQUEST_ROUTED,
         subjects.RESPONSE_GENERATED,
+        subjects.RESPONSE_STREAMING,
     ),
     retention="workqueue",
     max_age_s=600.0,
@@ -102,7 +103,17 @@ FINOPS: Final = StreamDef(
     description="Budget threshold alerts.",
 )
 
-STREAMS: Final = (PIPELINE, USAGE, AUDIT, APPROVALS, DLQ, FINOPS)
+CHUNKS: Final = StreamDef(
+    name="CHUNKS",
+    subjects=(subjects.CHUNK_ALL,),
+    retention="limits",
+    max_age_s=600.0,
+    storage="memory",
+    duplicate_window_s=60.0,
+    description="Raw chunks of streamed answers until output screening read them (memory, 10 min).",
+)
+
+STREAMS: Final = (PIPELINE, USAGE, AUDIT, APPROVALS, DLQ, FINOPS, CHUNKS)
 
 DLP_INPUT: Final = ConsumerDef(
     "dlp-input", "PIPELINE", subjects.REQUEST_SUBMITTED, "dlp", "dlp_input", "Screens prompts."
@@ -111,13 +122,25 @@ ROUTER: Final = ConsumerDef(
     "router", "PIPELINE", subjects.REQUEST_SCREENED, "router", "router", "Routes by policy."
 )
 INFERENCE: Final = ConsumerDef(
-    "inference", "PIPELINE", subjects.REQUEST_ROUTED, "inference", "inference", "Runs the model."
+    "inference", "PIPELINE", subjects.REQUEST_ROUTED, "inference", "inference", "Runs the model.",
+    max_ack_pending=4096,  # bounded per worker by the deployments' capacity, not here
 )
 DLP_OUTPUT: Final = ConsumerDef(
     "dlp-output", "PIPELINE", subjects.RESPONSE_GENERATED, "dlp", "dlp_output", "Screens answers."
 )
+DLP_STREAM: Final = ConsumerDef(
+    "dlp-stream", "PIPELINE", subjects.RESPONSE_STREAMING, "dlp", "dlp_output", "Screens streamed answers.",
+    max_ack_pending=1024,
+)
 FINOPS_USAGE: Final = ConsumerDef(
-    "finops", "USAGE", subjects.USAGE_RECORDED, "finops", "finops", "Prices usage.", in_request_path=False
+    "finops",
+    "USAGE",
+    subjects.USAGE_RECORDED,
+    "finops",
+    "finops",
+    "Prices usage.",
+    in_request_path=False,
+    max_ack_pending=16_384,  # room for several workers' batches of 500
 )
 AUDIT_INTAKE: Final = ConsumerDef(
     "audit",
@@ -128,9 +151,10 @@ AUDIT_INTAKE: Final = ConsumerDef(
     "Chains audit events.",
     in_request_path=False,
     also_filters=(subjects.AUDIT_TRAILS,),
+    max_ack_pending=4096,  # room for several workers' full batches
 )
 
-CONSUMERS: Final = (DLP_INPUT, ROUTER, INFERENCE, DLP_OUTPUT, FINOPS_USAGE, AUDIT_INTAKE)
+CONSUMERS: Final = (DLP_INPUT, ROUTER, INFERENCE, DLP_OUTPUT, DLP_STREAM, FINOPS_USAGE, AUDIT_INTAKE)
 
 KV_BUDGETS: Final = "budgets"
 KV_PROVIDER_HEALTH: Final = "provider_health"

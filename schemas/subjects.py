@@ -12,6 +12,13 @@ REQUEST_SUBMITTED: Final = f"{PREFIX}.request.submitted"
 REQUEST_SCREENED: Final = f"{PREFIX}.request.screened"
 REQUEST_ROUTED: Final = f"{PREFIX}.request.routed"
 RESPONSE_GENERATED: Final = f"{PREFIX}.response.generated"
+RESPONSE_STREAMING: Final = f"{PREFIX}.response.streaming"
+# Streamed answers (issue 12): raw chunks into the memory stream CHUNKS, read in order by the
+# one output-DLP worker that took ``response.streaming``; screened deltas to the caller.
+CHUNK_PREFIX: Final = f"{PREFIX}.chunk"
+CHUNK_ALL: Final = f"{CHUNK_PREFIX}.*"
+DELTA_PREFIX: Final = f"{PREFIX}.delta"
+DELTA_ALL: Final = f"{DELTA_PREFIX}.*"
 RESULT_PREFIX: Final = f"{PREFIX}.result"
 RESULT_ALL: Final = f"{RESULT_PREFIX}.*"
 USAGE_RECORDED: Final = f"{PREFIX}.usage.recorded"
@@ -54,6 +61,14 @@ def result(request_id: str) -> str:
 
 def audit(stage: Stage) -> str:
     return f"{AUDIT_PREFIX}.{stage}"
+
+
+def chunk(request_id: str) -> str:
+    return f"{CHUNK_PREFIX}.{request_id}"
+
+
+def delta(request_id: str) -> str:
+    return f"{DELTA_PREFIX}.{request_id}"
 
 
 def audit_trail(stage: Stage) -> str:

@@ -51,6 +51,8 @@ ErrorCode = Literal[
     "rate_limited",
     "invalid_request",
     "internal_error",
+    # Streaming (issue 12): chunks lost, reordered or stopped arriving mid-stream.
+    "stream_interrupted",
     # Tool gateway (issue 7).
     "tool_not_allowed",
     "tool_unknown",

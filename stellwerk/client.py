@@ -92,6 +92,10 @@ class StellwerkClient:
             await sub.unsubscribe()
         return decode(msg.data, RequestResult)
 
+    async def publish_request(self, request: RequestSubmitted) -> None:
+        """Publish without waiting for the result (a caller that reads a stream itself)."""
+        await self._publish(request)
+
     async def _publish(self, request: RequestSubmitted) -> None:
         """Publish until the stream acknowledges or the deadline passes. A clustered stream has
         no responder for a moment while it elects a new leader; the message id makes a retry

@@ -1,6 +1,7 @@
 """Audit worker contract.
 
 consumes  stellwerk.v1.audit.<stage>               (durable ``audit`` on the AUDIT stream, pulled in batches)
+          stellwerk.v1.audit.trail.<stage>         (AuditTrail: a request's events, written by the stage that ended it)
 publishes stellwerk.v1.audit.chain.<partition>      (AuditRecord, hash-chained, into AUDIT)
           stellwerk.v1.audit.checkpoint.<partition> (AuditCheckpoint, sealed: every N records and every T s)
           stellwerk.v1.dlq.audit                    (DeadLetter: malformed events, appends failing max_deliver times)
@@ -23,13 +24,11 @@ from services.audit.metrics import AuditMetrics
 from services.audit.settings import AuditSettings
 from services.runtime.worker import Worker
 
-_RESTART_AFTER_S = 1.0
-
 
 def build(worker: Worker) -> None:
     settings = AuditSettings()
     metrics = AuditMetrics()
-    state: dict[str, Appender] = {}
+    intake = Intake(worker, metrics, settings.batch)
 
     async def start() -> None:
         if settings.metrics_port:
@@ -37,20 +36,16 @@ def build(worker: Worker) -> None:
                 metrics.serve(settings.metrics_port)
             except OSError as exc:  # e.g. a second worker on one host: serve without metrics
                 worker.log.warning("audit_metrics_port_unavailable", error=type(exc).__name__)
-        state["appender"] = Appender(
+        intake.appender = Appender(
             worker.nc, worker.js, stream=AUDIT.name, metrics=metrics, sealed_by=worker.settings.worker_id,
             key=settings.key(), checkpoint_every=settings.checkpoint_every,
             atomic_batches=settings.atomic_batches,
         )
 
-    async def consume() -> None:
-        await Intake(worker, state["appender"], metrics, settings.batch).serve()
-
     async def seal() -> None:
-        await state["appender"].seal_grown()
+        if intake.appender is not None:
+            await intake.appender.seal_grown()
 
-    worker.on_start(start)
-    # ``every`` runs the intake as a background task the shell cancels on shutdown and
-    # restarts a second after an unexpected error; checkpoints of grown partitions every T s.
-    worker.every(_RESTART_AFTER_S, consume)
-    worker.every(settings.checkpoint_interval_s, seal)
+    worker.on_start(start)  # the engine starts consuming only after every start hook
+    intake.bind()
+    worker.every(settings.checkpoint_interval_s, seal)  # checkpoints of grown partitions

@@ -27,7 +27,7 @@ from services.runtime.worker import Worker
 def build(worker: Worker) -> None:
     service = FinopsService(worker)
     worker.on_start(service.start)
-    worker.every(1.0, service.consume)  # the batch loop (restarted a second after a failure)
+    service.consumer.bind()
     worker.watch(KV_BUDGETS, service.book.apply, keys="budget.>")
     worker.watch(KV_BUDGETS, service.book.apply, keys="reset.>")
     worker.every(TICK_S, service.tick)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from zoneinfo import ZoneInfo
 
 from schemas.streams import KV_BUDGETS
-from services.finops.consumer import Delivery, UsageConsumer
+from services.finops.consumer import UsageConsumer
 from services.finops.ledger import Priced, budget_state, period_key, scope_keys
 from services.finops.metrics import FinopsMetrics
 from services.finops.pricing import PriceBook
@@ -23,7 +23,7 @@ from services.finops.store import (
     read_totals,
     seed_budgets,
 )
-from services.runtime.worker import Worker
+from services.runtime.worker import Delivery, Worker
 
 TICK_S = 1.0
 
@@ -36,8 +36,12 @@ class FinopsService:
         self.prices = PriceBook(self.config)
         self.metrics = FinopsMetrics(self.config.currency)
         self.book = BudgetBook()
+        # Linger: at low rates each event would be its own batch, with one compare-and-set per
+        # scope; waiting a few tens of milliseconds for company costs budget freshness little
+        # (target: the router sees a booking within 250 ms) and saves most of that work.
         self.consumer = UsageConsumer(
-            worker, self.on_batch, batch_size=int(os.environ.get("STELLWERK_FINOPS_BATCH", "500"))
+            worker, self.on_batch, batch_size=int(os.environ.get("STELLWERK_FINOPS_BATCH", "500")),
+            linger_s=float(os.environ.get("STELLWERK_FINOPS_LINGER_MS", "50")) / 1000,
         )
         self._store: LedgerStore | None = None
         self._periods: dict[str, tuple[str, ...]] = {}  # scope key → budget periods last evaluated
@@ -64,10 +68,6 @@ class FinopsService:
             except OSError as exc:  # a second worker on one host: serve without metrics
                 self.worker.log.warning("finops_metrics_port_unavailable", error=type(exc).__name__)
         await self.flush_pending_outboxes()
-
-    async def consume(self) -> None:
-        """The batch loop; runs until the worker stops (and is restarted if it ever fails)."""
-        await self.consumer.run()
 
     async def on_batch(self, deliveries: list[Delivery], batch: int, incarnation: str) -> None:
         started = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,7 +27,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from schemas import subjects
 from schemas.events import (
     AuditEvent,
     ChatMessage,
@@ -34,21 +34,20 @@ from schemas.events import (
     RequestResult,
     RequestSubmitted,
     deadline_in,
-    encode,
     envelope_fields,
     new_id,
 )
 from schemas.streams import CONSUMERS, DLP_INPUT
 from services.gateway import errors as gateway_errors
 from services.gateway import limits
-from services.gateway.attributes import InvalidAttribute, resolve_attributes
+from services.gateway.attributes import InvalidAttribute, resolve_attributes, resolve_pseudonymize
 from services.gateway.guard import GatewayGuard, key_lookup
 from services.gateway.openai_api import ChatCompletionRequest, completion_body, error_body, stream_chunks
 from services.gateway.ratelimit import check as check_rate_limits
+from services.gateway.streaming import LiveStream, sse_events
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
-from services.runtime.telemetry import inject_headers
 from stellwerk.client import DeadlineExceeded, StellwerkClient
 
 TIMEOUT_HEADER = "x-stellwerk-timeout"
@@ -69,6 +68,18 @@ class GatewayMetrics:
             "End-to-end request latency",
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.ttft = Histogram(
+            "stellwerk_gateway_time_to_first_token_seconds",
+            "Streamed requests: time from submission to the first screened text sent to the caller",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.itl = Histogram(
+            "stellwerk_gateway_inter_token_seconds",
+            "Streamed requests: time between consecutive pieces of screened text sent to the caller",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.in_flight = Gauge("stellwerk_gateway_in_flight", "Requests in flight", registry=self.registry)
         consumer_labels = ["stream", "consumer"]
@@ -212,6 +223,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         # --- end input limits ------------------------------------------------------------------
         try:
             usecase, attributes = resolve_attributes(key, request.headers, body.metadata or {})
+            pseudonymize = resolve_pseudonymize(request.headers, body.metadata or {})
         except InvalidAttribute as exc:
             return error(400, "invalid_request", f"Invalid value for request attribute '{exc.field}'.")
         timeout_s = config.request_timeout_s
@@ -242,7 +254,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                 top_p=body.top_p,
                 stop=stop,
             ),
-            pseudonymize=bool((body.metadata or {}).get("pseudonymize", False)),
+            pseudonymize=pseudonymize,
         )
         # --- rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV ----------
         refusal = await check_rate_limits(state["client"].js, config, key, submitted, body.model or "stellwerk")
@@ -254,6 +266,25 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                          retry_after=refusal.retry_after_s, limit=refusal.name)
         # --- end rate limits -------------------------------------------------------------------
         client = state["client"]
+        submitted.stream = bool(body.stream)
+        # The gateway's record travels on the request's trail and is written with the stage
+        # that ends the request: one audit write per request.
+        submitted.trail.append(
+            AuditEvent(
+                **envelope_fields(submitted),
+                stage="gateway",
+                outcome="received",
+                data_sensitivity=attributes.data_sensitivity,
+                attributes={
+                    "api_key": key.key_id,
+                    "quality_tier": attributes.quality_tier,
+                    "budget_class": attributes.budget_class,
+                    "stream": str(body.stream).lower(),
+                },
+            )
+        )
+        if body.stream:
+            return await stream_live(client, submitted, body)
         async with slots:
             metrics.in_flight.inc()
             try:
@@ -263,31 +294,55 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                         "stellwerk.gateway.chat", attributes={"stellwerk.request_id": request_id}
                     ),
                 ):
-                    received = AuditEvent(
-                        **envelope_fields(submitted),
-                        stage="gateway",
-                        outcome="received",
-                        data_sensitivity=attributes.data_sensitivity,
-                        attributes={
-                            "api_key": key.key_id,
-                            "quality_tier": attributes.quality_tier,
-                            "budget_class": attributes.budget_class,
-                            "stream": str(body.stream).lower(),
-                        },
-                    )
-                    _, result = await asyncio.gather(
-                        client.js.publish(
-                            subjects.audit("gateway"),
-                            encode(received),
-                            headers=inject_headers({"Nats-Msg-Id": f"audit:{request_id}:gateway:received"}),
-                        ),
-                        client.submit(submitted),
-                    )
+                    result = await client.submit(submitted)
             except DeadlineExceeded:
                 return error(504, "deadline_exceeded", fixed_message("deadline_exceeded"), request_id)
             finally:
                 metrics.in_flight.dec()
         return _respond(result, body, metrics, error)
+
+    async def stream_live(client: StellwerkClient, submitted: RequestSubmitted, body: ChatCompletionRequest) -> Any:
+        """Issue 12: the caller reads the answer as output screening releases it."""
+        request_id = submitted.request_id
+        await slots.acquire()  # held until the stream ends, like a plain request's
+        metrics.in_flight.inc()
+        started = time.perf_counter()
+        live = LiveStream(client.nc, submitted, config.stream_idle_timeout_s)
+
+        def done() -> None:
+            slots.release()
+            metrics.in_flight.dec()
+            metrics.latency.observe(time.perf_counter() - started)
+
+        try:
+            await live.subscribe()
+            await client.publish_request(submitted)
+            first = await live.next()
+        except DeadlineExceeded:
+            first = None
+        except BaseException:
+            await live.close()
+            done()
+            raise
+        if first is None or (first.kind == "result" and first.result is not None and first.result.status != "ok"):
+            await live.close()
+            done()
+            if first is None or first.result is None:
+                return error(504, "deadline_exceeded", fixed_message("deadline_exceeded"), request_id)
+            return _respond(first.result, body, metrics, error)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async for data in sse_events(live, first, include_usage, metrics.ttft.observe, metrics.itl.observe):
+                    yield data
+            finally:
+                done()
+
+        metrics.requests.labels(status="200", code="ok").inc()
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"x-stellwerk-request-id": request_id}
+        )
 
     return app
 

@@ -2,6 +2,12 @@
 
 A caller can raise its data sensitivity, never lower it below the key's floor, and cannot
 grant itself a quality tier or budget class above what its key allows.
+
+Whether a request is pseudonymised (reversibly, instead of redacted) is declared with the
+header ``X-Stellwerk-Pseudonymize`` or ``metadata.pseudonymize`` and parsed strictly by
+:func:`resolve_pseudonymize`: a JSON boolean, or exactly ``"true"`` / ``"false"`` for clients
+whose metadata is string-to-string (OpenAI's). Anything else is refused, never guessed —
+``bool("false")`` is ``True``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from schemas.vocabulary import (
 from services.runtime.settings import ApiKey
 
 HEADER_PREFIX = "x-stellwerk-"
+PSEUDONYMIZE = "pseudonymize"
+PSEUDONYMIZE_HEADER = HEADER_PREFIX + PSEUDONYMIZE
+_BOOLEAN_STRINGS = {"true": True, "false": False}
 T = TypeVar("T", bound=str)
 _FIELDS = ("data_sensitivity", "quality_tier", "budget_class", "usecase_class", "need_websearch", "need_tools")
 
@@ -84,3 +93,27 @@ def resolve_attributes(
         need_websearch=_flag("need_websearch", declared.get("need_websearch")),
         need_tools=_flag("need_tools", declared.get("need_tools")),
     )
+
+
+def parse_boolean(field: str, value: object) -> bool:
+    """A declared switch: a real boolean or exactly ``"true"`` / ``"false"``; else refused."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in _BOOLEAN_STRINGS:
+        return _BOOLEAN_STRINGS[value]
+    raise InvalidAttribute(field)
+
+
+def resolve_pseudonymize(
+    headers: Mapping[str, str], metadata: Mapping[str, object], default: bool = False
+) -> bool:
+    """Pseudonymise this request? ``metadata`` wins over the header, both over ``default``.
+
+    ``default`` is the key's (or platform's) setting. A ``null`` in metadata counts as not
+    declared, as for the other attributes. Raises :class:`InvalidAttribute` naming
+    ``pseudonymize`` for any other value, so the caller gets a 400 instead of a silent guess.
+    """
+    declared: object = headers.get(PSEUDONYMIZE_HEADER)
+    if metadata.get(PSEUDONYMIZE) is not None:
+        declared = metadata[PSEUDONYMIZE]
+    return default if declared is None else parse_boolean(PSEUDONYMIZE, declared)

@@ -194,6 +194,10 @@ class KvRateLimiter:
         # Requests of one replica for one document queue here instead of racing in KV: only
         # other replicas can make a compare-and-set fail.
         self._locks: dict[str, asyncio.Lock] = {}
+        # The last state this replica wrote, with its revision: the next request decides on
+        # it and writes with compare-and-set, so a replica that is alone on a document needs
+        # one KV round trip per request instead of two. A lost race re-reads (issue 11).
+        self._known: dict[str, tuple[LimitState, int]] = {}
 
     def _lock(self, kv_key: str) -> asyncio.Lock:
         lock = self._locks.get(kv_key)
@@ -217,13 +221,22 @@ class KvRateLimiter:
         return await read_doc(self.kv, kv_key, LimitState, LimitState)
 
     async def _write(self, kv_key: str, state: LimitState, revision: int | None) -> bool:
-        return await write_doc(self.kv, kv_key, state, revision)
+        written = await write_doc(self.kv, kv_key, state, revision)
+        if written is None:
+            self._known.pop(kv_key, None)
+            return False
+        self._known[kv_key] = (state, written)
+        return True
 
     async def _charge(self, kv_key: str, checks: Sequence[Check]) -> Refusal | None:
         async with self._lock(kv_key):
             for attempt in range(CAS_ATTEMPTS):
-                state, revision = await self._read(kv_key)
+                known = self._known.get(kv_key)
+                state, revision = known if known is not None else await self._read(kv_key)
                 new, refusal = decide(state, checks, self.clock())
+                if refusal is not None and known is not None:
+                    self._known.pop(kv_key, None)  # refuse only on fresh state (refunds lower it)
+                    continue
                 if refusal is not None:
                     return refusal
                 if await self._write(kv_key, new, revision):
@@ -237,7 +250,8 @@ class KvRateLimiter:
 
     async def _refund_locked(self, kv_key: str, checks: Sequence[Check]) -> None:
         for _ in range(CAS_ATTEMPTS):
-            state, revision = await self._read(kv_key)
+            known = self._known.get(kv_key)
+            state, revision = known if known is not None else await self._read(kv_key)
             now = self.clock()
             tat = dict(state.tat)
             for check in checks:

@@ -2,6 +2,8 @@
 
 consumes  stellwerk.v1.request.routed      (durable ``inference``)
 publishes stellwerk.v1.response.generated  (to dlp output screening)
+          stellwerk.v1.response.streaming  (stream: a streamed answer opened, to dlp output screening)
+          stellwerk.v1.chunk.<id>          (stream: the answer's raw text in order, CHUNKS memory stream)
           stellwerk.v1.usage.recorded      (to finops; one per call, idempotent by call id)
           stellwerk.v1.result.<id>         (failure: provider error/timeout, typed)
           stellwerk.v1.audit.trail.inference (the trail of a failed call; a completed call's
@@ -14,21 +16,30 @@ writes    KV provider_health <route>.<worker>   (circuit breaker state, on chang
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable
 
 import httpx
 import msgspec
+from nats.js.errors import NotFoundError
 
 from schemas import subjects
-from schemas.events import RequestRouted
+from schemas.events import RequestRouted, StreamChunk, encode
 from schemas.kv import ProviderHealthState, QuotaState
-from schemas.streams import INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH
+from schemas.streams import CHUNKS, INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH
 from schemas.vocabulary import Route
 from services.inference.capacity import capacity_from_metrics, metrics_url
 from services.inference.engine import CallOutcome, InferenceEngine, InferenceFailed
-from services.inference.handlers import call_completed, call_failed
-from services.runtime.effects import Effects
+from services.inference.handlers import (
+    call_completed,
+    call_failed,
+    call_records,
+    failure_records,
+    streaming_of,
+    usage_effect,
+)
+from services.runtime.effects import Effects, Fail
 from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.worker import Worker
 
@@ -123,7 +134,68 @@ def build(worker: Worker) -> None:
         pending.add(task)
         task.add_done_callback(pending.discard)
 
+    async def stream_answer(event: RequestRouted) -> Effects:
+        """Stream the model's text into CHUNKS as it comes; output DLP screens and releases it.
+
+        The stream is opened (``response.streaming``) with the first piece of text, so any
+        fallback has happened by then. Chunks go out as plain publishes into the CHUNKS
+        stream (stored in the order this connection sends them, no round trip per token);
+        the last one is acknowledged and carries the digest, usage and the call's records."""
+        subject = subjects.chunk(event.request_id)
+        js = worker.js
+        if await previously_streamed(subject):
+            # A redelivery after this stream broke off: the caller already has part of an
+            # answer; a second call would repeat it. End it typed instead.
+            return [Fail("stream_interrupted", "inference", result_fields={"routing": event.routing})]
+        seq, opened, digest = [0], [False], hashlib.sha256()
+
+        async def open_stream() -> None:
+            opened[0] = True
+            await worker.publish(subjects.RESPONSE_STREAMING, streaming_of(event), f"{event.request_id}:streaming")
+
+        async def on_text(text: str) -> None:
+            if not opened[0]:
+                await open_stream()
+            digest.update(text.encode())
+            await worker.nc.publish(subject, encode(StreamChunk(seq=seq[0], text=text)))
+            seq[0] += 1
+
+        try:
+            outcome = await engine.run(
+                event.routing, event.messages, event.params, timeout_s=event.remaining_s(), on_text=on_text
+            )
+        except InferenceFailed as failure:
+            for attempt in failure.attempts:
+                worker.metrics.inference_calls.labels(attempt.route, "-", "failed").inc()
+            in_background(report_health())
+            if not opened[0]:
+                return call_failed(event, failure)
+            last = StreamChunk(seq=seq[0], final=True, failed=failure.code, trail=failure_records(event, failure))
+            await js.publish(subject, encode(last), headers={"Nats-Msg-Id": f"{subject}:{seq[0]}"})
+            return []
+        record_call_metrics(outcome)
+        in_background(count_quota(outcome))
+        in_background(report_health())
+        if not opened[0]:  # an empty answer still goes through screening and to the caller
+            await open_stream()
+        records, info, recorded, usage = call_records(event, outcome, currency)
+        last = StreamChunk(
+            seq=seq[0], final=True, finish_reason=outcome.finish_reason, usage=usage, cost=outcome.cost,
+            sha256=digest.hexdigest(), inference=info, currency=currency, trail=records,
+        )
+        await js.publish(subject, encode(last), headers={"Nats-Msg-Id": f"{subject}:{seq[0]}"})
+        return [usage_effect(recorded)]
+
+    async def previously_streamed(subject: str) -> bool:
+        try:
+            await worker.js.get_last_msg(CHUNKS.name, subject)
+        except NotFoundError:
+            return False
+        return True
+
     async def on_routed(event: RequestRouted) -> Effects:
+        if event.stream:
+            return await stream_answer(event)
         try:
             outcome = await engine.run(event.routing, event.messages, event.params, timeout_s=event.remaining_s())
         except InferenceFailed as failure:

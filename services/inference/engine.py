@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -86,7 +87,8 @@ def _litellm_model(deployment: Deployment) -> str:
 # (``openai_wire``), the rest through LiteLLM.
 WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm"})
 _NOT_IN_BODY = frozenset({"model", "api_base", "api_key", "timeout", "num_retries"})
-DEFAULT_PARALLEL = 256  # per deployment, where the config states no max_parallel_requests
+DEFAULT_PARALLEL = 256
+TextSink = Callable[[str], Awaitable[None]]  # per deployment, where the config states no max_parallel_requests
 
 
 class InferenceEngine:
@@ -137,11 +139,26 @@ class InferenceEngine:
         messages: list[ChatMessage],
         params: GenerationParams,
         timeout_s: float,
+        on_text: TextSink | None = None,
     ) -> CallOutcome:
-        """Try the decided route, then each allowed fallback; raise InferenceFailed if none answers."""
+        """Try the decided route, then each allowed fallback; raise InferenceFailed if none answers.
+
+        With ``on_text`` the answer is streamed: each piece of text goes to ``on_text`` as the
+        model produces it. Fallbacks stay possible until the first piece was handed on; a
+        call that breaks off after that fails with ``stream_interrupted`` (a second model
+        would repeat what the caller already has)."""
         routes: list[Route] = [decision.route, *decision.fallbacks]
         attempts: list[AttemptFailure] = []
         deadline = time.monotonic() + timeout_s
+        emitted = [False]
+        sink: TextSink | None = None
+        if on_text is not None:
+            forward = on_text
+
+            async def sink(text: str) -> None:
+                emitted[0] = True
+                await forward(text)
+
         for route in routes:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -152,13 +169,17 @@ class InferenceEngine:
                 attempts.append(AttemptFailure(route, "provider_error", "CircuitOpen"))
                 continue
             try:
-                outcome = await self._call(route, messages, params, remaining)
+                outcome = await self._call(route, messages, params, remaining, sink)
             except (ProviderTimeout, WireTimeout) as exc:
                 breaker.record_failure(time.monotonic())
                 attempts.append(AttemptFailure(route, "provider_timeout", type(exc).__name__))
-            except Exception as exc:  # noqa: BLE001 - any provider failure may fall back
+                if emitted[0]:
+                    raise InferenceFailed("stream_interrupted", attempts) from exc
+            except Exception as exc:
                 breaker.record_failure(time.monotonic())
                 attempts.append(AttemptFailure(route, "provider_error", type(exc).__name__))
+                if emitted[0]:
+                    raise InferenceFailed("stream_interrupted", attempts) from exc
             else:
                 breaker.record_success(outcome.latency_ms)
                 if route != decision.route:
@@ -168,7 +189,12 @@ class InferenceEngine:
         raise InferenceFailed(code, attempts)
 
     async def _call(
-        self, route: Route, messages: list[ChatMessage], params: GenerationParams, timeout_s: float
+        self,
+        route: Route,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        timeout_s: float,
+        on_text: TextSink | None = None,
     ) -> CallOutcome:
         extra: dict[str, Any] = {
             k: v
@@ -191,15 +217,29 @@ class InferenceEngine:
         self._busy[deployment.name] += 1
         try:
             async with self._slots[deployment.name]:
-                return await self._complete(route, deployment, call, messages)
+                return await self._complete(route, deployment, call, messages, on_text)
         finally:
             self._busy[deployment.name] -= 1
 
     async def _complete(
-        self, route: Route, deployment: Deployment, call: dict[str, Any], messages: list[ChatMessage]
+        self,
+        route: Route,
+        deployment: Deployment,
+        call: dict[str, Any],
+        messages: list[ChatMessage],
+        on_text: TextSink | None,
     ) -> CallOutcome:
         started = time.perf_counter()
-        if deployment.provider in WIRE_PROVIDERS:
+        if deployment.provider in WIRE_PROVIDERS and on_text is not None:
+            body = {k: v for k, v in call.items() if k not in _NOT_IN_BODY}
+            body["model"] = deployment.model
+            answer = await self.wire.stream(deployment.api_base, deployment.api_key, body, call["timeout"], on_text)
+            content, finish_reason, usage, ttft = answer.content, answer.finish_reason, answer.usage, answer.ttft_s
+            quota = provider_quota({"additional_headers": answer.headers})
+        elif on_text is not None:
+            content, finish_reason, usage, ttft = await self._streamed(call, started, on_text)
+            quota = None
+        elif deployment.provider in WIRE_PROVIDERS:
             body = {k: v for k, v in call.items() if k not in _NOT_IN_BODY}
             body["model"] = deployment.model
             if deployment.stream:
@@ -242,7 +282,7 @@ class InferenceEngine:
         )
 
     async def _streamed(
-        self, call: dict[str, Any], started: float
+        self, call: dict[str, Any], started: float, on_text: TextSink | None = None
     ) -> tuple[str, str, Any, float | None]:
         ttft: float | None = None
         parts: list[str] = []
@@ -256,6 +296,8 @@ class InferenceEngine:
                     if ttft is None:
                         ttft = time.perf_counter() - started
                     parts.append(choice.delta.content)
+                    if on_text is not None:
+                        await on_text(choice.delta.content)
                 if choice.finish_reason:
                     finish_reason = choice.finish_reason
             usage = getattr(chunk, "usage", None) or usage

@@ -8,6 +8,7 @@ from schemas.events import (
     InferenceInfo,
     RequestRouted,
     ResponseGenerated,
+    ResponseStreaming,
     TokenUsage,
     UsageRecorded,
     envelope_fields,
@@ -27,23 +28,29 @@ def attempt_audit(event: RequestRouted, attempt: AttemptFailure, index: int) -> 
     )
 
 
-def call_failed(event: RequestRouted, failure: InferenceFailed) -> Effects:
-    """Every failed attempt is on the trail, then the failure itself."""
+def failure_records(event: RequestRouted, failure: InferenceFailed) -> list[AuditEvent]:
+    """Every failed attempt, then the failure itself."""
     attempts = [attempt_audit(event, a, i) for i, a in enumerate(failure.attempts, 1)]
     failed = AuditEvent(**envelope_fields(event), stage="inference", outcome="failed", reason_code=failure.code)
+    return [*attempts, failed]
+
+
+def call_failed(event: RequestRouted, failure: InferenceFailed) -> Effects:
     return [
         Fail(
             failure.code,
             "inference",
-            audits=[*attempts, failed],
+            audits=failure_records(event, failure),
             result_fields={"routing": event.routing, "dlp_input": event.dlp_input},
         )
     ]
 
 
-def call_completed(event: RequestRouted, outcome: CallOutcome, currency: str) -> Effects:
-    """Usage to FinOps (idempotent by call id) and the answer, with the call on the trail, to
-    output screening."""
+def call_records(event: RequestRouted, outcome: CallOutcome, currency: str) -> tuple[
+    list[AuditEvent], InferenceInfo, UsageRecorded, TokenUsage
+]:
+    """What a completed call leaves behind: its records (failed attempts, then the call),
+    its details, its usage event."""
     deployment = outcome.deployment
     usage = TokenUsage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
     call_id = f"{event.request_id}.{outcome.route}"
@@ -91,13 +98,24 @@ def call_completed(event: RequestRouted, outcome: CallOutcome, currency: str) ->
         cost=outcome.cost,
         currency=currency,
     )
+    return [*attempts, completed], info, recorded, usage
+
+
+def usage_effect(recorded: UsageRecorded) -> Publish:
+    return Publish(subjects.USAGE_RECORDED, recorded, f"usage:{recorded.call_id}")
+
+
+def call_completed(event: RequestRouted, outcome: CallOutcome, currency: str) -> Effects:
+    """Usage to FinOps (idempotent by call id) and the answer, with the call on the trail, to
+    output screening."""
+    records, info, recorded, usage = call_records(event, outcome, currency)
     generated = ResponseGenerated(
-        **envelope,
-        messages=event.messages,
+        **envelope_fields(event),
+        messages=[],  # output screening reads the answer, not the prompt
         attributes=event.attributes,
         params=event.params,
         pseudonymize=event.pseudonymize,
-        trail=[*event.trail, *attempts, completed],
+        trail=[*event.trail, *records],
         dlp_input=event.dlp_input,
         pseudonyms=event.pseudonyms,
         routing=event.routing,
@@ -108,7 +126,20 @@ def call_completed(event: RequestRouted, outcome: CallOutcome, currency: str) ->
         cost=outcome.cost,
         currency=currency,
     )
-    return [
-        Publish(subjects.USAGE_RECORDED, recorded, f"usage:{call_id}"),
-        Publish(subjects.RESPONSE_GENERATED, generated, f"{event.request_id}:generated"),
-    ]
+    return [usage_effect(recorded), Publish(subjects.RESPONSE_GENERATED, generated, f"{event.request_id}:generated")]
+
+
+def streaming_of(event: RequestRouted) -> ResponseStreaming:
+    """The opening of a streamed answer: everything output screening needs but the text."""
+    return ResponseStreaming(
+        **envelope_fields(event),
+        messages=[],  # the prompt is not needed to screen the answer: it stays out of the stream
+        attributes=event.attributes,
+        params=event.params,
+        pseudonymize=event.pseudonymize,
+        stream=True,
+        trail=event.trail,
+        dlp_input=event.dlp_input,
+        pseudonyms=event.pseudonyms,
+        routing=event.routing,
+    )

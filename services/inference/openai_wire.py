@@ -14,7 +14,7 @@ Errors are typed for the engine: ``ProviderTimeout`` (the call ran out of time) 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,33 @@ class OpenAIWire:
             headers=_ratelimit_headers(response),
         )
 
+    async def stream(
+        self,
+        api_base: str,
+        api_key: str,
+        body: dict[str, Any],
+        timeout_s: float,
+        on_text: Callable[[str], Awaitable[None]],
+    ) -> WireAnswer:
+        """Stream the answer, handing each piece of text to ``on_text`` as it arrives.
+
+        No retries: once text has reached ``on_text`` a second attempt would repeat it. A
+        failure before the first piece raises like ``complete``; the engine may fall back."""
+        started = time.perf_counter()
+        url = f"{api_base.rstrip('/')}/chat/completions"
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            async with self._http.stream(
+                "POST", url, content=_encode(body), headers=headers, timeout=timeout_s
+            ) as response:
+                _raise_for_status(response)
+                return await _read_stream(response, started, on_text)
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(type(exc).__name__) from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(type(exc).__name__) from exc
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -155,7 +182,9 @@ def _raise_for_status(response: httpx.Response) -> None:
         raise HttpStatusError(response.status_code)
 
 
-async def _read_stream(response: httpx.Response, started: float) -> WireAnswer:
+async def _read_stream(
+    response: httpx.Response, started: float, on_text: Callable[[str], Awaitable[None]] | None = None
+) -> WireAnswer:
     parts: list[str] = []
     ttft: float | None = None
     finish_reason = "stop"
@@ -171,6 +200,8 @@ async def _read_stream(response: httpx.Response, started: float) -> WireAnswer:
                 if ttft is None:
                     ttft = time.perf_counter() - started
                 parts.append(choice.delta.content)
+                if on_text is not None:
+                    await on_text(choice.delta.content)
             if choice.finish_reason:
                 finish_reason = choice.finish_reason
     return WireAnswer("".join(parts), finish_reason, usage, ttft, _ratelimit_headers(response))

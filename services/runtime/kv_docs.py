@@ -33,14 +33,13 @@ async def read_doc(kv: KeyValue, key: str, type_: type[S], empty: Callable[[], S
         return empty(), entry.revision
 
 
-async def write_doc(kv: KeyValue, key: str, doc: msgspec.Struct, revision: int | None) -> bool:
-    """Write if the key is still at ``revision`` (None: does not exist yet); False if not."""
+async def write_doc(kv: KeyValue, key: str, doc: msgspec.Struct, revision: int | None) -> int | None:
+    """Write if the key is still at ``revision`` (None: does not exist yet). The new revision
+    (a positive number, so truthy), or None if someone else wrote first."""
     data = msgspec.json.encode(doc)
     try:
         if revision is None:
-            await kv.create(key, data)
-        else:
-            await kv.update(key, data, last=revision)
+            return await kv.create(key, data)
+        return await kv.update(key, data, last=revision)
     except KeyWrongLastSequenceError:
-        return False
-    return True
+        return None

@@ -147,6 +147,9 @@ class SimulatorSpec(BaseModel):
 class PlatformConfig(BaseModel):
     currency: str = "EUR"
     request_timeout_s: float = 60.0
+    # A streamed answer whose screening worker sends neither text nor heartbeat for this long
+    # is ended with a typed error (the worker died); heartbeats come every second.
+    stream_idle_timeout_s: float = 5.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     # Load shedding: above this many requests waiting for DLP input screening the gateway

@@ -19,14 +19,17 @@ def tracing_enabled() -> bool:
     return bool(os.environ.get("STELLWERK_TRACE_FILE") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
-def configure_tracing(service: str) -> TracerProvider:
+def configure_tracing(service: str) -> TracerProvider | None:
     """A tracer provider for this process.
 
+    None when neither variable is set: then no SDK provider exists at all.
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` (standard OpenTelemetry variable) exports spans over
     OTLP/HTTP in batches — what compose and Kubernetes set. ``STELLWERK_TRACE_FILE`` appends
     finished spans as JSON lines to a file, for tests and local debugging.
     """
     global _trace_file
+    if not tracing_enabled():
+        return None  # the API's no-op tracer: spans cost next to nothing, nothing is exported
     provider = TracerProvider(resource=Resource.create({"service.name": f"stellwerk-{service}"}))
     path = os.environ.get("STELLWERK_TRACE_FILE")
     if path:

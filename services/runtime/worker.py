@@ -312,6 +312,7 @@ class Worker:
         handler: BatchHandler,
         *,
         batch_size: int,
+        linger_s: float = 0.0,
         on_unsettled: Callable[[], None] | None = None,
     ) -> None:
         """Bind a batch handler: it gets up to ``batch_size`` decoded deliveries and returns the
@@ -319,7 +320,9 @@ class Worker:
         ``max_deliver``); the others are acked, and the acks flushed before the next batch.
         A handler that raises is retried in place, its messages kept alive, then handed back.
         ``on_unsettled`` runs whenever acks of a handled batch may not have reached the server
-        (the handler's own exactly-once bookkeeping may need to know)."""
+        (the handler's own exactly-once bookkeeping may need to know). ``linger_s``: how long
+        a batch may wait for more messages after its first, trading latency for fewer,
+        larger batches."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def start() -> None:
@@ -331,7 +334,7 @@ class Worker:
             async def loop() -> None:
                 while True:
                     msgs = [await queue.get()]
-                    await asyncio.sleep(0)  # let a burst that is already arriving join the batch
+                    await asyncio.sleep(linger_s)  # let a burst that is arriving join the batch
                     while len(msgs) < batch_size and not queue.empty():
                         msgs.append(queue.get_nowait())
                     started = time.perf_counter()
@@ -526,7 +529,8 @@ class Worker:
         await service.stop()
         with contextlib.suppress(Exception):
             await self._nc.drain()
-        self.tracer_provider.shutdown()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
 
 
 def run_worker(service: str, build: Callable[[Worker], None]) -> None:

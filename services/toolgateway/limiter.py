@@ -123,7 +123,7 @@ class ToolRateLimiter:
         return await read_doc(self.kv, key, LimitState, LimitState)
 
     async def _write(self, key: str, state: LimitState, revision: int | None) -> bool:
-        return await write_doc(self.kv, key, state, revision)
+        return await write_doc(self.kv, key, state, revision) is not None
 
     async def _charge(self, check: Check) -> Refusal | None:
         async with self._lock(check.kv_key):

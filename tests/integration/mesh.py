@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import yaml
 from nats.js import JetStreamContext
 
+from schemas import subjects
+from schemas.events import AuditEvent, AuditTrail, decode
 from services.runtime.settings import DEFAULT_CONFIG
 from stellwerk.supervisor import Mesh, free_port
 from tests.conftest import start_nats
@@ -76,3 +78,12 @@ async def stored(js: JetStreamContext, subject: str, idle_s: float = 0.3) -> lis
                 return found
     finally:
         await sub.unsubscribe()
+
+
+async def audit_events(js: JetStreamContext) -> list[AuditEvent]:
+    """Every audit event the AUDIT stream holds, whether written on its own
+    (``audit.<stage>``) or as part of a request's trail (``audit.trail.<stage>``)."""
+    events = [decode(data, AuditEvent) for data in await stored(js, subjects.AUDIT_EVENTS)]
+    for data in await stored(js, subjects.AUDIT_TRAILS):
+        events.extend(decode(data, AuditTrail).events)
+    return events

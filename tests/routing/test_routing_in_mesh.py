@@ -16,10 +16,9 @@ import pytest
 import yaml
 from nats.aio.client import Client
 
-from schemas import subjects
-from schemas.events import AuditEvent, decode
+from schemas.events import AuditEvent
 from stellwerk.supervisor import Mesh
-from tests.integration.mesh import eventually, running_mesh, stored, write_test_config
+from tests.integration.mesh import audit_events, eventually, running_mesh, write_test_config
 
 API_KEY = "sk-stellwerk-demo"
 QUOTA_TPM = 3000
@@ -70,8 +69,7 @@ async def faults(mesh: Mesh, simulator: str, **settings: float) -> None:
 
 async def audit_of(nc: Client, request_id: str) -> dict[str, list[AuditEvent]]:
     found: dict[str, list[AuditEvent]] = {}
-    for data in await stored(nc.jetstream(), subjects.AUDIT_EVENTS):
-        event = decode(data, AuditEvent)
+    for event in await audit_events(nc.jetstream()):
         if event.request_id == request_id:
             found.setdefault(event.stage, []).append(event)
     return found

@@ -23,7 +23,8 @@ import yaml
 from nats.aio.client import Client
 from typer.testing import CliRunner
 
-from schemas.events import ApprovalDecisionRequested, AuditEvent, ToolCallResult, decode
+from schemas import subjects
+from schemas.events import ApprovalDecisionRequested, AuditEvent, AuditTrail, ToolCallResult, decode
 from services.toolgateway.approval_store import ApprovalStore
 from services.toolgateway.approvals import ApprovalRecord
 from services.toolgateway.cli import app as tools_app
@@ -330,7 +331,9 @@ async def test_no_parameter_value_appears_in_the_audit(nc: Client) -> None:
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(stream, seq)
             raw.append(msg.data or b"")
-            if stream == "AUDIT":
+            if stream == "AUDIT" and msg.subject.startswith(subjects.AUDIT_TRAIL_PREFIX):
+                events.extend(decode(msg.data or b"", AuditTrail).events)
+            elif stream == "AUDIT":
                 events.append(decode(msg.data or b"", AuditEvent))
     blob = b"\n".join(raw).decode()
     for value in (*SENTINELS, "erika.mustermann@example.org", "Okapi Drucker kaputt", "Serverraum"):

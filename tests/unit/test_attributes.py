@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.attributes import InvalidAttribute, resolve_attributes
+from services.gateway.attributes import InvalidAttribute, resolve_attributes, resolve_pseudonymize
 from services.runtime.settings import ApiKey
 
 KEY = ApiKey(key_id="k", key_sha256="0" * 64, tenant="t", business_unit="b", user_role="r",
@@ -43,3 +43,38 @@ def test_invalid_values_are_rejected(field: str, value: str) -> None:
     with pytest.raises(InvalidAttribute) as info:
         resolve_attributes(KEY, {}, {field: value})
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("headers", "metadata", "expected"),
+    [
+        ({}, {}, False),
+        ({}, {"pseudonymize": True}, True),
+        ({}, {"pseudonymize": False}, False),
+        ({}, {"pseudonymize": "true"}, True),
+        ({}, {"pseudonymize": "false"}, False),  # bool("false") would have said True
+        ({}, {"pseudonymize": None}, False),
+        ({"x-stellwerk-pseudonymize": "true"}, {}, True),
+        ({"x-stellwerk-pseudonymize": "false"}, {}, False),
+        ({"x-stellwerk-pseudonymize": "true"}, {"pseudonymize": False}, False),  # metadata wins
+    ],
+)
+def test_pseudonymize_accepts_booleans_and_exact_strings(
+    headers: dict[str, str], metadata: dict[str, object], expected: bool
+) -> None:
+    assert resolve_pseudonymize(headers, metadata) is expected
+
+
+def test_pseudonymize_falls_back_to_the_default() -> None:
+    assert resolve_pseudonymize({}, {}, default=True) is True
+    assert resolve_pseudonymize({"x-stellwerk-pseudonymize": "false"}, {}, default=True) is False
+
+
+@pytest.mark.parametrize("value", ["False", "TRUE", "yes", "1", "0", "", " true", 1, 0, "null", [], {}])
+def test_pseudonymize_refuses_anything_else(value: object) -> None:
+    with pytest.raises(InvalidAttribute) as info:
+        resolve_pseudonymize({}, {"pseudonymize": value})
+    assert info.value.field == "pseudonymize"
+    if isinstance(value, str):
+        with pytest.raises(InvalidAttribute):
+            resolve_pseudonymize({"x-stellwerk-pseudonymize": value}, {})

@@ -1,0 +1,179 @@
+"""Screening a streamed answer: read its chunks in order, release only screened text.
+
+One output-DLP worker takes a ``response.streaming`` event and reads the request's raw
+chunks from the CHUNKS stream with an ordered consumer. Each chunk goes through the sliding
+window (``stream_window.StreamScreen``), and only what the window releases — text that can
+no longer become part of a detection, redacted, pseudonyms restored — is published to the
+caller on ``stellwerk.v1.delta.<request_id>``, each piece with its offset in the screened
+answer. Fail closed at every step:
+
+* a gap or reordering (``seq``), a digest that does not match, or no chunk for
+  ``idle_timeout_s`` ends the stream with ``stream_interrupted``;
+* a block decision ends it with ``dlp_blocked_output`` (the gateway turns that into
+  ``finish_reason: "content_filter"``) — nothing after the decision is released; the rest of
+  the model's stream is still read, so the call's records reach the audit trail;
+* while it works, the worker sends an empty delta every ``heartbeat_s``: a gateway that
+  stops hearing them ends the stream with a typed error instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from schemas import subjects
+from schemas.events import (
+    DlpDecision,
+    RequestResult,
+    ResponseStreaming,
+    StreamChunk,
+    StreamDelta,
+    encode,
+    envelope_fields,
+)
+from services.dlp.handlers import decision_audit
+from services.runtime.effects import Effects, Fail, Record, Reply
+from services.runtime.worker import Worker
+
+_decode_chunk = msgspec.json.Decoder(StreamChunk).decode
+
+
+class Release(Protocol):
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def blocked(self) -> bool: ...
+
+    @property
+    def decision(self) -> DlpDecision | None: ...
+
+
+class Window(Protocol):
+    def feed(self, text: str) -> Release: ...
+
+    def finish(self) -> Release: ...
+
+
+class StreamScreening:
+    def __init__(
+        self,
+        worker: Worker,
+        window_for: Callable[[ResponseStreaming], Window],
+        *,
+        idle_timeout_s: float = 30.0,
+        heartbeat_s: float = 1.0,
+    ) -> None:
+        self.worker = worker
+        self.window_for = window_for
+        self.idle_timeout_s = idle_timeout_s
+        self.heartbeat_s = heartbeat_s
+
+    async def __call__(self, event: ResponseStreaming) -> Effects:
+        worker = self.worker
+        window = self.window_for(event)
+        out = subjects.delta(event.request_id)
+        released: list[str] = []
+        offset = [0]
+
+        async def emit(text: str) -> None:
+            if text:
+                await worker.nc.publish(out, encode(StreamDelta(offset=offset[0], text=text)))
+                released.append(text)
+                offset[0] += len(text)
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.heartbeat_s)
+                await worker.nc.publish(out, encode(StreamDelta(offset=offset[0])))
+
+        heart = asyncio.create_task(beat())
+        sub = await worker.js.subscribe(subjects.chunk(event.request_id), ordered_consumer=True)
+        digest = hashlib.sha256()
+        expected = 0
+        decision: DlpDecision | None = None
+        blocked_by: DlpDecision | None = None
+        try:
+            while True:
+                timeout = max(0.1, min(self.idle_timeout_s, event.remaining_s()))
+                try:
+                    msg = await sub.next_msg(timeout=timeout)
+                    chunk = _decode_chunk(msg.data)
+                except (NatsTimeoutError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+                    return self._interrupted(event, blocked_by)
+                if chunk.seq != expected:
+                    return self._interrupted(event, blocked_by)
+                expected += 1
+                if chunk.final:
+                    break
+                digest.update(chunk.text.encode())
+                if blocked_by is not None:
+                    continue  # drained for the call's records; nothing more is released
+                release = window.feed(chunk.text)
+                decision = release.decision or decision
+                if release.blocked:
+                    blocked_by = decision
+                    await worker.carry_out(event, self._blocked(event, decision))
+                    continue
+                await emit(release.text)
+            if blocked_by is not None:  # the caller has its answer; record the call as well
+                return [Record(chunk.trail)] if chunk.trail else []
+            if chunk.failed is not None:
+                return [Fail(chunk.failed, "inference", audits=chunk.trail,
+                             result_fields={"routing": event.routing, "dlp_input": event.dlp_input})]
+            if chunk.sha256 != digest.hexdigest():
+                return self._interrupted(event, None)
+            release = window.finish()
+            decision = release.decision or decision
+            if release.blocked:
+                return self._blocked(event, decision)
+            await emit(release.text)
+        finally:
+            heart.cancel()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        assert decision is not None, "a finished window has decided"
+        audit = decision_audit(event, "dlp_output", decision)
+        result = RequestResult(
+            **envelope_fields(event),
+            status="ok",
+            content="".join(released),
+            finish_reason=chunk.finish_reason,
+            dlp_input=event.dlp_input,
+            routing=event.routing,
+            dlp_output=decision,
+            inference=chunk.inference,
+            usage=chunk.usage,
+            cost=chunk.cost,
+            currency=chunk.currency,
+        )
+        return [Record([*event.trail, *chunk.trail, audit]), Reply(result)]
+
+    def _blocked(self, event: ResponseStreaming, decision: DlpDecision | None) -> Effects:
+        audits = [decision_audit(event, "dlp_output", decision)] if decision is not None else []
+        return [
+            Fail(
+                "dlp_blocked_output",
+                "dlp_output",
+                status="blocked",
+                rule_id=decision.rule_id if decision else None,
+                audits=audits,
+                result_fields={
+                    "dlp_input": event.dlp_input,
+                    "routing": event.routing,
+                    "dlp_output": decision,
+                    "finish_reason": "content_filter",
+                },
+            )
+        ]
+
+    def _interrupted(self, event: ResponseStreaming, blocked_by: DlpDecision | None) -> Effects:
+        if blocked_by is not None:
+            return []  # already ended (blocked) for the caller and recorded
+        return [Fail("stream_interrupted", "dlp_output", result_fields={"routing": event.routing})]
