@@ -184,6 +184,7 @@ class Mesh:
                     "--host", "127.0.0.1", "--port", str(spec.port), "--model", spec.model,
                     "--mode", spec.mode, "--ttft-ms", str(spec.ttft_ms), "--itl-ms", str(spec.itl_ms),
                     "--max-num-seqs", str(spec.max_num_seqs), "--max-model-len", str(spec.max_model_len),
+                    "--piece-chars", str(spec.piece_chars),
                 ]
                 part = Part(f"simulator-{spec.name}", argv, self.env(), self.logs / f"simulator-{spec.name}.log")
                 part.start()

@@ -142,6 +142,7 @@ class SimulatorSpec(BaseModel):
     itl_ms: float = 0.0
     max_num_seqs: int = 64
     max_model_len: int = 32768
+    piece_chars: int = 0  # streamed pieces of N characters (0: one per token)
 
 
 class PlatformConfig(BaseModel):

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from services.simulator.faults import Fault, FaultConfig, FaultInjector, FaultUpdate
-from services.simulator.generation import AnswerSource, stream_pieces, truncate
+from services.simulator.generation import AnswerSource, in_pieces, stream_pieces, truncate
 from services.simulator.metrics import SimulatorMetrics
 from services.simulator.protocol import error_body, json_encoder, request_decoder
 from services.simulator.quota import TokenQuota
@@ -244,7 +244,7 @@ class Simulator:
         try:
             if config.ttft_ms:
                 await asyncio.sleep(config.ttft_ms / 1000)
-            pieces = stream_pieces(self.encoding, tokens)
+            pieces = in_pieces(stream_pieces(self.encoding, tokens), self.settings.piece_chars)
             if not itl:
                 # No pacing to simulate: one write instead of one per token.
                 self.metrics.time_to_first_token.observe(time.perf_counter() - arrival)

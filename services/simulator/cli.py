@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-s", type=float, help="how long a hanging request hangs")
     parser.add_argument("--retry-after-s", type=int, help="Retry-After value of a 429")
     parser.add_argument("--seed", type=int, help="seed of the fault RNG")
+    parser.add_argument("--piece-chars", type=int, help="stream pieces of N characters instead of one per token")
     parser.add_argument("--tokens-per-minute", type=int, help="quota reported in x-ratelimit-*-tokens headers")
     return parser
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 from collections.abc import Iterator, Sequence
 
@@ -26,9 +28,35 @@ class AnswerSource:
         text = ""
         for message in reversed(messages):
             if message.role == "user":
-                text = message_text(message)
+                text = echoed(message_text(message))
                 break
         return text, self._encoding.encode_ordinary(text)
+
+
+ECHO_B64 = "echo-b64:"
+
+
+def echoed(prompt: str) -> str:
+    """What echo mode answers: the prompt — or, for ``echo-b64:<base64>``, the decoded text.
+
+    The second form lets tests make the *model* emit personal data that the prompt did not
+    contain in clear (input screening sees only base64), to exercise output screening."""
+    if prompt.startswith(ECHO_B64):
+        try:
+            return base64.b64decode(prompt[len(ECHO_B64):].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return prompt
+    return prompt
+
+
+def in_pieces(pieces: Iterator[str], chars: int) -> Iterator[str]:
+    """Re-cut streamed pieces into pieces of ``chars`` characters (0: unchanged)."""
+    if chars <= 0:
+        yield from pieces
+        return
+    for piece in pieces:
+        for start in range(0, len(piece), chars):
+            yield piece[start : start + chars]
 
 
 def truncate(

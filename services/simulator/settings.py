@@ -36,6 +36,9 @@ class SimulatorSettings(BaseSettings):
     seed: int | None = None
     # Report a provider quota in OpenAI's x-ratelimit-*-tokens headers (None: send none).
     tokens_per_minute: int | None = Field(default=None, ge=1)
+    # Streamed pieces of this many characters (0: one per token, as vLLM): tests cut an
+    # answer into one-character events, as the pii-leak-benchmark asks its upstream to.
+    piece_chars: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _rates_are_a_distribution(self) -> SimulatorSettings:
