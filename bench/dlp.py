@@ -506,6 +506,500 @@ def latency(guard: DlpGuard, corpus: list[Sample], length: int, runs: int) -> di
 
 
 # ---------------------------------------------------------------------------------------
+# Robustness corpus (issue #20): how people really write. Variation generators per family,
+# applied to value slots of id-, contact- and name-bearing templates, plus traps per family
+# that must stay allowed, plus hand-written hard cases. Fixed seed; every span is known.
+# ---------------------------------------------------------------------------------------
+
+FAMILIES = ("case", "spacing", "separators", "obfuscation", "titles", "particles", "ocr",
+            "international")
+
+# Slots: {TYPE} is a labelled value rendered by the family's variation; {lower} is filler.
+VARIANT_TEMPLATES: dict[str, list[str]] = {
+    "de": [
+        "Meine Steuer-ID lautet {DE_TAX_ID}, bitte in die Lohnabrechnung übernehmen.",
+        "Bitte überweise den Betrag auf {IBAN_CODE}, Verwendungszweck {invoice_no}.",
+        "Die Versichertennummer {DE_HEALTH_INSURANCE} steht auf der Gesundheitskarte.",
+        "Rentenversicherungsnummer {DE_SOCIAL_SECURITY} fehlt noch in der Personalakte.",
+        "Die Kreditkarte {CREDIT_CARD} wurde gestern belastet.",
+        "Schreib bitte an {EMAIL_ADDRESS} wegen der Rechnung.",
+        "Kontakt: {EMAIL_ADDRESS}, Telefon {PHONE_NUMBER}",
+        "Sehr geehrte/r {PERSON}, anbei die Unterlagen.",
+        "Bitte lege {PERSON} als Ansprechpartner für {company} an.",
+        "Gestern hat {PERSON} angerufen und um Rückruf gebeten.",
+    ],
+    "en": [
+        "My German tax ID is {DE_TAX_ID}, please add it to the payroll.",
+        "Please transfer the amount to {IBAN_CODE}, reference {invoice_no}.",
+        "The credit card {CREDIT_CARD} was charged yesterday.",
+        "Please write to {EMAIL_ADDRESS} about the invoice.",
+        "Contact: {EMAIL_ADDRESS}, phone {PHONE_NUMBER}",
+        "Dear {PERSON}, please find the documents attached.",
+        "Please add {PERSON} as the contact person for {company}.",
+        "Yesterday {PERSON} called and asked for a call back.",
+        "Her health insurance number is {DE_HEALTH_INSURANCE}.",
+    ],
+}
+INTERNATIONAL_TEMPLATES: dict[str, list[str]] = {
+    "de": [
+        "Die US-Sozialversicherungsnummer (SSN) des Bewerbers ist {US_SSN}.",
+        "Bitte die SSN {US_SSN} im Formular W-4 eintragen.",
+        "Für die US-Steuererklärung nutzt sie die ITIN {US_ITIN}.",
+        "Reisepass (USA) Nr. {US_PASSPORT} liegt in Kopie vor.",
+        "Die National Insurance Number {UK_NINO} des britischen Kollegen fehlt.",
+    ],
+    "en": [
+        "My social security number is {US_SSN}.",
+        "SSN: {US_SSN}, date of birth on file.",
+        "Please check the applicant's SSN {US_SSN} against the records.",
+        "Her ITIN is {US_ITIN} for the tax return.",
+        "Passport number {US_PASSPORT}, issued in Boston.",
+        "His National Insurance number is {UK_NINO}.",
+        "NI number {UK_NINO} is missing from the payroll file.",
+    ],
+}
+# Traps per family: must stay allowed (no identifying finding).
+VARIANT_TRAPS: dict[str, dict[str, list[str]]] = {
+    "case": {
+        "de": ["wie kann ich in excel eine pivot-tabelle nach monaten gruppieren?",
+               "die bestellung {order_no} wurde versandt.",
+               "ERKLÄRE DEN UNTERSCHIED ZWISCHEN UMSATZ UND GEWINN.",
+               "unser team in {city} testet gerade version {version}.",
+               "bitte frank und ehrlich antworten, ob das lang genug ist.",
+               "der koch und der bauer treffen sich am markt."],
+        "en": ["how do i group a pivot table by month in excel?",
+               "ORDER {order_no} WAS SHIPPED ON MONDAY.",
+               "will you send the report before may?",
+               "the king and the young prince walked home.",
+               "mark the rose bed and grant access to the summer house."],
+    },
+    "spacing": {
+        "de": ["Die Rechnung {bad_spaced_11} ist noch offen.",
+               "Der Auftrag {bad_spaced_11} wurde storniert.",
+               "Wir haben 12 345 678 Kunden und 1 234 Filialen."],
+        "en": ["Invoice {bad_spaced_11} is still open.",
+               "We have 12 345 678 customers in 1 234 shops."],
+    },
+    "separators": {
+        "de": ["Rechnungsnummer RE-2024-{invoice_digits} ist bezahlt.",
+               "Die Karte {bad_card} wurde abgelehnt.",
+               "Version {version}.{build} ist ausgerollt."],
+        "en": ["Invoice number INV-2024-{invoice_digits} is paid.",
+               "Card {bad_card} was declined.",
+               "Release {version}.{build} is deployed."],
+    },
+    "obfuscation": {
+        "de": ["Wir treffen uns at 10 Uhr im Büro.", "Ich bin gerade (at) home office.",
+               "Die Datei liegt auf example punkt de, nicht auf der Webseite.",
+               "Schau dir das Ergebnis at a glance an."],
+        "en": ["We meet at the office at 5 pm.", "Look at example.com for details.",
+               "She arrived at 10.30 at the station.", "I am at home dot com is not a domain."],
+    },
+    "titles": {
+        "de": ["Sehr geehrte Damen und Herren, anbei das Angebot.",
+               "Der Titel Dr. med. wird an der Universität verliehen.",
+               "Herr der Lage zu bleiben ist nicht leicht."],
+        "en": ["Dear Sir or Madam, please find the offer attached.",
+               "The title Dr. is awarded by the university.", "Mr. and Mrs. are honorifics."],
+    },
+    "particles": {
+        "de": ["Die Zahl von Bestellungen zu Ostern steigt.",
+               "Van der Waals Kräfte wirken zwischen Molekülen."],
+        "en": ["The van der Waals force is weak.", "It is de facto the standard."],
+    },
+    "ocr": {
+        "de": ["Raum l01 und Raum 2O4 sind\u00a0frei.", "Version 1.O.2 ist\u2009veröffentlicht."],
+        "en": ["Room l01 and room 2O4 are\u00a0free.", "Version 1.O.2 was\u2009released."],
+    },
+    "international": {
+        "de": ["Das Ticket 123456789 ist geschlossen.", "ISBN 978-3-16-148410-0 bestellen.",
+               "Artikel 123-45-678 ist ausverkauft."],
+        "en": ["Ticket number 123456789 was closed.", "Order 123-45-678 has shipped.",
+               "The ISBN is 978-3-16-148410-0."],
+    },
+}
+
+# Hand-written hard cases per family: ⟦TYPE|value⟧ marks a gold span. All values synthetic.
+HARD_CASES: dict[str, list[tuple[str, str]]] = {
+    "case": [
+        ("de", "hallo, hier ist ⟦PERSON|jonas weber⟧, meine iban ist ⟦IBAN_CODE|de89370400440532013000⟧."),
+        ("de", "BITTE AN ⟦EMAIL_ADDRESS|ERIKA.MUSTERFRAU@EXAMPLE.ORG⟧ SCHICKEN."),
+        ("en", "pls forward to ⟦PERSON|sarah connor⟧, she knows the case"),
+        ("en", "WIRE IT TO ⟦IBAN_CODE|GB82WEST12345698765432⟧ TODAY"),
+    ],
+    "spacing": [
+        ("de", "Steuer-ID: ⟦DE_TAX_ID|20 433 218 191⟧"),
+        ("de", "IBAN ⟦IBAN_CODE|de89 3704 0044 0532 0130 00⟧ bitte prüfen"),
+        ("de", "KVNR ⟦DE_HEALTH_INSURANCE|A 838 637 942⟧ auf der Karte"),
+        ("de", "RV-Nummer ⟦DE_SOCIAL_SECURITY|15 070649 C 103⟧"),
+        ("en", "tax id ⟦DE_TAX_ID|204 332 181 91⟧ for the contractor"),
+    ],
+    "separators": [
+        ("de", "Karte ⟦CREDIT_CARD|4111-1111-1111-1111⟧ belasten"),
+        ("de", "Karte ⟦CREDIT_CARD|4111.1111.1111.1111⟧ sperren"),
+        ("en", "amex ⟦CREDIT_CARD|3782-822463-10005⟧ on file"),
+        ("en", "card ⟦CREDIT_CARD|5555 5555 5555 4444⟧ exp 12/27"),
+        ("de", "Steuer-ID ⟦DE_TAX_ID|20-433-218-191⟧"),
+    ],
+    "obfuscation": [
+        ("de", "Mail an ⟦EMAIL_ADDRESS|erika (at) example (punkt) org⟧ bitte"),
+        ("de", "schreib an ⟦EMAIL_ADDRESS|jonas.weber ät beispiel punkt de⟧"),
+        ("en", "reach me at ⟦EMAIL_ADDRESS|john.smith [at] example [dot] com⟧"),
+        ("en", "email ⟦EMAIL_ADDRESS|jane {at} mail {dot} co {dot} uk⟧ thanks"),
+        ("en", "contact ⟦EMAIL_ADDRESS|j.doe @ example . com⟧"),
+    ],
+    "titles": [
+        ("de", "Sehr geehrter Herr Prof. Dr. med. ⟦PERSON|von Hohenstein⟧,"),
+        ("de", "Antragsteller: ⟦PERSON|MÜLLER-LÜDENSCHEIDT, ANNA-LENA⟧"),
+        ("de", "Frau Dipl.-Ing. ⟦PERSON|Keller⟧ übernimmt die Prüfung."),
+        ("en", "Dear Mr ⟦PERSON|O'Neill⟧, thank you."),
+        ("en", "Ms. ⟦PERSON|McKenzie⟧ will join the call."),
+    ],
+    "particles": [
+        ("de", "Gestern rief ⟦PERSON|Karl-Theodor zu Guttenberg⟧ an."),
+        ("de", "Herr ⟦PERSON|von Weizsäcker⟧ kommt morgen."),
+        ("en", "Meeting with ⟦PERSON|Anna van der Berg⟧ at noon."),
+    ],
+    "ocr": [
+        ("de", "IBAN ⟦IBAN_CODE|DE89 37O4 0044 0532 0130 00⟧"),
+        ("de", "Steuer-ID ⟦DE_TAX_ID|2O433218191⟧"),
+        ("en", "mail ⟦EMAIL_ADDRESS|erika\u200b@example.org⟧ now"),
+        ("en", "Call ⟦PERSON|Jonas\u00a0Weber⟧ tomorrow."),
+    ],
+    "international": [
+        ("en", "SSN ⟦US_SSN|078-05-1120⟧ is the famous specimen"),
+        ("en", "test ssn: ⟦US_SSN|900-12-3456⟧"),
+        ("en", "social security number ⟦US_SSN|123456789⟧"),
+        ("de", "Die SSN ⟦US_SSN|219 09 9999⟧ des Kunden"),
+        ("en", "NINO ⟦UK_NINO|qq 12 34 56 c⟧"),
+    ],
+}
+_HARD_MARK = re.compile(r"⟦([A-Z_]+)\|(.*?)⟧")
+
+_DE_PARTICLES = ["von", "zu", "von der", "van", "van der", "de", "von und zu"]
+_HONORIFIC_CHAINS = {
+    "de": ["Herr", "Frau", "Herrn", "Herr Dr.", "Frau Prof. Dr.", "Herr Dr. med.", "Frau Dipl.-Ing.",
+           "Herr Prof. Dr. Dr. h.c.", "Frau Dr. rer. nat.", "Dr. med. dent.", "Prof.", "Frau Mag."],
+    "en": ["Mr", "Mr.", "Ms", "Ms.", "Mrs.", "Dr", "Dr.", "Prof.", "Mr. Dr."],
+}
+_GAELIC = ["O'Neill", "O'Brien", "O'Connor", "O'Sullivan", "McDonald", "McKenzie", "MacLeod", "McCarthy"]
+_OCR_DIGIT = {"0": "O", "1": "l"}
+
+
+def _group(value: str, sizes: list[int], sep: str) -> str:
+    out, i = [], 0
+    for size in sizes:
+        if i >= len(value):
+            break
+        out.append(value[i:i + size])
+        i += size
+    if i < len(value):
+        out.append(value[i:])
+    return sep.join(out)
+
+
+def _caseswap(text: str, upper: bool) -> str:
+    # Length-preserving (upper("ß") is "SS"), so gold offsets stay valid.
+    return "".join((c.upper() if upper else c.lower()) if len(c.upper()) == 1 else c for c in text)
+
+
+class VariantGenerator:
+    """Renders labelled values with the variation of one family."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.fakers = {"de": Faker("de_DE"), "en": Faker("en_US")}
+        for faker in self.fakers.values():
+            faker.seed_instance(seed)
+        self._base = CorpusGenerator(seed)
+
+    # -- values ----------------------------------------------------------------------------
+
+    def _raw(self, entity: str, language: str) -> str:
+        rng, f = self.rng, self.fakers[language]
+        if entity == "DE_TAX_ID":
+            return steuer_id(rng)
+        if entity == "IBAN_CODE":
+            return self.fakers["de"].iban() if language == "de" else Faker("en_GB").iban()
+        if entity == "DE_HEALTH_INSURANCE":
+            return kvnr(rng)
+        if entity == "DE_SOCIAL_SECURITY":
+            return rvnr(rng)
+        if entity == "CREDIT_CARD":
+            return self.fakers["en"].credit_card_number(card_type=rng.choice(["visa16", "mastercard", "amex"]))
+        if entity == "EMAIL_ADDRESS":
+            return f.email()
+        if entity == "PHONE_NUMBER":
+            return german_phone(rng) if language == "de" else f.phone_number()
+        if entity == "US_SSN":
+            while True:
+                area = rng.randint(1, 899)
+                if area != 666:
+                    return f"{area:03d}{rng.randint(1, 99):02d}{rng.randint(1, 9999):04d}"
+        if entity == "US_ITIN":
+            group = rng.choice([*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100)])
+            return f"9{rng.randint(0, 99):02d}{group:02d}{rng.randint(0, 9999):04d}"
+        if entity == "US_PASSPORT":
+            return rng.choice([str(rng.randint(10**8, 10**9 - 1)),
+                               rng.choice(string.ascii_uppercase) + str(rng.randint(10**7, 10**8 - 1))])
+        if entity == "UK_NINO":
+            return rng.choice(["AB", "CE", "JG", "WP", "SK"]) + f"{rng.randint(0, 999999):06d}" + rng.choice("ABCD")
+        raise KeyError(entity)
+
+    def _render_id(self, entity: str, raw: str, family: str) -> str:
+        rng = self.rng
+        if family == "spacing":
+            if entity == "DE_TAX_ID":
+                return rng.choice([_group(raw, [2, 3, 3, 3], " "), _group(raw, [3, 3, 3, 2], " "),
+                                   _group(raw, [4, 4, 3], " ")])
+            if entity == "IBAN_CODE":
+                return rng.choice([raw.lower(), _group(raw.lower(), [4] * 9, " "),
+                                   _group(raw, [2, 2, 4, 4, 4, 4, 4, 4], " "), raw])
+            if entity == "DE_HEALTH_INSURANCE":
+                return rng.choice([_group(raw, [1, 3, 3, 3], " "), raw[0] + " " + raw[1:], raw.lower()])
+            if entity == "DE_SOCIAL_SECURITY":
+                return rng.choice([_group(raw, [2, 6, 1, 3], " "), _group(raw, [2, 6, 4], " "),
+                                   raw[:8] + raw[8].lower() + raw[9:]])
+            if entity == "CREDIT_CARD":
+                return _group(raw, [4, 6, 5] if len(raw) == 15 else [4, 4, 4, 4], "  ")
+        if family == "separators":
+            sep = rng.choice(["-", ".", " ", "/"] if entity != "IBAN_CODE" else ["-", " ", "."])
+            if entity == "CREDIT_CARD":
+                return _group(raw, [4, 6, 5] if len(raw) == 15 else [4, 4, 4, 4], sep)
+            if entity == "DE_TAX_ID":
+                return _group(raw, [2, 3, 3, 3], sep)
+            if entity == "IBAN_CODE":
+                return _group(raw, [4] * 9, sep)
+            if entity == "DE_HEALTH_INSURANCE":
+                return _group(raw, [1, 3, 3, 3], sep)
+            if entity == "DE_SOCIAL_SECURITY":
+                return _group(raw, [2, 6, 1, 3], sep)
+        if family == "ocr" and entity != "PHONE_NUMBER":
+            chars = list(raw)
+            spots = [i for i, c in enumerate(chars) if c in _OCR_DIGIT and 0 < i < len(chars) - 1
+                     and chars[i - 1].isdigit() and chars[i + 1].isdigit()]
+            kind = rng.random()
+            if spots and kind < 0.5:
+                i = rng.choice(spots)
+                chars[i] = _OCR_DIGIT[chars[i]]
+                return "".join(chars)
+            sep = rng.choice(["\u00a0", "\u2009", "\u202f"])
+            if entity == "IBAN_CODE":
+                return _group(raw, [4] * 9, sep)
+            if entity == "CREDIT_CARD":
+                return _group(raw, [4, 6, 5] if len(raw) == 15 else [4, 4, 4, 4], sep)
+            mid = len(raw) // 2
+            return raw[:mid] + "\u200b" + raw[mid:]
+        if family == "international":
+            if entity in ("US_SSN", "US_ITIN"):
+                return rng.choice([_group(raw, [3, 2, 4], "-"), _group(raw, [3, 2, 4], " "), raw])
+            if entity == "UK_NINO":
+                return rng.choice([raw, _group(raw, [2, 2, 2, 2, 1], " "), raw.lower()])
+        return raw
+
+    def _email(self, language: str, family: str) -> str:
+        address = self.fakers[language].email()
+        if family == "case":
+            return address
+        local, domain = address.split("@")
+        rng = self.rng
+        if family == "ocr":
+            return rng.choice([local + "\u200b@" + domain, local + "\uff20" + domain])
+        at = rng.choice([" (at) ", "(at)", " [at] ", " {at} ", " (ät) ", " ät ", " at ", " @ ", " [ät] ", " AT "])
+        dot = rng.choice([" (dot) ", " [dot] ", "(punkt)", " punkt ", " dot ", ".", " . ", "[.]"])
+        if at.strip() in ("at", "ät", "AT") and dot == ".":
+            dot = " dot "  # a bare spaced "at" only counts with an obfuscated dot (see docs)
+        return local.replace(".", dot if rng.random() < 0.3 else ".") + at + domain.replace(".", dot)
+
+    def _person(self, language: str, family: str) -> list[tuple[str, str | None]]:
+        """Pieces (text, label): honorifics and titles are not part of the gold span."""
+        rng, f = self.rng, self.fakers[language]
+        first, last = f.first_name(), f.last_name()
+        if family == "titles":
+            kind = rng.random()
+            if language == "en" and kind < 0.3:
+                return [(rng.choice(_HONORIFIC_CHAINS["en"]) + " ", None), (rng.choice(_GAELIC), "PERSON")]
+            if kind < 0.65:
+                name = last if rng.random() < 0.5 else f"{first} {last}"
+                return [(rng.choice(_HONORIFIC_CHAINS[language]) + " ", None), (name, "PERSON")]
+            second_last, second_first = f.last_name(), f.first_name()
+            if kind < 0.85:
+                return [(f"{last}-{second_last}, {first}-{second_first}".upper(), "PERSON")]
+            return [(f"{last.upper()}, {first}", "PERSON")]
+        if family == "particles":
+            particle = rng.choice(_DE_PARTICLES)
+            if rng.random() < 0.4:
+                return [(rng.choice(_HONORIFIC_CHAINS[language][:3]) + " ", None), (f"{particle} {last}", "PERSON")]
+            if rng.random() < 0.5:
+                return [(f"{first}-{f.first_name()} {particle} {last}", "PERSON")]
+            return [(f"{first} {particle} {last}-{f.last_name()}", "PERSON")]
+        if family == "ocr":
+            gap = rng.choice(["\u00a0", " "])
+            return [(f"{first}{gap}{last[:2]}\u200b{last[2:]}", "PERSON")]
+        return [(f"{first} {last}", "PERSON")]
+
+    def _slot(self, slot: str, language: str, family: str) -> list[tuple[str, str | None]]:
+        if slot == "PERSON":
+            return self._person(language, family)
+        if slot == "EMAIL_ADDRESS":
+            return [(self._email(language, family) if family in ("obfuscation", "ocr") else
+                     self.fakers[language].email(), "EMAIL_ADDRESS")]
+        if slot.isupper():
+            raw = self._raw(slot, language)
+            return [(self._render_id(slot, raw, family), slot)]
+        rng = self.rng
+        filler: dict[str, Callable[[], str]] = {
+            "bad_spaced_11": lambda: _group(self._failing(steuer_id(rng)), [2, 3, 3, 3], " "),
+            "bad_card": lambda: _group(self._failing(self._raw("CREDIT_CARD", "en")), [4, 4, 4, 4, 4], "-"),
+            "invoice_digits": lambda: f"{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}",
+            "build": lambda: str(rng.randint(1000, 9999)),
+        }
+        if slot in filler:
+            return [(filler[slot](), None)]
+        value, _ = self._base._value(slot, language)
+        return [(value, None)]
+
+    @staticmethod
+    def _failing(value: str) -> str:
+        last = int(value[-1])
+        return value[:-1] + str((last + 1) % 10)
+
+    # -- samples ---------------------------------------------------------------------------
+
+    def render(self, template: str, language: str, family: str, category: str) -> Sample:
+        parts: list[str] = []
+        spans: list[tuple[str, int, int]] = []
+        position, cursor = 0, 0
+        for match in SLOT.finditer(template):
+            literal = template[cursor:match.start()]
+            parts.append(literal)
+            position += len(literal)
+            for piece, label in self._slot(match.group(1), language, family):
+                if label is not None:
+                    spans.append((label, position, position + len(piece)))
+                parts.append(piece)
+                position += len(piece)
+            cursor = match.end()
+        parts.append(template[cursor:])
+        text = "".join(parts)
+        if family == "case":
+            text = _caseswap(text, upper=self.rng.random() < 0.3)
+        return Sample(text, language, category, spans)
+
+    def family_corpus(self, family: str, per_language: int) -> list[Sample]:
+        out: list[Sample] = []
+        for language in ("de", "en"):
+            templates = INTERNATIONAL_TEMPLATES[language] if family == "international" else [
+                t for t in VARIANT_TEMPLATES[language] if self._relevant(t, family)]
+            traps = VARIANT_TRAPS[family][language]
+            for i in range(per_language):
+                if i % 4 == 3:  # a quarter are this family's traps
+                    out.append(self.render(self.rng.choice(traps), language, family, "clean"))
+                else:
+                    out.append(self.render(self.rng.choice(templates), language, family, "pii"))
+        return out
+
+    @staticmethod
+    def _relevant(template: str, family: str) -> bool:
+        slots = set(SLOT.findall(template))
+        wanted = {
+            "case": slots & {"PERSON", "IBAN_CODE", "EMAIL_ADDRESS", "DE_HEALTH_INSURANCE", "DE_TAX_ID"},
+            "spacing": slots & {"DE_TAX_ID", "IBAN_CODE", "DE_HEALTH_INSURANCE", "DE_SOCIAL_SECURITY", "CREDIT_CARD"},
+            "separators": slots & {"DE_TAX_ID", "IBAN_CODE", "DE_HEALTH_INSURANCE", "DE_SOCIAL_SECURITY", "CREDIT_CARD"},
+            "obfuscation": slots & {"EMAIL_ADDRESS"},
+            "titles": slots & {"PERSON"},
+            "particles": slots & {"PERSON"},
+            "ocr": slots - {"PHONE_NUMBER", "invoice_no", "company"},
+        }
+        return bool(wanted.get(family))
+
+
+def hard_corpus() -> dict[str, list[Sample]]:
+    out: dict[str, list[Sample]] = {}
+    for family, cases in HARD_CASES.items():
+        samples = []
+        for language, marked in cases:
+            text, spans, cursor, removed = [], [], 0, 0
+            for match in _HARD_MARK.finditer(marked):
+                text.append(marked[cursor:match.start()])
+                start = match.start() - removed
+                value = match.group(2)
+                spans.append((match.group(1), start, start + len(value)))
+                text.append(value)
+                removed += len(match.group(0)) - len(value)
+                cursor = match.end()
+            text.append(marked[cursor:])
+            samples.append(Sample("".join(text), language, "pii", spans))
+        out[family] = samples
+    return out
+
+
+@dataclass
+class FamilyResult:
+    tallies: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    decisions_ok: int = 0
+    total: int = 0
+    traps_ok: int = 0
+    traps: int = 0
+
+
+def evaluate_family(guard: DlpGuard, samples: list[Sample], identifying: frozenset[str],
+                    show_errors: str | None) -> FamilyResult:
+    """Precision/recall over identifying types (dates and other quasi-identifiers are not
+    the subject here), per language; decision accuracy; traps kept allowed."""
+    result = FamilyResult()
+    for index, sample in enumerate(samples):
+        screening = guard.screen([sample.text], direction="input", context=CONTEXT)
+        action = screening.decision.action
+        result.total += 1
+        result.decisions_ok += action == sample.expected
+        if sample.category == "clean":
+            result.traps += 1
+            result.traps_ok += action == "allow"
+        predicted = [(f.type, f.start, f.end) for f in screening.findings if f.type in identifying]
+        gold = [s for s in sample.spans if s[0] in identifying]
+        used: set[int] = set()
+        for gold_type, gs, ge in gold:
+            hit = next((i for i, (t, ps, pe) in enumerate(predicted)
+                        if t == gold_type and i not in used and _overlaps((gs, ge), (ps, pe))), None)
+            for scope in ("all", sample.language):
+                tally = result.tallies[scope]
+                if hit is None:
+                    tally.fn += 1
+                else:
+                    tally.tp += 1
+            if hit is None:
+                if show_errors is not None:
+                    other = [t for t, ps, pe in predicted if _overlaps((gs, ge), (ps, pe))]
+                    print(f"{show_errors}: missed #{index} {sample.language} {gold_type} [{gs}:{ge}] overlapping {other}")
+            else:
+                used.add(hit)
+        for i, (pred_type, ps, pe) in enumerate(predicted):
+            if i in used or any(t == pred_type and _overlaps((gs, ge), (ps, pe)) for t, gs, ge in gold):
+                continue
+            for scope in ("all", sample.language):
+                result.tallies[scope].fp += 1
+            if show_errors is not None:
+                print(f"{show_errors}: false positive #{index} {sample.language} {sample.category} {pred_type} [{ps}:{pe}]")
+    return result
+
+
+def robustness(guard: DlpGuard, seed: int, per_language: int, show_errors: bool) -> dict[str, dict[str, FamilyResult]]:
+    identifying = frozenset(guard.config.identifying_entities) | {"US_SSN", "US_ITIN", "US_PASSPORT", "UK_NINO"}
+    generator = VariantGenerator(seed)
+    hard = hard_corpus()
+    out: dict[str, dict[str, FamilyResult]] = {}
+    for family in FAMILIES:
+        out[family] = {
+            "generated": evaluate_family(guard, generator.family_corpus(family, per_language), identifying,
+                                         f"{family}/generated" if show_errors else None),
+            "hard": evaluate_family(guard, hard[family], identifying,
+                                    f"{family}/hard" if show_errors else None),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -516,6 +1010,8 @@ def main() -> None:
     parser.add_argument("--english-ner", action="store_true", help="use spaCy's small English NER too")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables (for docs/dlp.md)")
     parser.add_argument("--errors", action="store_true", help="list misses and false positives (types/offsets)")
+    parser.add_argument("--variants", type=int, default=80,
+                        help="robustness corpus: generated texts per family and language")
     args = parser.parse_args()
 
     if hasattr(os, "sched_setaffinity"):
@@ -578,6 +1074,23 @@ def main() -> None:
         want = EXPECTED[category]
         counts = {a: decisions[(category, want, a)] for a in ("allow", "redact", "block")}
         print(row([category, want, *(str(counts[a]) for a in ("allow", "redact", "block"))]))
+
+    print("\nrobustness (identifying types only; generated = variation generators incl. a quarter traps,"
+          " hard = hand-written cases)\n")
+    header = ["family", "set", "gold", "P", "R", "P de", "R de", "P en", "R en", "decisions", "traps allowed"]
+    print(row(header))
+    if md:
+        print("|" + "|".join(["---"] * len(header)) + "|")
+    families = robustness(guard, args.seed, args.variants, args.errors)
+    for family, sets in families.items():
+        for name, res in sets.items():
+            t = res.tallies["all"]
+            p, r, _ = t.prf()
+            pd, rd, _ = res.tallies["de"].prf()
+            pe, re_, _ = res.tallies["en"].prf()
+            traps = f"{res.traps_ok}/{res.traps}" if res.traps else "-"
+            print(row([family, name, str(t.tp + t.fn), f"{p:.3f}", f"{r:.3f}", f"{pd:.3f}", f"{rd:.3f}",
+                       f"{pe:.3f}", f"{re_:.3f}", f"{res.decisions_ok / res.total:.3f}", traps]))
 
     print()
     header = ["text length", "p50 ms", "p99 ms", "req/s"]

@@ -42,6 +42,9 @@ class OperatorSpec(msgspec.Struct, forbid_unknown_fields=True):
     masking_char: str = "*"
     chars_to_mask: int = 100
     from_end: bool = False
+    # mask: keep only this many trailing letters/digits visible, whatever the separators
+    # ("**** **** **** 1111", "****.****.****.1111"); overrides chars_to_mask when set.
+    keep_last: int | None = None
     hash_type: Literal["sha256", "sha512"] = "sha256"
 
 
@@ -55,6 +58,9 @@ class GuardConfig(msgspec.Struct, forbid_unknown_fields=True):
     quasi_identifying_entities: list[str] = msgspec.field(default_factory=list)
     confidential_entities: list[str] = msgspec.field(default_factory=list)
     disabled_entities: list[str] = msgspec.field(default_factory=list)
+    # Recognizer packs a tenant may go without (policies/data.json `recognizer_packs` says
+    # which packs each tenant runs). Entities in no pack always run.
+    entity_packs: dict[str, list[str]] = msgspec.field(default_factory=dict)
     min_scores: dict[str, DirectionScores] = msgspec.field(default_factory=dict)
     allowlist: list[AllowRule] = msgspec.field(default_factory=list)
     operators: dict[str, OperatorSpec] = msgspec.field(default_factory=dict)

@@ -36,19 +36,38 @@ class EntityDetector:
         self.nlp_engine = nlp_engine
         self._base = base_recognizers
         self.org_identifiers = list(org_identifiers)
-        registry = RecognizerRegistry(supported_languages=list(config.languages))
-        for lang in config.languages:
-            for recognizer in [*base_recognizers[lang], *org_recognizers(self.org_identifiers, lang)]:
-                if not set(recognizer.supported_entities) <= set(config.disabled_entities):
+        self._recognizers = {
+            lang: [
+                r for r in [*base_recognizers[lang], *org_recognizers(self.org_identifiers, lang)]
+                if not set(r.supported_entities) <= set(config.disabled_entities)
+            ]
+            for lang in config.languages
+        }
+        # One analyzer per set of switched-off entity packs (a tenant without US or UK
+        # identifiers skips those recognizers entirely). Built on first use; they share the
+        # nlp engine and the recognizer objects, so each costs a registry, not a model.
+        self._analyzers: dict[frozenset[str], AnalyzerEngine] = {}
+        self._analyzer_without(frozenset())  # the common case, built up front
+
+    def _analyzer_without(self, disabled: frozenset[str]) -> AnalyzerEngine:
+        analyzer = self._analyzers.get(disabled)
+        if analyzer is not None:
+            return analyzer
+        registry = RecognizerRegistry(supported_languages=list(self.config.languages))
+        for lang in self.config.languages:
+            for recognizer in self._recognizers[lang]:
+                if not set(recognizer.supported_entities) <= disabled:
                     registry.add_recognizer(recognizer)
-        self._analyzer = AnalyzerEngine(
+        analyzer = AnalyzerEngine(
             registry=registry,
-            nlp_engine=nlp_engine,
-            supported_languages=list(config.languages),
+            nlp_engine=self.nlp_engine,
+            supported_languages=list(self.config.languages),
             context_aware_enhancer=FastContextEnhancer(
                 context_similarity_factor=0.35, min_score_with_context_similarity=0.45
             ),
         )
+        self._analyzers[disabled] = analyzer
+        return analyzer
 
     @classmethod
     def build(
@@ -72,8 +91,11 @@ class EntityDetector:
     def with_org_identifiers(self, org_identifiers: Sequence[OrgIdentifier]) -> EntityDetector:
         return EntityDetector(self.config, self.nlp_engine, self._base, org_identifiers)
 
-    def detect(self, text: str, language: str) -> list[RecognizerResult]:
-        results: list[RecognizerResult] = self._analyzer.analyze(
+    def detect(
+        self, text: str, language: str, disabled: frozenset[str] = frozenset()
+    ) -> list[RecognizerResult]:
+        """Findings in ``text``; recognizers whose every entity is in ``disabled`` do not run."""
+        results: list[RecognizerResult] = self._analyzer_without(disabled).analyze(
             text=text, language=language, score_threshold=0.0
         )
         return results

@@ -26,8 +26,10 @@ from services.dlp.config import CompiledAllowlist, GuardConfig, load_guard_confi
 from services.dlp.detection import EntityDetector
 from services.dlp.language import detect_language
 from services.dlp.medical import MedicalLexicon, MedicalScan
+from services.dlp.normalize import normalize
 from services.dlp.policy import PolicyFeatures, SensitivityPolicy
 from services.dlp.recognizers.address import StreetAddressRecognizer
+from services.dlp.recognizers.identifiers import identifier_recognizers
 from services.dlp.recognizers.org_identifiers import (
     OrgIdentifier,
     OrgIdentifierError,
@@ -130,6 +132,7 @@ class DlpGuard:
         self._confidential = frozenset(config.confidential_entities)
         self._org_file_state = _file_state(settings.org_identifiers_file)
         self.last_reload_error: str | None = None
+        self._disabled_cache: dict[tuple[str, str], frozenset[str]] = {}
 
     @classmethod
     def from_settings(cls, settings: DlpSettings | None = None) -> DlpGuard:
@@ -204,14 +207,24 @@ class DlpGuard:
         self, texts: list[str], direction: Direction, context: PolicyContext, pseudonymize: bool
     ) -> Screening:
         detector = self._detector  # one reference for the whole request (reload swaps it)
+        disabled = self._disabled_entities(context.tenant)
         languages: list[str] = []
         spans: list[list[Span]] = []
         findings: list[Finding] = []
         medical_scans: list[MedicalScan] = []
         for index, text in enumerate(texts):
-            language = detect_language(text, self.config.languages, self.config.default_language)
+            # Recognizers read the normalised text (NFKC, de-obfuscated addresses); their
+            # findings are mapped back, so everything after this works on the original.
+            normalized = normalize(text)
+            language = detect_language(
+                normalized.text, self.config.languages, self.config.default_language
+            )
             languages.append(language)
-            kept = self._accepted(text, detector.detect(text, language), direction)
+            results = detector.detect(normalized.text, language, disabled)
+            if normalized.starts is not None:
+                for result in results:
+                    result.start, result.end = normalized.original_span(result.start, result.end)
+            kept = self._accepted(text, results, direction)
             spans.append([Span(r.entity_type, r.start, r.end, r.score) for r in kept])
             findings.extend(
                 Finding(r.entity_type, r.start, r.end, round(r.score, 3), index) for r in kept
@@ -255,6 +268,36 @@ class DlpGuard:
             medical_categories=features.medical_categories,
             languages=languages,
         )
+
+    def _disabled_entities(self, tenant: str) -> frozenset[str]:
+        """Entities of the packs this tenant does not run (policy data, see docs/dlp.md).
+
+        Without a ``recognizer_packs`` entry in the policy data every pack runs: a missing
+        setting must not switch detection off."""
+        version = self._policy.version
+        cached = self._disabled_cache.get((version, tenant))
+        if cached is not None:
+            return cached
+        setting = self._policy.data.get("stellwerk_dlp", {}).get("recognizer_packs")
+        if setting is None:
+            enabled = set(self.config.entity_packs)
+        else:
+            tenants = setting.get("tenants", {})
+            chosen = tenants.get(tenant, setting.get("default", list(self.config.entity_packs)))
+            if not isinstance(chosen, list) or not all(isinstance(p, str) for p in chosen):
+                raise DlpUnavailable("recognizer_packs in the policy data is malformed")
+            enabled = set(chosen)
+        disabled = frozenset(
+            e for pack, entities in self.config.entity_packs.items() if pack not in enabled
+            for e in entities
+        ) - frozenset(
+            e for pack, entities in self.config.entity_packs.items() if pack in enabled
+            for e in entities
+        )
+        if len(self._disabled_cache) > 4096:  # tenants are few; never grow without bound
+            self._disabled_cache.clear()
+        self._disabled_cache[(version, tenant)] = disabled
+        return disabled
 
     def _accepted(
         self, text: str, results: Sequence[RecognizerResult], direction: Direction
@@ -319,13 +362,15 @@ def _file_state(path: Path) -> str | None:
 
 
 def _extra_recognizers(settings: DlpSettings, config: GuardConfig) -> dict[str, list[EntityRecognizer]]:
-    """Recognizers of this package beyond Presidio's (phone, address, person gazetteer)."""
+    """Recognizers of this package beyond Presidio's (phone, address, person gazetteer,
+    validated identifiers from identifiers.yaml)."""
     names = NameLists.load(settings.names_dir)
     return {
         lang: [
             PhoneNumberRecognizer(lang),
             StreetAddressRecognizer(lang),
             PersonGazetteerRecognizer(names, lang),
+            *identifier_recognizers(settings.identifiers_file, lang),
         ]
         for lang in config.languages
     }

@@ -32,6 +32,8 @@ class Span:
 def _operator(entity: str, spec: OperatorSpec) -> OperatorConfig:
     if spec.type == "replace":
         return OperatorConfig("replace", {"new_value": spec.new_value or f"<{entity}>"})
+    if spec.type == "mask" and spec.keep_last is not None:
+        return OperatorConfig("custom", {"lambda": _mask_keeping(spec.masking_char, spec.keep_last)})
     if spec.type == "mask":
         return OperatorConfig("mask", {
             "masking_char": spec.masking_char,
@@ -43,6 +45,26 @@ def _operator(entity: str, spec: OperatorSpec) -> OperatorConfig:
     if spec.type == "redact":
         return OperatorConfig("redact", {})
     return OperatorConfig("keep", {})
+
+
+def _mask_keeping(char: str, keep: int) -> Callable[[str], str]:
+    # A count of characters to mask leaks middle digits when the value has separators
+    # ("4111 1111 1111 1111" with 12 masked shows "11 1111"); count letters and digits.
+    def mask(value: str) -> str:
+        visible = 0
+        out = []
+        for ch in reversed(value):
+            if ch.isalnum():
+                if visible < keep:
+                    visible += 1
+                    out.append(ch)
+                else:
+                    out.append(char)
+            else:
+                out.append(ch)
+        return "".join(reversed(out))
+
+    return mask
 
 
 def _normalise(value: str) -> str:

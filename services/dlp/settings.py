@@ -25,3 +25,5 @@ class DlpSettings(BaseSettings):
     # Medical vocabularies (ICD-10 categories, term lists) and name gazetteers.
     medical_dir: Path = DATA_DIR / "medical"
     names_dir: Path = DATA_DIR / "names"
+    # Identifiers with checksums / issuing rules, matched separator- and case-insensitively.
+    identifiers_file: Path = DATA_DIR / "identifiers.yaml"

@@ -104,7 +104,7 @@ def test_policy_with_unknown_action_fails_closed(data_copy: DlpSettings) -> None
 
 
 def test_engine_error_fails_closed(guard: DlpGuard, monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(text: str, language: str) -> list[object]:
+    def explode(text: str, language: str, disabled: frozenset[str] = frozenset()) -> list[object]:
         raise RuntimeError("engine down")
 
     monkeypatch.setattr(guard._detector, "detect", explode)

@@ -38,12 +38,16 @@ def _words(text: str) -> frozenset[str]:
 _TOKEN: Final = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 HONORIFICS: Final = _words(
     "herr herrn frau fräulein hr. fr. hrn. dr. dr prof. prof professor professorin "
-    "dipl.-ing. ing. mag. mr mr. mrs mrs. ms ms. miss mister madam sir dame lady lord "
-    "familie fam. schwester bruder pfarrer pastor"
+    "dipl. ing. mag. mr mr. mrs mrs. ms ms. miss mister madam sir dame lady lord "
+    "familie fam. schwester bruder pfarrer pastor freiherr freifrau graf gräfin baron baronin"
 )
-# Titles that may follow an honorific before the name ("Frau Prof. Dr. Keller").
+# Titles that may follow an honorific, in any number, before the name ("Herr Prof. Dr. med.
+# von Hohenstein", "Frau Dipl.-Ing. Keller", "Prof. Dr. Dr. h.c. mult. Weber"). Tokens are
+# words plus their period; "Dipl.-Ing." is the two tokens "Dipl." and "Ing.".
 _TITLES: Final = _words(
-    "dr. dr prof. prof professor med. rer. nat. phil. ing. dipl.-ing. mag."
+    "dr. dr prof. prof professor professorin med. dent. vet. rer. nat. pol. oec. soc. phil. jur. "
+    "theol. habil. h. c. mult. ing. dipl. kfm. kffr. psych. päd. inf. biol. chem. phys. math. "
+    "sc. mag. lic. univ. priv. doz. pd apl. em. mba msc bsc llm phd"
 )
 GREETINGS: Final = _words(
     "hallo hi hey liebe lieber moin servus grüß dear hello hiya greetings morning"
@@ -52,6 +56,9 @@ _ABBREVIATIONS: Final = frozenset(w for w in HONORIFICS | _TITLES if w.endswith(
 PARTICLES: Final = _words(
     "von van de der den zu vom zum di da del della le la du ten ter"
 )
+# After an honorific a particle chain must open with one of these: "Herr von Weizsäcker",
+# but "Herr der Lage" and "Herr der Ringe" are no names.
+_LEADING_PARTICLES: Final = _words("von van de zu vom zum di da del della du ten ter")
 CONTEXT: Final = [
     "name", "heißt", "kollege", "kollegin", "mitarbeiter", "mitarbeiterin", "kunde", "kundin",
     "patient", "patientin", "ansprechpartner", "ansprechpartnerin", "hallo", "liebe", "lieber",
@@ -61,8 +68,11 @@ CONTEXT: Final = [
     "ansprechperson", "person", "account", "meeting", "rejection", "letter",
 ]
 
-# "Edwards, Martin and Miller" is a firm, not "Lastname, Firstname".
-_ENUMERATION_NEXT: Final = re.compile(r"\s*(?:,|&|and\b|und\b|\+)")
+# "Edwards, Martin and Miller" is a firm, not "Lastname, Firstname"; "Müller, Anna, bitte"
+# is a name followed by a comma.
+_ENUMERATION_NEXT: Final = re.compile(
+    r"\s*(?:&|and\b|und\b|\+|,\s*[A-ZÄÖÜ][\w'-]*\s*(?:,|&|and\b|und\b))"
+)
 
 _COMPANY_FORM_NEXT: Final = re.compile(
     r"[ ,&-]*(?:GmbH|AG|KG|SE|OHG|GbR|UG|mbH|e\.\s?V\.|e\.\s?G\.|eG|Stiftung|Group|Gruppe|Holding|"
@@ -76,7 +86,15 @@ SCORE_FIRST_UNKNOWN_LAST: Final = 0.6
 SCORE_GREETING: Final = 0.75
 SCORE_UNKNOWN_FIRST_KNOWN_LAST: Final = 0.45
 SCORE_FIRST_NAME_ONLY: Final = 0.4
+# Capitals or lower case: both parts must be known names and no common word.
+SCORE_CASELESS_FULL: Final = 0.6
+SCORE_CASELESS_HONORIFIC: Final = 0.7
 _MAX_NAME_TOKENS: Final = 4
+
+
+def fold(word: str) -> str:
+    """Lookup key when case is no evidence: "O'NEILL", "o'neill", "O Neill" → "oneill"."""
+    return word.casefold().replace("'", "").replace("’", "").replace(" ", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +106,13 @@ class NameLists:
     # German/English stop words, capitalised: "Am Alten Markt", "Will you": they never start
     # a name, but may end one ("Woody Allen").
     function_words: frozenset[str]
+    # Case-folded keys (apostrophes and spaces removed: "O'Neill" → "oneill") for names
+    # written in capitals or lower case, where capitalisation is no evidence.
+    first_folded: frozenset[str] = frozenset()
+    last_folded: frozenset[str] = frozenset()
+    # Never a name when the case is lost: never/ambiguous entries, stop words, and common
+    # words that are also names ("frank", "lang", "will", "king"; not_names.txt [lowercase]).
+    not_folded: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, directory: Path) -> NameLists:
@@ -99,6 +124,7 @@ class NameLists:
 
         never: set[str] = set()
         ambiguous: set[str] = set()
+        lowercase: set[str] = set()
         function_words = {w.capitalize() for w in GERMAN_STOP_WORDS | ENGLISH_STOP_WORDS}
         section: set[str] | None = None
         for line in (directory / "not_names.txt").read_text(encoding="utf-8").splitlines():
@@ -109,10 +135,15 @@ class NameLists:
                 section = never
             elif line == "[ambiguous]":
                 section = ambiguous
+            elif line == "[lowercase]":
+                section = lowercase
             elif section is not None:
                 section.add(line)
-        return cls(names("first_names.txt"), names("last_names.txt"), frozenset(never),
-                   frozenset((ambiguous | function_words) - never), frozenset(function_words))
+        first, last = names("first_names.txt"), names("last_names.txt")
+        return cls(first, last, frozenset(never),
+                   frozenset((ambiguous | function_words) - never), frozenset(function_words),
+                   frozenset(fold(n) for n in first), frozenset(fold(n) for n in last),
+                   frozenset(fold(w) for w in never | ambiguous | function_words | lowercase))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +159,17 @@ class _Token:
     @property
     def capitalised(self) -> bool:
         return self.text[0].isupper() and not self.text.isupper()
+
+    @property
+    def caseless(self) -> bool:
+        """All capitals ("MÜLLER") or all lower case ("müller"): case says nothing."""
+        letters = self.bare
+        return len(letters) > 1 and (letters.isupper() or letters.islower())
+
+
+def _inner_capital(word: str) -> bool:
+    # "McDonald", "O'Neill", "DiCaprio": the lists spell them "Mcdonald", "Oneill".
+    return any(ch.isupper() for ch in word[1:]) or "'" in word
 
 
 class PersonGazetteerRecognizer(EntityRecognizer):
@@ -151,10 +193,32 @@ class PersonGazetteerRecognizer(EntityRecognizer):
         return word in table or ("-" in word and all(p in table for p in word.split("-")))
 
     def _is_first(self, word: str) -> bool:
-        return word not in self._names.never and self._part_known(word, self._names.first)
+        return word not in self._names.never and (
+            self._part_known(word, self._names.first)
+            or (_inner_capital(word) and self._folded(word, self._names.first_folded))
+        )
 
     def _is_last(self, word: str) -> bool:
-        return word not in self._names.never and self._part_known(word, self._names.last)
+        return word not in self._names.never and (
+            self._part_known(word, self._names.last)
+            or (_inner_capital(word) and self._folded(word, self._names.last_folded))
+        )
+
+    def _folded(self, word: str, table: frozenset[str], *, any_part: bool = False) -> bool:
+        """Known when case is ignored; every hyphen part (or, for double surnames, one of
+        them) known, none a common word."""
+        parts = [fold(p) for p in word.split("-")]
+        if any(len(p) < 2 or p in self._names.not_folded for p in parts):
+            return False
+        hits = [p in table for p in parts]
+        return any(hits) if any_part else all(hits)
+
+    def _caseless_name(self, token: _Token, *, first: bool) -> bool:
+        names = self._names
+        return token.caseless and (
+            self._folded(token.bare, names.first_folded) if first
+            else self._folded(token.bare, names.last_folded, any_part=True)
+        )
 
     def _usable(self, token: _Token) -> bool:
         return token.capitalised and token.bare not in self._names.never and not token.text.endswith(".")
@@ -191,35 +255,30 @@ class PersonGazetteerRecognizer(EntityRecognizer):
 
     def _adjacent(self, text: str, left: _Token, right: _Token) -> bool:
         gap = text[left.end:right.start]
-        return gap in (" ", "\u00a0") or (left.text.endswith(".") and gap == "")
+        # "" and "-" after a period: "h.c.", "Dipl.-Ing."
+        return gap in (" ", "\u00a0") or (left.text.endswith(".") and gap in ("", "-"))
 
     def _match_at(self, text: str, tokens: list[_Token], i: int) -> tuple[int, int, float] | None:
         token = tokens[i]
         lowered = token.text.lower()
         names = self._names
-        if lowered in HONORIFICS and token.text[0].isupper():
-            j = i + 1
-            while j < len(tokens) and tokens[j].text.lower() in _TITLES and self._adjacent(text, tokens[j - 1], tokens[j]):
-                j += 1
-            if j < len(tokens) and self._adjacent(text, tokens[j - 1], tokens[j]) and self._usable(tokens[j]):
-                if tokens[j].bare in names.ambiguous and not (
-                    self._is_first(tokens[j].bare) or self._is_last(tokens[j].bare)
-                ):
-                    return None
-                end = self._extend(text, tokens, j, require_known=False)
-                return j, end, SCORE_HONORIFIC
-            return None
+        if lowered in HONORIFICS and (token.text[0].isupper() or token.caseless):
+            return self._after_honorific(text, tokens, i)
         if lowered in GREETINGS and i + 1 < len(tokens):
             greeted = self._greeting(text, tokens, i)
             if greeted is not None:
                 return greeted
+        if token.caseless:
+            return self._caseless_match(text, tokens, i)
         if not self._usable(token):
             return None
         word = token.bare
         if word in names.function_words:
             return None
-        if self._is_last(word) and i + 1 < len(tokens):
-            # "Müller, Anna"
+        if (self._is_last(word) or (
+                "-" in word and self._folded(word, names.last_folded, any_part=True)
+        )) and i + 1 < len(tokens):
+            # "Müller, Anna", "Müller-Lüdenscheidt, Anna-Lena"
             first = tokens[i + 1]
             if text[token.end:first.start].strip() == "," and self._usable(first) \
                     and self._is_first(first.bare) and first.bare not in names.ambiguous \
@@ -243,10 +302,84 @@ class PersonGazetteerRecognizer(EntityRecognizer):
                 return i, i + 1, SCORE_UNKNOWN_FIRST_KNOWN_LAST
         return None
 
+    def _after_honorific(self, text: str, tokens: list[_Token], i: int) -> tuple[int, int, float] | None:
+        """ "Herr Prof. Dr. med. von Hohenstein", "Frau Dipl.-Ing. Keller", "herr müller":
+        any chain of titles, an optional nobiliary particle chain, then the name. The span
+        starts at the particle (titles are not the person)."""
+        names = self._names
+        j = i + 1
+        while j < len(tokens) and tokens[j].text.lower() in _TITLES and self._adjacent(text, tokens[j - 1], tokens[j]):
+            j += 1
+        k = j
+        if k < len(tokens) and tokens[k].text.lower() in _LEADING_PARTICLES:
+            while k < len(tokens) and self._particle(tokens, k) \
+                    and self._adjacent(text, tokens[k - 1], tokens[k]):
+                k += 1
+        if k >= len(tokens) or not self._adjacent(text, tokens[k - 1], tokens[k]):
+            return None
+        name = tokens[k]
+        if self._usable(name):
+            if k == j and name.bare in names.ambiguous and not (
+                self._is_first(name.bare) or self._is_last(name.bare)
+            ):
+                return None
+            return j, self._extend(text, tokens, k, require_known=False), SCORE_HONORIFIC
+        if self._caseless_name(name, first=False) or self._caseless_name(name, first=True):
+            end = k
+            if k + 1 < len(tokens) and self._adjacent(text, name, tokens[k + 1]) \
+                    and self._caseless_name(tokens[k + 1], first=False):
+                end = k + 1
+            return j, end, SCORE_CASELESS_HONORIFIC
+        return None
+
+    @staticmethod
+    def _particle(tokens: list[_Token], k: int) -> bool:
+        word = tokens[k].text.lower()
+        if word in PARTICLES:
+            return True
+        # "von und zu Guttenberg"
+        return word == "und" and 0 < k < len(tokens) - 1 and tokens[k - 1].text.lower() == "von" \
+            and tokens[k + 1].text.lower() == "zu"
+
+    def _caseless_match(self, text: str, tokens: list[_Token], i: int) -> tuple[int, int, float] | None:
+        """Names in capitals or lower case: "MÜLLER-LÜDENSCHEIDT, ANNA-LENA", "anna schulz".
+        Case is no evidence here, so both parts must be known names and neither a common
+        word; a single word never counts."""
+        token = tokens[i]
+        if i + 1 >= len(tokens):
+            return None
+        following = tokens[i + 1]
+        comma = text[token.end:following.start].strip() == ","
+        if comma and token.bare.isupper() and self._usable(following) \
+                and self._is_first(following.bare) and following.bare not in self._names.ambiguous \
+                and self._caseless_name(token, first=False) \
+                and not _ENUMERATION_NEXT.match(text, following.end):
+            return i, i + 1, SCORE_LAST_FIRST  # "WELLER, Renato" as forms write it
+        same_case = following.caseless and following.bare.isupper() == token.bare.isupper()
+        if not same_case:
+            return None
+        if text[token.end:following.start].strip() == "," and self._caseless_name(token, first=False) \
+                and self._caseless_name(following, first=True) \
+                and not _ENUMERATION_NEXT.match(text, following.end):
+            end = i + 1
+            if i + 2 < len(tokens) and self._adjacent(text, following, tokens[i + 2]) \
+                    and self._caseless_name(tokens[i + 2], first=True):
+                end = i + 2  # "MÜLLER, ANNA MARIA"
+            return i, end, SCORE_LAST_FIRST
+        if self._adjacent(text, token, following) and self._caseless_name(token, first=True) \
+                and self._caseless_name(following, first=False):
+            return i, i + 1, SCORE_CASELESS_FULL
+        return None
+
     def _greeting(self, text: str, tokens: list[_Token], i: int) -> tuple[int, int, float] | None:
         """ "Hallo Leokadia," / "Dear Swen Berg,": a greeting, a name, then a comma or line end."""
         first = tokens[i + 1]
-        if not (self._adjacent(text, tokens[i], first) and self._usable(first)):
+        if not self._adjacent(text, tokens[i], first):
+            return None
+        if self._caseless_name(first, first=True):
+            after = text[first.end:first.end + 1]
+            return (i + 1, i + 1, SCORE_CASELESS_FULL) if after in (",", "!", "\n", "") else None
+        if not self._usable(first):
             return None
         if first.bare in self._names.ambiguous or first.text.lower() in HONORIFICS:
             return None
@@ -268,10 +401,10 @@ class PersonGazetteerRecognizer(EntityRecognizer):
             if not self._adjacent(text, tokens[j - 1], tokens[j]):
                 break
             candidate = tokens[j]
-            if candidate.text.lower() in PARTICLES:
+            if self._particle(tokens, j):
                 # "von der Leyen", "van den Berg": particles only count before a name
                 k = j
-                while k + 1 < len(tokens) and tokens[k].text.lower() in PARTICLES \
+                while k + 1 < len(tokens) and self._particle(tokens, k) \
                         and self._adjacent(text, tokens[k], tokens[k + 1]):
                     k += 1
                 if k > j and tokens[k].capitalised and tokens[k].text.lower() not in PARTICLES:

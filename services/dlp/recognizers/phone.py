@@ -16,7 +16,8 @@ import phonenumbers
 from presidio_analyzer import Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
-_START: Final = r"(?<![\w+/.,-])"
+# Not inside a longer run of digit groups ("Rechnung 45 493 066 682" holds no phone number).
+_START: Final = r"(?<![\w+/.,-])(?<!\d )"
 _END: Final = r"(?:\s?(?:x|ext\.?|Durchwahl|DW)\s?\d{1,5})?(?![\w-])"
 
 PATTERNS: Final = [
@@ -59,6 +60,9 @@ _NOT_A_PHONE: Final = re.compile(
     r"order|invoice|article|item|sku|ref|case|tracking|sendung|serien|serial|charge|lot)"
     r"\w*\W{0,3}(?:nr\.?|nummer|no\.?|number|#)?\W{0,3}$"
 )
+# 3-2-4 digits with dashes is how a US social security number is written, never a phone
+# number (US_SSN in identifiers.yaml reports it).
+_SSN_SHAPE: Final = re.compile(r"\d{3}-\d{2}-\d{4}")
 _NEGATIVE_WINDOW: Final = 30
 _NEGATIVE_PENALTY: Final = 0.4
 
@@ -74,6 +78,8 @@ class PhoneNumberRecognizer(PatternRecognizer):
         )
 
     def validate_result(self, pattern_text: str) -> bool | None:
+        if _SSN_SHAPE.fullmatch(pattern_text):
+            return False
         main = re.split(r"\s?(?:x|ext\.?|Durchwahl|DW)\s?\d", pattern_text, maxsplit=1)[0]
         if not 6 <= sum(ch.isdigit() for ch in main) <= 15:
             return False
