@@ -22,7 +22,7 @@ MAX_CONCURRENT_PER_KEY = 4
 LIMITS: dict[str, Any] = {
     "max_concurrent_per_key": MAX_CONCURRENT_PER_KEY,
     "send_timeout_s": 1.0,
-    "body_read_timeout_s": 1.0,
+    "body_read_timeout_s": 5.0,
     "header_timeout_s": 1.0,
 }
 
