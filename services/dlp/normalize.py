@@ -45,14 +45,29 @@ _DOT_OBFUSCATED: Final = rf"\s*{_OPEN}\s*(?:dot|punkt|\.)\s*{_CLOSE}\s*|\s+(?:do
 _DOT: Final = rf"(?:{_DOT_OBFUSCATED}|\.)"
 _LOCAL_WORD: Final = r"[a-z0-9_%+-]+"
 _LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-OBFUSCATED_EMAIL: Final = re.compile(
-    rf"(?<![\w.@])(?P<local>{_LOCAL_WORD}(?:{_DOT}{_LOCAL_WORD})*)"
-    rf"(?P<at>{_AT_BRACKETED}|{_AT_SPACED}|{_AT_BARE})"
-    rf"(?P<domain>{_LABEL}(?:{_DOT}{_LABEL})*{_DOT}[a-z]{{2,24}})(?![\w@])",
-    re.IGNORECASE,
+# Found from the "at" outwards: the local part must end right before it, the domain start
+# right after it. Anchoring on the rare "at" keeps this cheap on ordinary text.
+_AT: Final = re.compile(rf"{_AT_BRACKETED}|{_AT_SPACED}|{_AT_BARE}", re.IGNORECASE)
+_LOCAL_BEFORE: Final = re.compile(
+    rf"(?<![\w.@]){_LOCAL_WORD}(?:{_DOT}{_LOCAL_WORD})*\Z", re.IGNORECASE
 )
+_DOMAIN_AFTER: Final = re.compile(
+    rf"{_LABEL}(?:{_DOT}{_LABEL})*{_DOT}[a-z]{{2,24}}(?![\w@])", re.IGNORECASE
+)
+_LOCAL_WINDOW: Final = 96
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    start: int
+    end: int
+    local: str
+    at: str
+    domain: str
+
+
 _OBFUSCATED_DOT: Final = re.compile(_DOT_OBFUSCATED, re.IGNORECASE)
-_AT_OR_DOT_WORD: Final = re.compile(r"@|\b(?:at|ät|dot|punkt)\b|[(\[{<]\s*\.", re.IGNORECASE)
+_MAYBE_OBFUSCATED: Final = re.compile(r"\s@|@\s|[(\[{<]\s*@|\b(?:at|ät)\b", re.IGNORECASE)
 _ADDRESS_LIKE_LOCAL: Final = re.compile(r"[._\d-]")
 # "I am at home dot com": a function word before a bare "at" is a sentence, not a mailbox.
 _FUNCTION_WORDS: Final = frozenset(GERMAN_STOP_WORDS | ENGLISH_STOP_WORDS)
@@ -120,16 +135,31 @@ def _unicode(text: str) -> Normalized:
     return builder.build()
 
 
-def _is_obfuscated_address(match: re.Match[str]) -> bool:
-    at = match.group("at").strip().lower()
+def _is_obfuscated_address(candidate: _Candidate) -> bool:
+    at = candidate.at.strip().lower()
     if at not in ("at", "ät"):
         return True  # bracketed (at), [ät], {@} or a spaced @: written to dodge a filter
     # A bare spaced "at": only with an address-like local part or another obfuscated dot.
-    if match.group("local").lower() in _FUNCTION_WORDS:
+    if candidate.local.lower() in _FUNCTION_WORDS:
         return False
-    return bool(_ADDRESS_LIKE_LOCAL.search(match.group("local"))) or bool(
-        _OBFUSCATED_DOT.search(match.group("local") + " " + match.group("domain"))
+    return bool(_ADDRESS_LIKE_LOCAL.search(candidate.local)) or bool(
+        _OBFUSCATED_DOT.search(candidate.local + " " + candidate.domain)
     )
+
+
+def _candidates(text: str) -> list[_Candidate]:
+    found: list[_Candidate] = []
+    for at in _AT.finditer(text):
+        if found and at.start() < found[-1].end:
+            continue
+        local = _LOCAL_BEFORE.search(text, max(0, at.start() - _LOCAL_WINDOW), at.start())
+        domain = _DOMAIN_AFTER.match(text, at.end())
+        if local is None or domain is None:
+            continue
+        candidate = _Candidate(local.start(), domain.end(), local.group(), at.group(), domain.group())
+        if _is_obfuscated_address(candidate):
+            found.append(candidate)
+    return found
 
 
 def _rejoin(part: str) -> str:
@@ -138,29 +168,20 @@ def _rejoin(part: str) -> str:
 
 def _emails(layer: Normalized) -> Normalized:
     text = layer.text
-    if not _AT_OR_DOT_WORD.search(text):
+    if not _MAYBE_OBFUSCATED.search(text):
         return layer
-    matches: list[re.Match[str]] = []
-    position = 0
-    while (match := OBFUSCATED_EMAIL.search(text, position)) is not None:
-        if _is_obfuscated_address(match):
-            matches.append(match)
-            position = match.end()
-        else:
-            # "me at john.smith [at] example [dot] com": a rejected candidate may hide the
-            # real address starting inside it.
-            position = match.start() + 1
-    if not matches:
+    candidates = _candidates(text)
+    if not candidates:
         return layer
     builder = _Builder()
     cursor = 0
-    for match in matches:
-        builder.keep(text, cursor, match.start(), layer)
-        address = _rejoin(match.group("local")) + "@" + _rejoin(match.group("domain"))
-        start, _ = layer.original_span(match.start(), match.start() + 1)
-        _, end = layer.original_span(match.end() - 1, match.end())
+    for candidate in candidates:
+        builder.keep(text, cursor, candidate.start, layer)
+        address = _rejoin(candidate.local) + "@" + _rejoin(candidate.domain)
+        start, _ = layer.original_span(candidate.start, candidate.start + 1)
+        _, end = layer.original_span(candidate.end - 1, candidate.end)
         builder.replace(address, start, end)
-        cursor = match.end()
+        cursor = candidate.end
     builder.keep(text, cursor, len(text), layer)
     return builder.build()
 

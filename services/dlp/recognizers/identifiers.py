@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Final, Literal
 
@@ -145,14 +146,22 @@ VALIDATORS: Final[dict[str, Callable[[str], Verdict]]] = {
     "shape": _shape,
 }
 
+# The confusable character first, then the lookbehinds (which include it): a pattern that
+# starts with a character class lets the regex engine skip to candidates.
 _OCR_CONFUSION: Final = re.compile(
-    r"(?:(?<=\d)|(?<=\d[ .-]))[OoIl|](?=[ .-]?\d)|(?<=\d)[OoIl|](?=[ .-]\d)"
+    r"[OoIl|](?:(?<=\d.)|(?<=\d[ .-].))(?=[ .-]?\d)|[OoIl|](?<=\d.)(?=[ .-]\d)"
 )
+_HAS_DIGIT: Final = re.compile(r"\d")
 _OCR_DIGIT: Final = {"O": "0", "o": "0", "I": "1", "l": "1", "|": "1"}
 
 
+@lru_cache(maxsize=8)
 def ocr_view(text: str) -> str:
-    """The text with O/o → 0 and l/I/| → 1 where they stand between digits (same length)."""
+    """The text with O/o → 0 and l/I/| → 1 where they stand between digits (same length).
+
+    Cached: every OCR-aware recognizer asks for the view of the same text in turn."""
+    if not _HAS_DIGIT.search(text):
+        return text
     return _OCR_CONFUSION.sub(lambda m: _OCR_DIGIT[m.group()], text)
 
 
@@ -178,6 +187,22 @@ def load_identifiers(path: Path) -> tuple[list[IdentifierSpec], IdentifierFile]:
     return spec.identifiers, spec
 
 
+# A pattern's first atom: an escape (\d), a character class ([A-Za-z]) or a literal.
+_FIRST_ATOM: Final = re.compile(r"\\.|\[(?:\\.|[^\]])*\]|[^\\(\[|?*+{]")
+
+
+def _compile(regex: str, file: IdentifierFile) -> re.Pattern[str]:
+    """first atom + ``before`` + rest + ``after``. ``before`` is written to be checked right
+    after the first character (its lookbehinds end with ``.``): a regex that starts with a
+    character class is scanned much faster than one that starts with a lookbehind."""
+    first = _FIRST_ATOM.match(regex)
+    if first is None or regex[first.end():first.end() + 1] in ("{", "*", "+", "?"):
+        raise IdentifierError("a pattern must start with one character, escape or class")
+    body = regex.replace("(?&S)", file.separator)
+    cut = first.end()
+    return re.compile(body[:cut] + file.before + "(?:" + body[cut:] + ")" + file.after)
+
+
 class IdentifierRecognizer(EntityRecognizer):
     def __init__(self, ident: IdentifierSpec, file: IdentifierFile, language: str) -> None:
         self._ident = ident
@@ -186,12 +211,7 @@ class IdentifierRecognizer(EntityRecognizer):
         self._lengths = sorted(set(ident.lengths), reverse=True)
         try:
             self._patterns = [
-                _Compiled(
-                    p.name or ident.entity,
-                    re.compile(file.before + "(?:" + p.regex.replace("(?&S)", file.separator) + ")"
-                               + file.after),
-                    p.score,
-                )
+                _Compiled(p.name or ident.entity, _compile(p.regex, file), p.score)
                 for p in ident.patterns
             ]
         except re.error as exc:

@@ -397,7 +397,8 @@ class PersonGazetteerRecognizer(EntityRecognizer):
         """
         end = i
         j = i + 1
-        while j < len(tokens) and j - i < _MAX_NAME_TOKENS:
+        particles = 0  # "von und zu" does not use up the name's word budget
+        while j < len(tokens) and j - i - particles < _MAX_NAME_TOKENS:
             if not self._adjacent(text, tokens[j - 1], tokens[j]):
                 break
             candidate = tokens[j]
@@ -408,6 +409,7 @@ class PersonGazetteerRecognizer(EntityRecognizer):
                         and self._adjacent(text, tokens[k], tokens[k + 1]):
                     k += 1
                 if k > j and tokens[k].capitalised and tokens[k].text.lower() not in PARTICLES:
+                    particles += k - j
                     j = k
                     continue
                 break
