@@ -3,7 +3,8 @@
 Pure and synchronous. Two users:
 
 * inference estimates a call's cost at call time from the deployment's own fields
-  (``gpu_seconds``, ``price_call``) and reports it to the caller;
+  (``gpu_seconds``, ``price_call``, in the shared kernel ``services.kernel.pricing``) and
+  reports it to the caller;
 * FinOps books every usage event with a ``PriceBook`` built from the configured price table:
   the entry valid on the day the call happened (so a replay months later prices it the same),
   GPU time at the rate of the deployment's GPU class. Amounts are integers — nano-units of the
@@ -18,33 +19,13 @@ from datetime import date
 from typing import Final, Literal
 
 from schemas.events import UsageRecorded
-from services.runtime.settings import Deployment, GpuClass, PlatformConfig
+from services.runtime.settings import GpuClass, PlatformConfig
 
 NANO: Final = 1_000_000_000  # cost unit: 1e-9 of the currency
 MICRO: Final = 1_000_000  # GPU time unit: microseconds
 HOURS_PER_YEAR: Final = 8760.0
 
 PriceSource = Literal["price_table", "deployment", "event"]
-
-
-def gpu_seconds(deployment: Deployment, latency_s: float) -> float:
-    """GPU time a call occupied: wall time × the GPUs the deployment holds.
-
-    Deliberately conservative: a batched vLLM deployment serves several requests at once,
-    so this over-attributes under load; docs/finops.md explains the trade-off.
-    """
-    return latency_s * deployment.gpu_share
-
-
-def price_call(
-    deployment: Deployment, prompt_tokens: int, completion_tokens: int, gpu_s: float
-) -> float:
-    """Inference's estimate at call time, from the deployment's fields."""
-    token_cost = (
-        prompt_tokens / 1000 * deployment.input_price_per_1k
-        + completion_tokens / 1000 * deployment.output_price_per_1k
-    )
-    return round(token_cost + gpu_s / 3600 * deployment.gpu_hour_rate, 8)
 
 
 # --- the on-prem GPU-hour formula ------------------------------------------------------------

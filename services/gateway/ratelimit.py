@@ -1,12 +1,9 @@
 """Gateway rate limits shared by every replica: per API key (user), business unit (team) and
 addressed model endpoint — requests and tokens per window, state in KV ``ratelimits``.
 
-Algorithm: GCRA (the generic cell rate algorithm, as in ATM networks and redis-cell). A limit
-of ``L`` units per ``W`` seconds gives each unit an emission interval ``T = W / L``; the only
-state is the *theoretical arrival time* ``TAT``. A request costing ``c`` units is admitted at
-time ``now`` iff ``max(TAT, now) + c·T − W ≤ now``, and then ``TAT ← max(TAT, now) + c·T``.
-The allowance refills continuously; a full window's worth may arrive at once. A refused
-request learns exactly when it would fit (``Retry-After``). One float per limit, so one small
+Algorithm: GCRA (``services.kernel.gcra``, shared with the tool gateway's limiter): the only
+state per limit is the *theoretical arrival time*; the allowance refills continuously and a
+refused request learns exactly when it would fit (``Retry-After``). One float per limit, so one small
 KV document per user / team / endpoint, updated with compare-and-set: several gateway
 replicas enforce one limit, and a lost race is simply re-decided on fresh state.
 
@@ -14,7 +11,7 @@ Tokens are charged at admission as an estimate — prompt characters / 4 plus ``
 (or ``completion_tokens_estimate`` when absent), as OpenAI's own limiter does — because the
 real count exists only after the call.
 
-The core (``gcra``, ``decide``, ``plan``, ``estimate_tokens``) is pure; ``KvRateLimiter`` is
+The core (``decide``, ``plan``, ``estimate_tokens`` over the kernel's ``gcra``) is pure; ``KvRateLimiter`` is
 the thin KV adapter; ``check`` is what the gateway calls. Replicas share a wall clock: skew
 between them of δ seconds shifts a limit by at most δ·rate.
 """
@@ -29,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import msgspec
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -37,6 +33,7 @@ from nats.js.kv import KeyValue
 from schemas import subjects
 from schemas.events import AuditEvent, ChatMessage, RequestSubmitted, encode, envelope_fields
 from schemas.streams import KV_RATELIMITS
+from services.kernel.gcra import LimitState, Rate, gcra, refund
 from services.runtime.errors import fixed_message
 from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.settings import ApiKey, LimitSpec, PlatformConfig, RateLimits
@@ -50,48 +47,6 @@ CAS_ATTEMPTS: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
-class Rate:
-    limit: float  # units per window
-    per_s: float  # window
-
-    @property
-    def interval(self) -> float:
-        return self.per_s / self.limit
-
-    @property
-    def tolerance(self) -> float:
-        return self.per_s
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    allowed: bool
-    tat: float  # the new TAT if allowed, the unchanged one if not
-    retry_after_s: float
-    remaining: float  # units that would still be admitted now
-    too_large: bool = False  # the request alone exceeds a whole window
-
-
-def gcra(tat: float, now: float, cost: float, rate: Rate) -> Verdict:
-    base = max(tat, now)
-    remaining = max(0.0, (rate.tolerance - (base - now)) / rate.interval)
-    if cost <= 0:
-        return Verdict(True, tat, 0.0, remaining)
-    if cost * rate.interval > rate.tolerance:
-        return Verdict(False, tat, rate.per_s, remaining, too_large=True)
-    new_tat = base + cost * rate.interval
-    allow_at = new_tat - rate.tolerance
-    if allow_at <= now:
-        return Verdict(True, new_tat, 0.0, (rate.tolerance - (new_tat - now)) / rate.interval)
-    return Verdict(False, tat, allow_at - now, remaining)
-
-
-def refund(tat: float, now: float, cost: float, rate: Rate) -> float:
-    """Undo a charge (a request admitted here but refused by another limit)."""
-    return max(now, tat - cost * rate.interval)
-
-
-@dataclass(frozen=True, slots=True)
 class Check:
     scope: Scope
     subject: str  # key id, team, endpoint
@@ -102,12 +57,6 @@ class Check:
     @property
     def name(self) -> str:
         return f"{self.scope}.{self.metric}"
-
-
-class LimitState(msgspec.Struct, kw_only=True):
-    """KV ``ratelimits`` ``<scope>.<subject>``: the TAT per metric (epoch seconds)."""
-
-    tat: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from litellm.exceptions import Timeout as ProviderTimeout
 
 from schemas.events import ChatMessage, GenerationParams, RoutingDecision
 from schemas.vocabulary import ErrorCode, Route
-from services.finops.pricing import gpu_seconds, price_call
+from services.kernel.pricing import gpu_seconds, price_call
 from services.inference.breaker import CircuitBreaker
 from services.inference.openai_wire import OpenAIWire
 from services.inference.openai_wire import ProviderTimeout as WireTimeout

@@ -43,7 +43,7 @@ from schemas.events import (
     utcnow,
 )
 from services.dlp.guard import DlpGuard, DlpUnavailable
-from services.mcp_servers.context import CallContext
+from services.kernel.call_context import CallContext
 from services.runtime.settings import ToolApprovals, ToolServer
 from services.toolgateway import approvals
 from services.toolgateway.approval_store import ApprovalStore

@@ -1,7 +1,7 @@
 """Tool-call rate limits per agent, application, user and tool, shared by every gateway
 worker through KV ``ratelimits``.
 
-The algorithm is the gateway's GCRA (``services.gateway.ratelimit``: one theoretical arrival
+The algorithm is the shared kernel's GCRA (``services.kernel.gcra``: one theoretical arrival
 time per limit, refilled continuously, compare-and-set in KV so several workers enforce one
 limit); this module only plans which limits a tool call counts against. Keys live under
 ``tool.`` so they never meet the gateway's ``user.``/``team.``/``endpoint.`` documents.
@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from schemas import subjects
 from schemas.events import ToolCallRequested
-from services.gateway.ratelimit import LimitState, Rate, gcra, refund
+from services.kernel.gcra import LimitState, Rate, gcra, refund
 from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.settings import LimitSpec, ToolRateLimits
 

@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 from services.finops.crosscheck import cross_check
-from services.finops.pricing import NANO, PriceBook, PriceError, gpu_cost, gpu_seconds, price_call
+from services.finops.pricing import NANO, PriceBook, PriceError, gpu_cost
+from services.kernel.pricing import gpu_seconds, price_call
 from services.runtime.settings import DEFAULT_CONFIG, GpuClass, PlatformConfig, PriceEntry, load_config
 from tests.finops.helpers import usage
 

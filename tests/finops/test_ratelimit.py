@@ -16,17 +16,8 @@ import yaml
 
 from schemas.events import ChatMessage
 from schemas.streams import KV_RATELIMITS
-from services.gateway.ratelimit import (
-    Check,
-    KvRateLimiter,
-    LimitState,
-    Rate,
-    decide,
-    estimate_tokens,
-    gcra,
-    plan,
-    refund,
-)
+from services.gateway.ratelimit import Check, KvRateLimiter, decide, estimate_tokens, plan
+from services.kernel.gcra import LimitState, Rate, gcra, refund
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.settings import DEFAULT_CONFIG, ApiKey, LimitSpec, RateLimits
 from stellwerk.supervisor import free_port

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from services.mcp_servers.context import CallContext
+from services.kernel.call_context import CallContext
 from services.mcp_servers.search.config import SearchConfig, UsecaseRules
 from services.mcp_servers.search.domains import DomainRules
 from services.mcp_servers.search.retention import Reference, RetentionStore

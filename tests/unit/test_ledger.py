@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from schemas.events import TokenUsage, UsageRecorded, deadline_in
 from services.finops.ledger import RECENT_IDS, Totals, apply_usage, scope_keys
-from services.finops.pricing import gpu_seconds, price_call
+from services.kernel.pricing import gpu_seconds, price_call
 from services.runtime.settings import DEFAULT_CONFIG, load_config
 
 

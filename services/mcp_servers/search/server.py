@@ -1,7 +1,7 @@
 """The ``search`` MCP server: one read-only tool, ``web_search``.
 
 The rules depend on who asks: the tool gateway passes the caller's use case in the call's
-``_meta`` (``services.mcp_servers.context``). Results from a denied domain — or, where the
+``_meta`` (``services.kernel.call_context``). Results from a denied domain — or, where the
 use case has an allow-list, from any domain not on it — never leave this server.
 """
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from services.mcp_servers.context import CallContext
+from services.kernel.call_context import CallContext
 from services.mcp_servers.search.config import SearchConfig
 from services.mcp_servers.search.domains import DomainRules
 from services.mcp_servers.search.retention import Reference, RetentionStore

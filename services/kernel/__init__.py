@@ -1,0 +1,11 @@
+"""The shared kernel: pure logic that more than one service needs (DESIGN.md §2).
+
+Rules: no I/O, no bus, no service imports — a kernel module imports only the standard
+library, third-party pure libraries and ``schemas``. Services import the kernel; the kernel
+never imports a service, the runtime or the ``stellwerk`` CLI package (tests/unit/
+test_boundaries.py enforces the import rules for every package).
+
+    gcra.py          rate-limit math (GCRA): one theoretical arrival time per limit
+    pricing.py       a model call's cost at call time: GPU-seconds, token and GPU-hour price
+    call_context.py  what the tool gateway tells an MCP server about a call (``_meta`` keys)
+"""
