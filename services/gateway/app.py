@@ -47,8 +47,9 @@ from services.gateway.ratelimit import check as check_rate_limits
 from services.gateway.streaming import LiveStream, sse_events
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
+from services.runtime.requests import DeadlineExceeded
+from services.runtime.requests import RequestClient as StellwerkClient
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
-from stellwerk.client import DeadlineExceeded, StellwerkClient
 
 TIMEOUT_HEADER = "x-stellwerk-timeout"
 tracer = trace.get_tracer("stellwerk.gateway")

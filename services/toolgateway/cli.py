@@ -43,7 +43,7 @@ from services.runtime.bus import connect
 from services.runtime.settings import MeshSettings, load_config
 from services.toolgateway.approval_store import ApprovalStore
 from services.toolgateway.approvals import ApprovalRecord
-from stellwerk.tools_client import (
+from services.toolgateway.client import (
     ToolCallTimeout,
     ToolGatewayUnavailable,
     ToolsClient,
