@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from stellwerk.supervisor import Mesh
+from stellwerk.supervisor import DEFAULT_SCALE, Mesh
 from tests.integration.mesh import running_mesh, write_test_config
 
 API_KEY = "sk-stellwerk-demo"
@@ -40,7 +40,9 @@ def hardened_config(directory: Path) -> Path:
 
 
 def hardened_mesh(root: Path) -> Iterator[Mesh]:
-    with running_mesh(root, hardened_config(root), extra_env={"STELLWERK_ACK_WAIT_S": "2"}) as mesh:
+    # No tool gateway: nothing here calls tools, and the mesh starts faster without it.
+    scale = {**DEFAULT_SCALE, "toolgateway": 0}
+    with running_mesh(root, hardened_config(root), extra_env={"STELLWERK_ACK_WAIT_S": "2"}, scale=scale) as mesh:
         yield mesh
 
 
