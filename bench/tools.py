@@ -48,9 +48,9 @@ async def run(requests: int, concurrency: int) -> None:
         root = Path(tmp)
         port = free_port()
         mesh = Mesh(config_file=bench_config(root, port), state_dir=root / "state", nats_port=free_port(),
-                    scale={"toolgateway": 1}, start_simulators=False,
+                    scale={"toolgateway": 1, "dlp": 1}, start_simulators=False,  # DLP screens tool calls
                     extra_env={"STELLWERK_TICKETS_DB": str(root / "tickets.db")})
-        with console.status("starting NATS, the tool gateway and the tickets server…"):
+        with console.status("starting NATS, the tool gateway, a DLP worker and the tickets server…"):
             await mesh.start()
         try:
             nc = await connect(mesh.url, "bench-tools", persistent=False)

@@ -550,3 +550,30 @@ def envelope_fields(event: Envelope) -> dict[str, Any]:
         "user_role": event.user_role,
         "usecase_class": event.usecase_class,
     }
+
+
+# --- DLP screening as a service (issue 11): texts outside the request path, e.g. tool calls --
+
+
+class ScreenRequest(Envelope, kw_only=True):
+    """Texts to screen with the DLP service's guard (core NATS request-reply on
+    ``stellwerk.v1.dlp.screen``, queue group ``dlp``). All texts are screened together, as
+    the messages of one request are; the envelope gives the policy its context (tenant,
+    business unit, role, use case) and the deadline after which nobody waits."""
+
+    direction: Direction
+    texts: list[str]
+
+
+class ScreenReply(msgspec.Struct, kw_only=True):
+    """The guard's decision; ``texts`` as they may pass on (the originals for allow, redacted
+    for redact, absent for block). ``error`` instead of a decision when the guard could not
+    decide (``dlp_unavailable``) or the request was malformed (``invalid_request``): the
+    caller refuses, fail closed."""
+
+    decision: DlpDecision | None = None
+    texts: list[str] | None = None
+    error: ErrorCode | None = None
+
+
+EVENT_TYPES = (*EVENT_TYPES, ScreenRequest, ScreenReply)

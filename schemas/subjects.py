@@ -42,6 +42,10 @@ TOOL_APPROVAL_ALL: Final = f"{PREFIX}.tool.approval.*"
 # requester with its PubAck before the gateway could reply.
 TOOL_LIST: Final = f"{PREFIX}.tool.list"  # ToolListRequested -> ToolCatalog
 TOOL_APPROVAL_DECIDE: Final = f"{PREFIX}.tool.decide"  # ApprovalDecisionRequested -> ...Reply
+# Core NATS request-reply to the DLP workers (queue group ``dlp``): ScreenRequest ->
+# ScreenReply. The tool gateway screens tool arguments and results here, with the same guard
+# (and the same org-identifier reload) as the chat path.
+DLP_SCREEN: Final = f"{PREFIX}.dlp.screen"
 DLQ_PREFIX: Final = f"{PREFIX}.dlq"
 DLQ_ALL: Final = f"{DLQ_PREFIX}.*"
 CONTROL_POLICY_PUSH: Final = f"{PREFIX}.control.policy.push"

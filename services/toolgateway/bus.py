@@ -6,6 +6,8 @@ serves    stellwerk.v1.tool.call.requested  ToolCallRequested → ToolCallResult
           (core NATS request-reply, queue group ``toolgateway``: each request to one worker)
 watches   KV approvals ``call.>``  (pending approvals: expiry, execution lease, metrics)
 writes    KV approvals, KV ratelimits ``tool.>``
+requests  stellwerk.v1.dlp.screen            ScreenRequest → ScreenReply (the DLP workers screen
+                                            tool arguments and results; no answer = refused)
 publishes stellwerk.v1.tool.approval.requested, stellwerk.v1.tool.approval.decided  (APPROVALS)
           stellwerk.v1.audit.toolgateway, stellwerk.v1.audit.approval
 calls     the MCP servers of the platform config's ``tool_servers``
@@ -34,7 +36,6 @@ from schemas.events import (
     encode,
 )
 from schemas.streams import KV_APPROVALS, KV_RATELIMITS
-from services.dlp.guard import DlpGuard
 from services.runtime.telemetry import inject_headers
 from services.runtime.worker import Worker
 from services.toolgateway.approval_store import RECORD_PREFIX, ApprovalStore, decode_record
@@ -45,6 +46,7 @@ from services.toolgateway.mcp_pool import McpPool
 from services.toolgateway.metrics import ToolMetrics
 from services.toolgateway.outcome import failed, malformed, result_of
 from services.toolgateway.policy import ToolPolicy
+from services.toolgateway.screening import BusScreener
 from services.toolgateway.settings import ToolGatewaySettings
 from services.toolgateway.validation import SchemaCache
 
@@ -79,7 +81,6 @@ def build(worker: Worker) -> None:
     outbox = BusOutbox(worker)
     pool = McpPool(config.tool_servers, settings.refresh_interval_s)
     policy = ToolPolicy(settings.policy_dir, settings.policy_check_interval_s)
-    guard = DlpGuard.from_settings()
     board: dict[str, ApprovalRecord] = {}  # every approval record in KV, kept current by a watch
     gateway: ToolGateway | None = None
 
@@ -94,7 +95,7 @@ def build(worker: Worker) -> None:
             pool=pool,
             policy=policy,
             schemas=SchemaCache(strict=settings.strict_arguments),
-            guard=guard,
+            screener=BusScreener(worker.nc, settings.dlp_timeout_s),
             limiter=ToolRateLimiter(await worker.kv(KV_RATELIMITS), config.tool_rate_limits),
             approval_store=ApprovalStore(await worker.kv(KV_APPROVALS)),
             outbox=outbox,

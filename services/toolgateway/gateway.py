@@ -42,7 +42,6 @@ from schemas.events import (
     new_id,
     utcnow,
 )
-from services.dlp.guard import DlpGuard, DlpUnavailable
 from services.kernel.call_context import CallContext
 from services.runtime.settings import ToolApprovals, ToolServer
 from services.toolgateway import approvals
@@ -60,7 +59,14 @@ from services.toolgateway.policy import (
     ToolPolicyUnavailable,
     ToolVerdict,
 )
-from services.toolgateway.screening import mirrors, rendered, screen, strings_in, with_strings
+from services.toolgateway.screening import (
+    DlpUnavailable,
+    Screener,
+    mirrors,
+    rendered,
+    strings_in,
+    with_strings,
+)
 from services.toolgateway.shape import parameter_shape
 from services.toolgateway.validation import SchemaCache, SchemaUnusable
 
@@ -99,7 +105,7 @@ class ToolGateway:
         pool: McpPool,
         policy: ToolPolicy,
         schemas: SchemaCache,
-        guard: DlpGuard,
+        screener: Screener,
         limiter: ToolRateLimiter,
         approval_store: ApprovalStore,
         outbox: Outbox,
@@ -111,7 +117,7 @@ class ToolGateway:
         self.pool = pool
         self.policy = policy
         self.schemas = schemas
-        self.guard = guard
+        self.screener = screener
         self.limiter = limiter
         self.approvals = approval_store
         self.outbox = outbox
@@ -171,9 +177,9 @@ class ToolGateway:
         strings = strings_in(arguments)
         if strings:
             try:
-                screening = screen(self.guard, strings, "input", call)
-            except DlpUnavailable:
-                return failed("dlp_unavailable", policy_version=version)
+                screening = await self.screener.screen(strings, "input", call)
+            except DlpUnavailable as exc:
+                return failed(exc.code, policy_version=version)
             dlp_input = screening.decision
             if dlp_input.action == "block" or screening.texts is None:
                 return refused("dlp_blocked_input", dlp_input.rule_id, dlp_input=dlp_input, policy_version=version)
@@ -250,9 +256,9 @@ class ToolGateway:
         dlp_output: DlpDecision | None = None
         if strings:
             try:
-                screening = screen(self.guard, strings, "output", call)
-            except DlpUnavailable:
-                return failed("dlp_unavailable")
+                screening = await self.screener.screen(strings, "output", call)
+            except DlpUnavailable as exc:
+                return failed(exc.code)
             dlp_output = screening.decision
             if dlp_output.action == "block" or screening.texts is None:
                 return refused("dlp_blocked_output", dlp_output.rule_id, dlp_output=dlp_output)

@@ -1,20 +1,31 @@
-"""Tool arguments and results through the DLP guard.
+"""Tool arguments and results through the DLP service, on the bus.
 
 All strings of one call (argument values, or a result's text blocks and structured leaves)
 are screened together, as the DLP service screens all messages of a request; the redacted
 strings are put back where they came from. Keys are not screened: they are the tool's
 vocabulary (validated against its schema).
+
+The screening itself is the DLP workers' (``stellwerk.v1.dlp.screen``, request-reply,
+``services/dlp/screen_service.py``): one guard, one org-identifier list and one sensitivity
+policy for chat and tools, reloaded in one place. No answer in time, no worker, or a typed
+error in the reply raise ``DlpUnavailable``; the gateway refuses the call (fail closed).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from schemas.events import Envelope
-from schemas.vocabulary import Direction
-from services.dlp.guard import DlpGuard, PolicyContext, Screening
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+
+from schemas import subjects
+from schemas.events import DlpDecision, Envelope, ScreenReply, ScreenRequest, encode, envelope_fields
+from schemas.vocabulary import Direction, ErrorCode
+from services.runtime.telemetry import inject_headers
 
 
 def strings_in(value: Any) -> list[str]:
@@ -62,15 +73,51 @@ def rendered(structured: dict[str, Any]) -> str:
     return json.dumps(structured, indent=2, ensure_ascii=False)
 
 
-def policy_context(event: Envelope) -> PolicyContext:
-    return PolicyContext(
-        usecase_class=event.usecase_class,
-        tenant=event.tenant,
-        business_unit=event.business_unit,
-        user_role=event.user_role,
-    )
+class DlpUnavailable(RuntimeError):
+    """The DLP service gave no decision; ``code`` is the error the call fails with."""
+
+    def __init__(self, code: ErrorCode = "dlp_unavailable") -> None:
+        super().__init__(code)
+        self.code: ErrorCode = code
 
 
-def screen(guard: DlpGuard, texts: list[str], direction: Direction, event: Envelope) -> Screening:
-    """Raises ``DlpUnavailable`` when the guard cannot decide (callers refuse: fail closed)."""
-    return guard.screen(texts, direction=direction, context=policy_context(event))
+@dataclass(frozen=True, slots=True)
+class Screened:
+    decision: DlpDecision
+    # The originals for allow, redacted for redact, None for block; never in repr().
+    texts: list[str] | None = field(repr=False)
+
+
+class Screener(Protocol):
+    async def screen(self, texts: list[str], direction: Direction, event: Envelope) -> Screened: ...
+
+
+_reply_decoder = msgspec.json.Decoder(ScreenReply)
+
+
+class BusScreener:
+    """Screens through the DLP workers (``stellwerk.v1.dlp.screen``), waiting at most
+    ``timeout_s`` and never past the call's deadline."""
+
+    def __init__(self, nc: Client, timeout_s: float = 5.0) -> None:
+        self.nc = nc
+        self.timeout_s = timeout_s
+
+    async def screen(self, texts: list[str], direction: Direction, event: Envelope) -> Screened:
+        wait_s = min(self.timeout_s, event.remaining_s())
+        if wait_s <= 0:
+            raise DlpUnavailable("deadline_exceeded")
+        request = ScreenRequest(**envelope_fields(event), direction=direction, texts=texts)
+        try:
+            msg = await self.nc.request(subjects.DLP_SCREEN, encode(request), timeout=wait_s,
+                                        headers=inject_headers({}))
+            reply = _reply_decoder.decode(msg.data)
+        except (nats.errors.Error, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # No responders, no answer in time, a payload above the server's limit, a garbled
+            # reply: no decision, so no pass.
+            raise DlpUnavailable() from exc
+        if reply.error is not None or reply.decision is None:
+            raise DlpUnavailable("deadline_exceeded" if reply.error == "deadline_exceeded" else "dlp_unavailable")
+        if reply.decision.action != "block" and (reply.texts is None or len(reply.texts) != len(texts)):
+            raise DlpUnavailable()  # a reply that does not fit the request is no decision
+        return Screened(reply.decision, reply.texts if reply.decision.action != "block" else None)

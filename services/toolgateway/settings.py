@@ -26,3 +26,6 @@ class ToolGatewaySettings(BaseSettings):
     # Refuse argument keys the tool's schema does not declare, even where the schema would
     # allow them: an undeclared key cannot be audited by name and may carry data.
     strict_arguments: bool = True
+    # Longest wait for the DLP service's screening of a call's arguments or result (capped by
+    # the call's deadline); no answer refuses the call with ``dlp_unavailable``.
+    dlp_timeout_s: float = 5.0

@@ -74,7 +74,7 @@ def mesh(
         tool_approvals={"sweep_interval_s": 0.2},
     )
     with running_mesh(
-        root, config, scale={"toolgateway": 1},
+        root, config, scale={"toolgateway": 1, "dlp": 1},  # tool arguments and results: DLP on the bus
         start_simulators=False,
         extra_env={
             "STELLWERK_SEARCH_SEARXNG_URL": searxng[0],
