@@ -2,18 +2,26 @@
 
 consumes  stellwerk.v1.request.submitted   (durable ``dlp-input``)
           stellwerk.v1.response.generated  (durable ``dlp-output``)
+          stellwerk.v1.response.streaming  (durable ``dlp-stream``; then the request's chunks,
+                                           stellwerk.v1.chunk.<id>, with an ordered consumer)
 publishes stellwerk.v1.request.screened    (prompt allowed or redacted; decision on the trail)
           stellwerk.v1.result.<id>         (answer screened — or blocked / failed, typed)
+          stellwerk.v1.delta.<id>          (streamed answers: screened text as released)
           stellwerk.v1.audit.trail.dlp_output, stellwerk.v1.audit.trail.dlp_input
                                            (the request's audit trail, when it ends here)
+serves    stellwerk.v1.dlp.screen          ScreenRequest → ScreenReply (queue group ``dlp``;
+                                           tool arguments and results, same guard and reload)
 """
 
 from __future__ import annotations
 
-from schemas.events import DlpDecision, RequestSubmitted, ResponseGenerated
-from schemas.streams import DLP_INPUT, DLP_OUTPUT
+from schemas.events import DlpDecision, RequestSubmitted, ResponseGenerated, ResponseStreaming
+from schemas.streams import DLP_INPUT, DLP_OUTPUT, DLP_STREAM
 from services.dlp.guard import DlpGuard, DlpSettings
-from services.dlp.handlers import screen_input, screen_output
+from services.dlp.handlers import policy_context, screen_input, screen_output
+from services.dlp.release_window import ReleaseWindow
+from services.dlp.screen_service import serve_screening
+from services.dlp.streaming import StreamScreening
 from services.runtime.effects import Effects
 from services.runtime.worker import Worker
 
@@ -41,8 +49,20 @@ def build(worker: Worker) -> None:
             worker.log.warning("dlp_rules_reloaded", policy_version=guard.policy_version)
 
     worker.every(RELOAD_INTERVAL_S, reload_rules)
+
+    async def serve_tool_screening() -> None:  # stellwerk.v1.dlp.screen: the tool gateway's DLP
+        await serve_screening(worker.nc, guard, observe=observe)
+
+    worker.on_start(serve_tool_screening)
     # CPU-bound: a few in flight keep the process busy while a publish awaits its ack; more
     # would only queue inside the process instead of in the stream, where another worker
     # could take them.
     worker.consume(DLP_INPUT, RequestSubmitted, on_submitted, max_in_flight=4)
     worker.consume(DLP_OUTPUT, ResponseGenerated, on_generated, max_in_flight=4)
+    # Streamed answers mostly wait for the model: many at once per worker; each screening
+    # step is short and the window bounds it (services/dlp/release_window.py).
+    screen_stream = StreamScreening(
+        worker,
+        lambda event: ReleaseWindow(guard, policy_context(event), event.pseudonyms),
+    )
+    worker.consume(DLP_STREAM, ResponseStreaming, screen_stream, max_in_flight=256)

@@ -269,6 +269,12 @@ class DlpGuard:
             languages=languages,
         )
 
+    def redact_findings(self, text: str, findings: Sequence[Finding]) -> str:
+        """``text`` with these findings (offsets into ``text``) replaced as ``screen`` would
+        replace them — for a piece of a streamed answer screened within a larger window."""
+        spans = [Span(f.type, f.start, f.end, f.score) for f in findings]
+        return self._redactor.redact([text], [spans])[0]
+
     def _disabled_entities(self, tenant: str) -> frozenset[str]:
         """Entities of the packs this tenant does not run (policy data, see docs/dlp.md).
 

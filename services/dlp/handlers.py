@@ -89,6 +89,7 @@ def screen_input(guard: DlpGuard, event: RequestSubmitted, observe: Observe = _i
         attributes=attributes,
         params=event.params,
         pseudonymize=event.pseudonymize,
+        stream=event.stream,
         trail=[*event.trail, audit],
         dlp_input=decision,
         pseudonyms=screening.pseudonyms,

@@ -153,6 +153,12 @@ async def sse_events(
                 if result.inference is not None:
                     base["model"] = result.inference.model
                 if result.status == "ok" and result.error is None:
+                    # The result carries the whole screened answer: deltas still in flight on
+                    # their own subscription (NATS orders per subscription only) are sent from it.
+                    rest = (result.content or "")[have:]
+                    if rest:
+                        have += len(rest)
+                        yield chunk({"content": rest})
                     yield chunk({}, result.finish_reason or "stop", stellwerk=governance_summary(result))
                     if include_usage and result.usage is not None:
                         usage = result.usage

@@ -75,6 +75,7 @@ def route_request(
         attributes=attributes,
         params=event.params,
         pseudonymize=event.pseudonymize,
+        stream=event.stream,
         trail=[*event.trail, audit],
         dlp_input=event.dlp_input,
         pseudonyms=event.pseudonyms,
