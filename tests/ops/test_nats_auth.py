@@ -41,7 +41,7 @@ COMMITTED = ROOT / "compose" / "nats" / "auth.conf"
 # --- the generated configuration ------------------------------------------------------------
 
 
-def test_committed_config_is_generated_from_the_subject_map() -> None:
+def test_committed_config_is_generated_from_the_service_contracts() -> None:
     assert COMMITTED.read_text() == nats_auth.render_auth(), (
         "compose/nats/auth.conf is stale: run `uv run python -m stellwerk.nats_auth config compose/nats/auth.conf`"
     )
@@ -54,7 +54,12 @@ def test_only_the_audit_service_writes_chain_records_and_each_service_only_its_o
         if p.user == "audit":
             assert audit_subjects == {f"{subjects.AUDIT_CHAIN_PREFIX}.*", subjects.AUDIT_CHECKPOINT_ALL}
         else:
-            assert audit_subjects == {subjects.audit(stage) for stage in p.stages}, p.user
+            # audit.<stage> always; audit.trail.<stage> for the stages that end requests.
+            own = {subjects.audit(stage) for stage in p.stages}
+            assert own <= audit_subjects <= own | {subjects.audit_trail(stage) for stage in p.stages}, p.user
+    trails = {p.user for p in nats_auth.principals()
+              if any(s.startswith(subjects.AUDIT_TRAIL_PREFIX + ".") for s in p.permissions.publish)}
+    assert trails == {"dlp", "router", "inference"}  # the request path's workers, nobody else
 
 
 def test_durables_are_pulled_and_acked_only_by_their_own_service() -> None:
@@ -165,6 +170,7 @@ async def test_each_service_can_do_its_own_job(connect: Callable[[str], Awaitabl
     await pull_one(dlp, DLP_INPUT)
     await dlp.jetstream().publish(subjects.REQUEST_SCREENED, b"{}")
     await dlp.jetstream().publish(subjects.audit("dlp_input"), b"{}")
+    await dlp.jetstream().publish(subjects.audit_trail("dlp_input"), b"{}")  # a request's whole trail
     await pull_one(router, ROUTER)
     await router.jetstream().publish(subjects.REQUEST_ROUTED, b"{}")
     await pull_one(inference, INFERENCE)
@@ -200,8 +206,10 @@ async def test_each_service_can_do_its_own_job(connect: Callable[[str], Awaitabl
     await router.subscribe(subjects.CONTROL_POLICY_PUSH, cb=answer)
     await toolgateway.subscribe(subjects.TOOL_CALL_REQUESTED, queue="toolgateway", cb=answer)
     await dlp.subscribe("$SRV.PING", cb=answer)
+    await dlp.subscribe(subjects.DLP_SCREEN, queue="dlp", cb=answer)  # tool calls' DLP
     for nc in (router, toolgateway, dlp):
         await nc.flush()
+    assert (await toolgateway.request(subjects.DLP_SCREEN, b"{}", timeout=30)).data == b"ok"
     assert (await operator.request(subjects.CONTROL_POLICY_PUSH, b"{}", timeout=30)).data == b"ok"
     assert (await agent.request(subjects.TOOL_CALL_REQUESTED, b"{}", timeout=30)).data == b"ok"
     assert (await operator.request("$SRV.PING", b"", timeout=30)).data == b"ok"
@@ -235,6 +243,8 @@ async def test_each_service_can_do_its_own_job(connect: Callable[[str], Awaitabl
         ("inference", subjects.FINOPS_ALERT),
         ("dlp", subjects.REQUEST_ROUTED),  # skipping the router
         ("finops", subjects.audit_chain("acme-insurance")),
+        ("toolgateway", subjects.audit_trail("dlp_input")),  # forging a request's trail
+        ("router", subjects.audit_trail("dlp_output")),
     ],
 )
 async def test_a_service_cannot_publish_what_it_does_not_own(
@@ -281,6 +291,9 @@ async def test_a_service_cannot_consume_or_ack_another_services_consumer(
     assert await subscribe_refused(router, subjects.REQUEST_SUBMITTED)
     assert await subscribe_refused(await connect("agent"), subjects.AUDIT_ALL)
     assert await subscribe_refused(await connect("client"), subjects.AUDIT_ALL)
+    # Only DLP workers receive the texts sent for screening (tool arguments and results).
+    for user in ("toolgateway", "gateway", "agent", "router"):
+        assert await subscribe_refused(await connect(user), subjects.DLP_SCREEN), user
 
 
 async def test_a_wrong_password_is_refused(server: Cluster) -> None:

@@ -1,0 +1,18 @@
+"""The gateway's bus contract (plain data; see schemas/contracts.py)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from schemas import contracts as c
+from schemas.streams import KV_RATELIMITS
+
+CONTRACT: Final = c.ServiceContract(
+    name="gateway",
+    description="OpenAI-compatible HTTP gateway: submits requests, awaits their results",
+    publishes=(c.Publishes(c.REQUEST_SUBMITTED), c.Publishes(c.AUDIT_EVENT, {"stage": ("gateway",)})),
+    listens=(c.Listens(c.RESULT), c.Listens(c.DELTA)),
+    kv_writes=(KV_RATELIMITS,),
+    worker=False,
+    reads_backlog=True,
+)
