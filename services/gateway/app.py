@@ -258,7 +258,8 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             pseudonymize=pseudonymize,
         )
         # --- rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV ----------
-        refusal = await check_rate_limits(state["client"].js, config, key, submitted, body.model or "stellwerk")
+        endpoint = limits.rate_limit_endpoint(body.model, (d.route for d in config.deployments))
+        refusal = await check_rate_limits(state["client"].js, config, key, submitted, endpoint)
         if refusal is not None and refusal.too_large:  # waiting cannot help: not a 429 (issue 18)
             return refused(limits.oversized_for_rate_limit(prompt_tokens, max_tokens, body.max_tokens_param,
                                                            refusal.limit))

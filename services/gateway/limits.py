@@ -144,6 +144,13 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def rate_limit_endpoint(model: str | None, routes: Iterable[str]) -> str:
+    """The endpoint a request counts against: a route it names, else ``stellwerk``. Any other
+    ``model`` is advisory and must not create a rate-limit document of its own (one per
+    distinct string a client invents)."""
+    return model if model is not None and model in set(routes) else "stellwerk"
+
+
 # --- the request's shape ---------------------------------------------------------------------
 
 

@@ -145,7 +145,9 @@ class ChatCompletionRequest(BaseModel):
     set parameters of :data:`NOT_YET_SUPPORTED`; limits are checked by ``limits.py``."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    model: StrictStr | None = None  # advisory only: the routing policy chooses the model
+    # Advisory only: the routing policy chooses the model. An identifier (it names a rate-limit
+    # endpoint), like every model id OpenAI-compatible clients send.
+    model: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/@+\-]{1,128}$")
     messages: list[InboundMessage] = Field(min_length=1)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None

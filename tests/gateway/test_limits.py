@@ -113,3 +113,17 @@ def test_unknown_fields_images_and_tool_messages_are_refused() -> None:
     assert _refusal({"messages": tool}) == ("unsupported_parameter", "role")
     calls = [{"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}]
     assert _refusal({"messages": calls}) == ("unsupported_parameter", "tool_calls")
+
+
+def test_only_known_routes_name_a_rate_limit_endpoint() -> None:
+    routes = ["local-vllm", "api-gpt52"]
+    assert limits.rate_limit_endpoint("api-gpt52", routes) == "api-gpt52"
+    assert limits.rate_limit_endpoint("gpt-4o-mini", routes) == "stellwerk"
+    assert limits.rate_limit_endpoint(None, routes) == "stellwerk"
+    assert _refusal_type({"messages": MESSAGES, "model": "ä model"}) == "string_pattern_mismatch"
+
+
+def _refusal_type(body: dict[str, object]) -> str:
+    with pytest.raises(ValidationError) as info:
+        ChatCompletionRequest.model_validate(body)
+    return str(info.value.errors()[0]["type"])
