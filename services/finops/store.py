@@ -42,7 +42,7 @@ CAS_ATTEMPTS: Final = 50
 FINOPS_STAGE: Final[Stage] = "finops"
 
 T = TypeVar("T")
-Publish = Callable[[str, msgspec.Struct, str], Awaitable[None]]
+Publish = Callable[[str, msgspec.Struct, str], Awaitable[object]]
 
 
 class Contention(RuntimeError):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,7 +68,21 @@ S = TypeVar("S", bound=msgspec.Struct)
 Handler = Callable[[E], Awaitable[Effects]]
 
 _BACKOFF_S = (0.2, 1.0, 3.0, 5.0)
-_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
+# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
+_DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def decode_detail(exc: Exception) -> str:
+    """Why a message did not decode, without any of its content: msgspec names the field
+    and the expected type, but quotes an invalid enum or literal value ('…') and the name of
+    an unknown field — those parts are elided."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "invalid UTF-8"
+    text = _QUOTED.sub("'…'", str(exc))
+    if "unknown field" in text:
+        return "Object contains unknown field"
+    return text[:300]
 
 
 def deliveries_of(msg: Msg) -> int:
@@ -250,7 +265,7 @@ class Worker:
             event = decoder.decode(msg.data)
         except _DECODE_ERRORS as exc:
             # Validation messages name the field and the expected type, never the value.
-            await self.dead_letter(msg, reason="malformed", detail=str(exc), deliveries=deliveries)
+            await self.dead_letter(msg, reason="malformed", detail=decode_detail(exc), deliveries=deliveries)
             await msg.ack()
             return "malformed"
         if consumer.in_request_path and event.expired():
@@ -368,7 +383,7 @@ class Worker:
             try:
                 batch.append(Delivery(msg, decode_one(msg), deliveries))
             except _DECODE_ERRORS as exc:  # names the field, never the value
-                await self.dead_letter(msg, reason="malformed", detail=str(exc), deliveries=deliveries)
+                await self.dead_letter(msg, reason="malformed", detail=decode_detail(exc), deliveries=deliveries)
                 await msg.ack()
         failed: Sequence[Delivery] = []
         if batch:
@@ -409,40 +424,55 @@ class Worker:
     # --- carrying out effects ----------------------------------------------------------------
 
     async def carry_out(self, event: Any, effects: Effects) -> None:
-        """Stored effects first, concurrently; replies only once all of them are acknowledged."""
+        """Stored effects first, concurrently; replies only once all of them are acknowledged.
+
+        A request's ending is recorded under a message id of its own: if the stream reports
+        the trail as a duplicate, this request was already ended by an earlier delivery (a
+        redelivery, or the same request published twice) and its caller already has a
+        result — no second reply."""
         stored, replies = expand(event, effects)
         if len(stored) == 1:
-            await self._store(stored[0], event)
+            fresh = [await self._store(stored[0])]
         elif stored:
-            await asyncio.gather(*(self._store(effect, event) for effect in stored))
+            fresh = list(await asyncio.gather(*(self._store(effect) for effect in stored)))
+        else:
+            fresh = []
+        ended_before = any(
+            not new for effect, new in zip(stored, fresh, strict=True) if isinstance(effect, Record)
+        )
+        if ended_before:
+            return
         for effect in replies:
             await self.reply(effect.result)
 
-    async def _store(self, effect: Publish | Record, event: Any) -> None:
+    async def _store(self, effect: Publish | Record) -> bool:
+        """Carry out one stored effect; False when the stream already had it."""
         if isinstance(effect, Publish):
-            await self.publish(effect.subject, effect.event, effect.msg_id)
-        else:
-            await self.record(effect.events)
+            return await self.publish(effect.subject, effect.event, effect.msg_id)
+        return await self.record(effect.events)
 
-    async def publish(self, subject: str, event: msgspec.Struct, msg_id: str) -> None:
-        """Publish to a stream, idempotently: the same ``msg_id`` is stored only once."""
+    async def publish(self, subject: str, event: msgspec.Struct, msg_id: str) -> bool:
+        """Publish to a stream, idempotently: the same ``msg_id`` is stored only once.
+        False when the stream already had it."""
         headers = {"Nats-Msg-Id": msg_id}
         if self.traced:
             inject_headers(headers)
-        await self.js.publish(subject, encode(event), headers=headers)
+        ack = await self.js.publish(subject, encode(event), headers=headers)
+        return not ack.duplicate
 
     async def reply(self, result: RequestResult) -> None:
         """Deliver the final result to whoever waits on ``result.<request_id>`` (core NATS)."""
         headers = inject_headers({}) if self.traced else None
         await self.nc.publish(subjects.result(result.request_id), encode(result), headers=headers)
 
-    async def record(self, events: list[AuditEvent]) -> None:
-        """Write audit events as one trail message (stage of the last event: who wrote it)."""
+    async def record(self, events: list[AuditEvent]) -> bool:
+        """Write audit events as one trail message (stage of the last event: who wrote it).
+        False when this very ending was recorded before."""
         if not events:
-            return
+            return True
         last = events[-1]
         msg_id = f"trail:{last.request_id}:{last.stage}:{last.outcome}:{len(events)}"
-        await self.publish(subjects.audit_trail(last.stage), AuditTrail(events=events), msg_id)
+        return await self.publish(subjects.audit_trail(last.stage), AuditTrail(events=events), msg_id)
 
     async def fail(
         self,
