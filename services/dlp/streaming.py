@@ -37,6 +37,7 @@ from schemas.events import (
     encode,
     envelope_fields,
 )
+from schemas.streams import CHUNKS
 from services.dlp.handlers import decision_audit
 from services.runtime.effects import Effects, Fail, Record, Reply
 from services.runtime.worker import Worker
@@ -138,6 +139,10 @@ class StreamScreening:
             heart.cancel()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            # Raw text has no business outside the pipeline once screened: drop the chunks
+            # now rather than at the stream's 10-minute age limit.
+            with contextlib.suppress(Exception):
+                await worker.js.purge_stream(CHUNKS.name, subject=subjects.chunk(event.request_id))
         assert decision is not None, "a finished window has decided"
         audit = decision_audit(event, "dlp_output", decision)
         result = RequestResult(
