@@ -43,9 +43,8 @@ def test_no_service_imports_another_service_or_the_cli_package() -> None:
             continue
         for module in imports_of(path):
             parts = module.split(".")
-            if parts[0] == "stellwerk":
-                crossing.append(f"{path.relative_to(ROOT)} imports {module}")
-            elif parts[0] == "services" and len(parts) > 1 and parts[1] not in SHARED | {own}:
+            other_service = parts[0] == "services" and len(parts) > 1 and parts[1] not in SHARED | {own}
+            if parts[0] == "stellwerk" or other_service:
                 crossing.append(f"{path.relative_to(ROOT)} imports {module}")
     assert crossing == []
 
