@@ -20,7 +20,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from schemas import subjects
-from schemas.events import DlpDecision, ScreenReply, ScreenRequest, ToolCallRequested, deadline_in, encode, utcnow
+from schemas.events import (
+    DlpDecision,
+    ScreenReply,
+    ScreenRequest,
+    ToolCallRequested,
+    deadline_in,
+    encode,
+    utcnow,
+)
 from services.dlp.guard import DlpGuard
 from services.dlp.screen_service import answer, serve_screening
 from services.dlp.settings import PACKAGE_DIR, DlpSettings
