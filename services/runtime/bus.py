@@ -63,9 +63,15 @@ def consumer_config(definition: ConsumerDef, settings: MeshSettings) -> Consumer
 
 
 async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = None) -> None:
-    """Create or update every stream, durable consumer and KV bucket; safe to call from every
-    worker at start. Consumers exist before their first worker does, so a backlog is visible
-    (and bounded by the gateway) even while a stage has no worker at all."""
+    """Create or update every stream, durable consumer and KV bucket: the one place the
+    topology is declared, safe to call from every worker, the gateway, the supervisor and the
+    CLI. Consumers exist before their first worker does, so a backlog is visible (and bounded
+    by the gateway) even while a stage has no worker at all.
+
+    Operator settings (``audit_retention_days``, ``stream_replicas``) are applied only by a
+    process that has them: one without (a CLI run, a worker started without the shared
+    environment) keeps what the stream has, so it can never reset the AUDIT retention or
+    rescale a cluster's streams to the definitions' defaults."""
     settings = settings or MeshSettings()
     for definition in STREAMS:
         retention = (
@@ -82,6 +88,8 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
         else:
             if settings.stream_replicas is None:  # a process without the setting never rescales
                 config.num_replicas = info.config.num_replicas
+            if definition is AUDIT and retention is None:  # ... nor changes the audit retention
+                config.max_age = info.config.max_age
             await js.update_stream(config)
     for consumer in CONSUMERS:
         try:
