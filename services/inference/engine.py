@@ -10,14 +10,16 @@ from typing import Any
 
 import litellm
 from litellm.exceptions import Timeout as ProviderTimeout
+from opentelemetry import trace
 
 from schemas.events import ChatMessage, GenerationParams, RoutingDecision
 from schemas.vocabulary import ErrorCode, Route
-from services.kernel.pricing import gpu_seconds, price_call
 from services.inference.breaker import CircuitBreaker
 from services.inference.openai_wire import OpenAIWire
 from services.inference.openai_wire import ProviderTimeout as WireTimeout
+from services.kernel.pricing import gpu_seconds, price_call
 from services.runtime.settings import Deployment, PlatformConfig
+from services.runtime.telemetry import tracing_enabled
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True
@@ -91,6 +93,23 @@ DEFAULT_PARALLEL = 256
 TextSink = Callable[[str], Awaitable[None]]  # per deployment, where the config states no max_parallel_requests
 
 
+_tracer = trace.get_tracer("stellwerk.inference")
+
+
+def _genai_request(deployment: Deployment, call: dict[str, Any]) -> dict[str, Any]:
+    """OpenTelemetry GenAI semantic conventions for the model call (metadata, never text)."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": "openai" if deployment.provider in WIRE_PROVIDERS else deployment.provider,
+        "gen_ai.request.model": deployment.model,
+        "server.address": deployment.api_base,
+    }
+    for key in ("max_tokens", "temperature", "top_p"):
+        if call.get(key) is not None:
+            attributes[f"gen_ai.request.{key}"] = call[key]
+    return attributes
+
+
 class InferenceEngine:
     """Calls the deployments of the decided route through LiteLLM.
 
@@ -114,6 +133,7 @@ class InferenceEngine:
             d.name: asyncio.Semaphore(d.max_parallel_requests or DEFAULT_PARALLEL) for d in config.deployments
         }
         self._busy = {d.name: 0 for d in config.deployments}
+        self._traced = tracing_enabled()
         self.wire = OpenAIWire()
         self._params = {
             d.name: {
@@ -217,7 +237,19 @@ class InferenceEngine:
         self._busy[deployment.name] += 1
         try:
             async with self._slots[deployment.name]:
-                return await self._complete(route, deployment, call, messages, on_text)
+                if not self._traced:
+                    return await self._complete(route, deployment, call, messages, on_text)
+                with _tracer.start_as_current_span(
+                    f"chat {deployment.model}", kind=trace.SpanKind.CLIENT, attributes=_genai_request(deployment, call)
+                ) as span:
+                    outcome = await self._complete(route, deployment, call, messages, on_text)
+                    span.set_attributes({
+                        "gen_ai.usage.input_tokens": outcome.prompt_tokens,
+                        "gen_ai.usage.output_tokens": outcome.completion_tokens,
+                        "gen_ai.response.finish_reasons": [outcome.finish_reason],
+                        "stellwerk.route": route,
+                    })
+                    return outcome
         finally:
             self._busy[deployment.name] -= 1
 
