@@ -224,7 +224,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         # --- end input limits ------------------------------------------------------------------
         try:
             usecase, attributes = resolve_attributes(key, request.headers, body.metadata or {})
-            pseudonymize = resolve_pseudonymize(request.headers, body.metadata or {})
+            pseudonymize = resolve_pseudonymize(request.headers, body.metadata or {}, key.pseudonymize)
         except InvalidAttribute as exc:
             return error(400, "invalid_request", f"Invalid value for request attribute '{exc.field}'.")
         timeout_s = config.request_timeout_s

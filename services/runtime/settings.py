@@ -96,6 +96,9 @@ class ApiKey(BaseModel):
     quality_tier: QualityTier = "standard"
     max_quality_tier: QualityTier = "high"
     sensitivity_floor: DataSensitivity = "internal"
+    # Personal data found in prompts: pseudonymised (placeholders the caller's answer gets
+    # restored) instead of redacted, unless a request says otherwise (header or metadata).
+    pseudonymize: bool = False
 
 
 class Deployment(BaseModel):
