@@ -45,7 +45,7 @@ def test_status_lists_workers_and_consumers(mesh: Mesh) -> None:
     for service in ("dlp", "router", "inference", "finops", "audit"):
         assert len(report["workers"][service]) >= 1, service
     consumers = {c["consumer"]: c for c in report["consumers"]}
-    assert set(consumers) == {"dlp-input", "router", "inference", "dlp-output", "finops", "audit"}
+    assert set(consumers) == {"dlp-input", "router", "inference", "dlp-output", "dlp-stream", "finops", "audit"}
     assert all(c["exists"] for c in consumers.values())
 
 

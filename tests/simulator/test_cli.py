@@ -16,6 +16,7 @@ def test_flags_map_onto_settings() -> None:
             "--kv-capacity-tokens", "4096", "--max-model-len", "2048",
             "--rate-429", "0.1", "--rate-500", "0.05", "--rate-timeout", "0.01",
             "--timeout-s", "2", "--retry-after-s", "3", "--seed", "9", "--tokens-per-minute", "1000",
+            "--piece-chars", "1",
         ]
     )  # fmt: skip
     assert settings.model_dump() == {
@@ -37,6 +38,7 @@ def test_flags_map_onto_settings() -> None:
         "retry_after_s": 3,
         "seed": 9,
         "tokens_per_minute": 1000,
+        "piece_chars": 1,
     }
 
 
