@@ -14,6 +14,7 @@ import msgspec
 import openai
 import pytest
 from nats.aio.client import Client
+from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 
 from schemas import subjects
@@ -99,6 +100,29 @@ async def test_email_is_redacted_before_the_model_and_never_audited(mesh: Mesh, 
         assert SECRET_EMAIL not in log.read_text(errors="replace"), log.name
 
 
+async def test_pseudonymize_is_parsed_strictly(mesh: Mesh) -> None:
+    client = openai_client(mesh)
+    prompt = f"Bitte antworte an {SECRET_EMAIL}."
+    # OpenAI's metadata is string to string: "false" must mean false (bool("false") is True).
+    off = await client.chat.completions.create(
+        model="stellwerk", messages=[{"role": "user", "content": prompt}], metadata={"pseudonymize": "false"}
+    )
+    assert off.choices[0].message.content == "Bitte antworte an <EMAIL_ADDRESS>."
+    on = await client.chat.completions.create(
+        model="stellwerk", messages=[{"role": "user", "content": prompt}],
+        extra_headers={"X-Stellwerk-Pseudonymize": "true"},
+    )
+    assert on.choices[0].message.content == prompt, "the model saw a pseudonym, the caller gets it restored"
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(
+            model="stellwerk", messages=[{"role": "user", "content": prompt}], metadata={"pseudonymize": "no"}
+        )
+    assert info.value.status_code == 400
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "invalid_request"
+    assert "pseudonymize" in error["message"] and SECRET_EMAIL not in error["message"]
+
+
 async def test_streaming_completion(mesh: Mesh) -> None:
     client = openai_client(mesh)
     stream = await client.chat.completions.create(
@@ -180,11 +204,11 @@ async def test_killed_worker_loses_nothing(mesh: Mesh, nc: Client) -> None:
                 )
             )
 
-            async def in_flight() -> bool:
+            async def in_flight() -> ConsumerInfo | None:
                 info = await js.consumer_info("PIPELINE", "inference")
-                return (info.num_ack_pending or 0) > 0
+                return info if (info.num_ack_pending or 0) > 0 else None
 
-            await eventually(in_flight)
+            before = await eventually(in_flight)
             assert victim.process is not None
             os.kill(victim.process.pid, signal.SIGKILL)
             victim.process.wait()
@@ -195,8 +219,13 @@ async def test_killed_worker_loses_nothing(mesh: Mesh, nc: Client) -> None:
             await http.post(admin, json={"ttft_ms": 0})
     assert completion.choices[0].message.content == "survive a crash"
     request_id = completion.model_extra["stellwerk"]["request_id"]  # type: ignore[index]
-    info = await js.consumer_info("PIPELINE", "inference")
-    assert (info.num_redelivered or 0) >= 0
+    # The consumer sequence counts every delivery, the stream sequence only new messages: the
+    # same message handed out again (to the new worker, after the victim's ack wait) moves the
+    # first and not the second. Without a redelivery the answer could not have arrived.
+    after = await js.consumer_info("PIPELINE", "inference")
+    assert before.delivered is not None and after.delivered is not None
+    assert after.delivered.stream_seq == before.delivered.stream_seq, "no new message reached inference"
+    assert (after.delivered.consumer_seq or 0) > (before.delivered.consumer_seq or 0), "the message was redelivered"
     kv = await js.key_value(KV_BUDGETS)
 
     async def counted_once() -> bool:
