@@ -19,14 +19,19 @@ from schemas.vocabulary import DataSensitivity, QualityTier, UsecaseClass
 from services.audit.cli import app as audit_app
 from services.dlp.cli import app as dlp_app
 from services.finops.cli import app as finops_app
+from services.kernel.cli_conventions import MESH_UNREACHABLE, OutputFormat, unreachable
 from services.router.cli import app as route_app
 from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
 from services.toolgateway.cli import app as tools_app
 from services.toolgateway.cli import approvals_app
 
-app = typer.Typer(help="Stellwerk — governed AI gateway on a NATS mesh.", no_args_is_help=True)
-schemas_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
-policy_app = typer.Typer(help="Policies: push a new version to the running mesh.", no_args_is_help=True)
+# Locals off on every Typer: a crash must never print what a command was handling (a prompt,
+# a screened text). The top-level app's setting is the one in force for mounted sub-apps.
+app = typer.Typer(help="Stellwerk — governed AI gateway on a NATS mesh.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+schemas_app = typer.Typer(help="Event contracts.", no_args_is_help=True, pretty_exceptions_show_locals=False)
+policy_app = typer.Typer(help="Policies: push a new version to the running mesh.", no_args_is_help=True,
+                         pretty_exceptions_show_locals=False)
 app.add_typer(policy_app, name="policy")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(route_app, name="route", help="Routing policy: explain decisions.")
@@ -40,6 +45,32 @@ err = Console(stderr=True)
 
 NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS server URL (default: STELLWERK_NATS_URL or nats://127.0.0.1:4222).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Platform config file (YAML).")]
+Format = Annotated[OutputFormat, typer.Option("--format", help="table, json, or jsonl (one compact line).")]
+AsJson = Annotated[bool, typer.Option("--json", hidden=True, help="Deprecated: --format json.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"stellwerk {version('stellwerk')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _stellwerk(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Stellwerk — governed AI gateway on a NATS mesh."""
+
+
+def _print_document(document: str, output: OutputFormat) -> None:
+    """A JSON document as ``--format json`` (indented) or ``jsonl`` (one compact line)."""
+    if output is OutputFormat.jsonl:
+        print(json.dumps(json.loads(document), ensure_ascii=False, separators=(",", ":")))
+    else:
+        console.print_json(document)
 
 
 def _settings(nats_url: str | None, config: Path | None = None) -> MeshSettings:
@@ -124,7 +155,8 @@ def chat(
     quality: Annotated[str | None, typer.Option(help="Quality tier: standard | high.")] = None,
     max_tokens: Annotated[int | None, typer.Option()] = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 60.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    output: Format = OutputFormat.table,
+    as_json: AsJson = False,
     nats_url: NatsUrl = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -132,6 +164,7 @@ def chat(
     from typing import get_args
 
     import msgspec
+    from nats.errors import NoServersError
 
     from stellwerk.client import DeadlineExceeded, StellwerkClient
 
@@ -166,14 +199,15 @@ def chat(
         result = asyncio.run(run())
     except DeadlineExceeded as exc:
         err.print("[red]deadline exceeded[/] — no result before the deadline")
-        raise typer.Exit(3) from exc
-    except OSError as exc:
-        err.print(f"[red]cannot reach the mesh at {settings.nats_url}[/]: {type(exc).__name__}")
-        raise typer.Exit(1) from exc
-    if as_json:
-        console.print_json(msgspec.json.encode(result).decode())
-    else:
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+    except (NoServersError, OSError) as exc:
+        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+    output = OutputFormat.json if as_json else output
+    if output is OutputFormat.table:
         _print_result(result)
+    else:
+        _print_document(msgspec.json.encode(result).decode(), output)
     if result.status != "ok":
         raise typer.Exit(4)
 
@@ -211,7 +245,8 @@ def _print_result(result: RequestResult) -> None:
 @app.command()
 def status(
     nats_url: NatsUrl = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    output: Format = OutputFormat.table,
+    as_json: AsJson = False,
 ) -> None:
     """Live workers per service and each consumer's pending / redelivered counts."""
     from stellwerk.status import collect_status
@@ -220,10 +255,11 @@ def status(
     try:
         report = asyncio.run(collect_status(settings.nats_url))
     except Exception as exc:
-        err.print(f"[red]cannot reach the mesh at {settings.nats_url}[/]: {type(exc).__name__}")
-        raise typer.Exit(1) from exc
-    if as_json:
-        console.print_json(json.dumps(report))
+        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+    output = OutputFormat.json if as_json else output
+    if output is not OutputFormat.table:
+        _print_document(json.dumps(report), output)
         return
     workers = Table(title="workers")
     workers.add_column("service")
@@ -248,6 +284,8 @@ def policy_push(
     wait: Annotated[float, typer.Option(help="Seconds to collect the routers' acknowledgements.")] = 1.0,
 ) -> None:
     """Compile and test a routing policy, then install it in every running router without a restart."""
+    from nats.errors import NoServersError
+
     from services.router.cli import push
     from services.runtime.rego import PolicyError
     from stellwerk.policy_push import push_routing_policy
@@ -260,9 +298,9 @@ def policy_push(
     settings = _settings(nats_url)
     try:
         acks = asyncio.run(push_routing_policy(settings.nats_url, source, wait))
-    except OSError as exc:
-        err.print(f"[red]cannot reach the mesh at {settings.nats_url}[/]: {type(exc).__name__}")
-        raise typer.Exit(1) from exc
+    except (NoServersError, OSError) as exc:
+        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
+        raise typer.Exit(MESH_UNREACHABLE) from exc
     accepted = [a for a in acks if a.accepted and a.version == source.version]
     console.print(f"policy {source.version}: installed by {len(accepted)} of {len(acks)} router worker(s)")
     for ack in acks:

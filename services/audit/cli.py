@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from services.kernel.cli_conventions import MESH_UNREACHABLE, unreachable
+
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from rich.table import Table
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
     from services.audit.stored import StoredMsg
     from services.audit.verify import VerifyReport
 
-app = typer.Typer(help="Audit trail: verify the hash chains, show a request, replay, export.", no_args_is_help=True)
+app = typer.Typer(help="Audit trail: verify the hash chains, show a request, replay, export.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
 
 T = TypeVar("T")
 
@@ -80,9 +83,9 @@ def _with_stream(nats_url: str, work: Callable[[JetStreamContext], Awaitable[T]]
 
     try:
         return asyncio.run(run())
-    except NoServersError as exc:
-        typer.echo(f"error: no NATS server at {nats_url}", err=True)
-        raise typer.Exit(2) from exc
+    except (NoServersError, OSError) as exc:
+        typer.echo(f"error: {unreachable(nats_url)}: {type(exc).__name__}", err=True)
+        raise typer.Exit(MESH_UNREACHABLE) from exc
 
 
 @app.command()

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from schemas.vocabulary import Direction, UsecaseClass
+from services.kernel.cli_conventions import FAILED, OutputFormat
 
 if TYPE_CHECKING:
     from services.dlp.guard import DlpGuard, PolicyContext, Screening
 
-app = typer.Typer(help="DLP guard: screen text for personal and medical data.", no_args_is_help=True)
+# Locals off: a crash must not print the text being screened (it is a local of ``check``).
+app = typer.Typer(help="DLP guard: screen text for personal and medical data.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
 
 
 
@@ -80,8 +83,11 @@ def _load_guard() -> DlpGuard:
 @app.command()
 def check(
     direction: DirectionOpt = "input",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    jsonl: Annotated[bool, typer.Option("--jsonl", help='Read {"id", "text", "direction"} per line, write one result per line.')] = False,
+    output: Annotated[OutputFormat, typer.Option(
+        "--format", help='table: for people; json: one JSON object; jsonl: read {"id", "text", "direction"} '
+        "per line, write one result per line.")] = OutputFormat.table,
+    as_json: Annotated[bool, typer.Option("--json", hidden=True, help="Deprecated: --format json.")] = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", hidden=True, help="Deprecated: --format jsonl.")] = False,
     usecase_class: Annotated[str, typer.Option("--usecase", help="Use-case class for the policy.")] = "chat",
     tenant: Annotated[str, typer.Option(help="Tenant for the policy.")] = "cli",
     business_unit: Annotated[str, typer.Option("--business-unit", help="Business unit for the policy.")] = "cli",
@@ -95,10 +101,11 @@ def check(
     usecase: UsecaseClass = _usecase(usecase_class)
     context = PolicyContext(usecase_class=usecase, tenant=tenant, business_unit=business_unit,
                             user_role=user_role)
+    output = OutputFormat.jsonl if jsonl else OutputFormat.json if as_json else output
     guard = _load_guard()
-    if jsonl:
+    if output is OutputFormat.jsonl:
         failures = _check_lines(guard, context, default_direction, pseudonymize)
-        raise typer.Exit(1 if failures else 0)
+        raise typer.Exit(FAILED if failures else 0)
     text = sys.stdin.read()
     try:
         screening = guard.screen([text], direction=default_direction, context=context,
@@ -107,7 +114,7 @@ def check(
         typer.echo(json.dumps({"error": {"code": "dlp_unavailable", "message": str(exc)}}), err=True)
         raise typer.Exit(3) from exc
     record = result_record(screening)
-    if as_json:
+    if output is OutputFormat.json:
         typer.echo(json.dumps(record, ensure_ascii=False))
     else:
         _print_human(record)

@@ -25,14 +25,17 @@ import typer
 from rich.console import Console
 
 from schemas.vocabulary import UsecaseClass
+from services.kernel.cli_conventions import MESH_UNREACHABLE
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
     from services.runtime.settings import PlatformConfig
 
-app = typer.Typer(help="FinOps: cost reports, budgets, rebuild, price cross-check.", no_args_is_help=True)
-budget_app = typer.Typer(help="Budgets: set, list, reset (stored in KV, audited).", no_args_is_help=True)
+app = typer.Typer(help="FinOps: cost reports, budgets, rebuild, price cross-check.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+budget_app = typer.Typer(help="Budgets: set, list, reset (stored in KV, audited).", no_args_is_help=True,
+                         pretty_exceptions_show_locals=False)
 app.add_typer(budget_app, name="budget")
 console = Console()
 err = Console(stderr=True)
@@ -102,11 +105,13 @@ def _actor_default() -> str:
 
 
 def _run(coro: Any) -> Any:
+    from nats.errors import NoServersError
+
     try:
         return asyncio.run(coro)
-    except OSError as exc:
-        err.print(f"[red]cannot reach NATS[/]: {type(exc).__name__}")
-        raise typer.Exit(1) from exc
+    except (NoServersError, OSError) as exc:
+        err.print(f"[red]cannot reach the mesh[/]: {type(exc).__name__}")
+        raise typer.Exit(MESH_UNREACHABLE) from exc
 
 
 async def _connect(url: str) -> Client:

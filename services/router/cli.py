@@ -2,7 +2,7 @@
 
 explain evaluates the policy locally (no bus): what would the router decide for this
 input under this policy directory? Exit codes: 0 decided, 1 the policy could not decide
-(or a ``--jsonl`` line was invalid), 2 the input is invalid.
+(or a ``--format jsonl`` line was invalid), 2 the input is invalid.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, OutputFormat
 from services.router.decision import RouterSettings, RoutingEngine, RoutingInput, RoutingUnavailable
 from services.router.policy_store import check_policy_dir
 from services.runtime.rego import PolicySource
 
-app = typer.Typer(help="Routing policy: explain what the router decides.", add_completion=False)
+app = typer.Typer(help="Routing policy: explain what the router decides.", add_completion=False,
+                  pretty_exceptions_show_locals=False)
 
 _encoder = msgspec.json.Encoder()
 
@@ -71,9 +73,10 @@ def _explain_jsonl(engine: RoutingEngine, lines: list[str]) -> bool:
 
 @app.command()
 def explain(
-    jsonl: Annotated[
-        bool, typer.Option("--jsonl", help="One routing input per line; each answer echoes its `id`.")
-    ] = False,
+    output: Annotated[OutputFormat, typer.Option(
+        "--format", help="json: one answer (default); jsonl: one routing input per line, each answer "
+        "echoes its `id`; table: for people.")] = OutputFormat.json,
+    jsonl: Annotated[bool, typer.Option("--jsonl", hidden=True, help="Deprecated: --format jsonl.")] = False,
     policy_dir: Annotated[
         Path | None, typer.Option(help="Policy directory to evaluate (default: the router's).")
     ] = None,
@@ -83,16 +86,30 @@ def explain(
     text = sys.stdin.read()
     try:
         engine = RoutingEngine(settings)
-        if jsonl:
+        if jsonl or output is OutputFormat.jsonl:
             if not _explain_jsonl(engine, text.splitlines()):
-                raise typer.Exit(1)
+                raise typer.Exit(FAILED)
             return
         try:
             policy_input = msgspec.json.decode(text, type=RoutingInput)
         except msgspec.MsgspecError as exc:
             typer.echo(f"invalid routing input: {exc}", err=True)
-            raise typer.Exit(2) from exc
-        _write(_explanation(engine, policy_input))
+            raise typer.Exit(INVALID_INPUT) from exc
+        explanation = _explanation(engine, policy_input)
+        if output is OutputFormat.table:
+            _print_table(explanation)
+        else:
+            _write(explanation)
     except RoutingUnavailable as exc:
         typer.echo(f"routing policy unavailable: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise typer.Exit(FAILED) from exc
+
+
+def _print_table(explanation: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("route", "rule", "policy version", "fallbacks")
+    table.add_row(explanation["route"], explanation["rule_id"], explanation["policy_version"],
+                  ", ".join(explanation["fallbacks"]) or "-")
+    Console().print(table)

@@ -9,8 +9,9 @@ approvals approve ID [--reason CODE]
 approvals deny ID --reason CODE  reasons are codes (customer_request, wrong_ticket, ...), not
                                  prose: they are audited, and the audit holds no free text
 
-Exit codes: 0 done; 1 refused or failed (the result says why); 2 invalid input;
-3 the gateway is unreachable or did not answer in time.
+Output: ``--format table|json|jsonl`` (``--json`` is a deprecated alias of ``--format json``).
+Exit codes (services/kernel/cli_conventions.py): 0 done; 1 refused or failed (the result says
+why); 2 invalid input; 3 the mesh or its tool gateway is unreachable or did not answer in time.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from schemas.events import (
 )
 from schemas.streams import KV_APPROVALS
 from schemas.vocabulary import UsecaseClass
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
 from services.runtime.bus import connect
 from services.runtime.settings import MeshSettings, load_config
 from services.toolgateway.approval_store import ApprovalStore
@@ -52,8 +54,10 @@ from services.toolgateway.client import (
     split_tool,
 )
 
-app = typer.Typer(help="Tools behind the tool gateway: list them, call one.", no_args_is_help=True)
-approvals_app = typer.Typer(help="Human approval of critical tool calls.", no_args_is_help=True)
+app = typer.Typer(help="Tools behind the tool gateway: list them, call one.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+approvals_app = typer.Typer(help="Human approval of critical tool calls.", no_args_is_help=True,
+                            pretty_exceptions_show_locals=False)
 console = Console()
 err = Console(stderr=True)
 
@@ -63,7 +67,8 @@ T = TypeVar("T")
 
 NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS server URL (default: STELLWERK_NATS_URL).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Platform config file (YAML).")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Format = Annotated[OutputFormat, typer.Option("--format", help="table, json, or jsonl (one object per line).")]
+AsJson = Annotated[bool, typer.Option("--json", hidden=True, help="Deprecated: --format json.")]
 
 
 def _settings(nats_url: str | None, config: Path | None = None) -> MeshSettings:
@@ -76,7 +81,7 @@ def _settings(nats_url: str | None, config: Path | None = None) -> MeshSettings:
 
 
 def _run(settings: MeshSettings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Connect, run ``work(nc)``, close; map an unreachable mesh or gateway to exit code 3."""
+    """Connect, run ``work(nc)``, close; map an unreachable mesh or gateway to MESH_UNREACHABLE."""
 
     async def main() -> T:
         nc = await connect(settings.nats_url, "stellwerk-cli-tools", persistent=False)
@@ -85,20 +90,31 @@ def _run(settings: MeshSettings, work: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await nc.close()
 
+    from nats.errors import NoServersError
+
     try:
         return asyncio.run(main())
     except ToolGatewayUnavailable as exc:
         err.print("[red]no tool gateway is running[/] (stellwerk up starts one)")
-        raise typer.Exit(3) from exc
+        raise typer.Exit(MESH_UNREACHABLE) from exc
     except ToolCallTimeout as exc:
         err.print("[red]no answer before the deadline[/] (a critical tool may still await approval)")
-        raise typer.Exit(3) from exc
-    except OSError as exc:
-        err.print(f"[red]cannot reach the mesh at {settings.nats_url}[/]: {type(exc).__name__}")
-        raise typer.Exit(3) from exc
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+    except (NoServersError, OSError) as exc:
+        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
+        raise typer.Exit(MESH_UNREACHABLE) from exc
 
 
-def _print_json(value: Any) -> None:
+def _chosen(output: OutputFormat, as_json: bool) -> OutputFormat:
+    return OutputFormat.json if as_json else output
+
+
+def _print_data(value: Any, output: OutputFormat, items: list[Any] | None = None) -> None:
+    """json: one document; jsonl: one compact line per item (``items``) or for the value."""
+    if output is OutputFormat.jsonl:
+        for item in items if items is not None else [value]:
+            typer.echo(msgspec.json.encode(item).decode())
+        return
     console.print_json(msgspec.json.encode(value).decode())
 
 
@@ -114,15 +130,17 @@ def list_command(
     role: Annotated[str | None, typer.Option(help="Show what this agent role may call.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant (its rules apply too).")] = None,
     business_unit: Annotated[str | None, typer.Option()] = None,
+    output: Format = OutputFormat.table,
     as_json: AsJson = False,
     nats_url: NatsUrl = None,
 ) -> None:
     """The tools the gateway has discovered; with --role, whether that role may call each."""
+    output = _chosen(output, as_json)
     settings = _settings(nats_url)
     request = ToolListRequested(role=role, tenant=tenant, business_unit=business_unit)
     catalog: ToolCatalog = _run(settings, lambda nc: list_tools(nc, request))
-    if as_json:
-        _print_json(catalog)
+    if output is not OutputFormat.table:
+        _print_data(catalog, output, list(catalog.tools))
         return
     table = Table(title=f"Tools{f' for role {role}' if role else ''}")
     table.add_column("tool")
@@ -157,6 +175,7 @@ def call_command(
     agent: Annotated[str, typer.Option(help="Agent id.")] = "cli",
     user: Annotated[str | None, typer.Option(help="The user the agent acts for.")] = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds (include approval time).")] = 120.0,
+    output: Format = OutputFormat.table,
     as_json: AsJson = False,
     nats_url: NatsUrl = None,
     config: ConfigOpt = None,
@@ -169,10 +188,10 @@ def call_command(
             raise ValueError("--args must be a JSON object")
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(INVALID_INPUT) from exc
     if usecase not in get_args(UsecaseClass):
         err.print(f"[red]error:[/] --usecase must be one of {', '.join(get_args(UsecaseClass))}")
-        raise typer.Exit(2)
+        raise typer.Exit(INVALID_INPUT)
     settings = _settings(nats_url, config)
     key = load_config(settings.config_file).api_keys[0]
 
@@ -184,12 +203,13 @@ def call_command(
         return await client.call(tool, arguments, timeout_s=timeout)
 
     result = _run(settings, work)
-    if as_json:
-        _print_json(result)
-    else:
+    output = _chosen(output, as_json)
+    if output is OutputFormat.table:
         _print_call(result)
+    else:
+        _print_data(result, output)
     if result.status != "ok":
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
 
 
 def _print_call(result: ToolCallResult) -> None:
@@ -255,6 +275,7 @@ def _age(since: datetime, now: datetime) -> str:
 @approvals_app.command("list")
 def approvals_list(
     all_: Annotated[bool, typer.Option("--all", help="Include decided approvals.")] = False,
+    output: Format = OutputFormat.table,
     as_json: AsJson = False,
     nats_url: NatsUrl = None,
 ) -> None:
@@ -269,8 +290,10 @@ def approvals_list(
                 for r in records]
 
     rows = _run(settings, work)
-    if as_json:
-        _print_json([{"record": record, "arguments": arguments} for record, arguments in rows])
+    output = _chosen(output, as_json)
+    if output is not OutputFormat.table:
+        listed = [{"record": record, "arguments": arguments} for record, arguments in rows]
+        _print_data(listed, output, listed)
         return
     now = utcnow()
     table = Table(title="Tool calls awaiting approval" if not all_ else "Tool call approvals")

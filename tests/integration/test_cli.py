@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from services.kernel.cli_conventions import MESH_UNREACHABLE
 from stellwerk.supervisor import Mesh, free_port
 from tests.integration.mesh import write_test_config
 
@@ -25,7 +26,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 def test_chat_prints_answer_and_decisions(mesh: Mesh) -> None:
     result = run_cli("chat", "Wann kommt der Techniker?", "--nats-url", mesh.url,
-                     "--config", str(mesh.config_file), "--json")
+                     "--config", str(mesh.config_file), "--format", "json")
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["status"] == "ok"
@@ -39,8 +40,9 @@ def test_chat_prints_answer_and_decisions(mesh: Mesh) -> None:
 
 
 def test_status_lists_workers_and_consumers(mesh: Mesh) -> None:
-    result = run_cli("status", "--nats-url", mesh.url, "--json")
+    result = run_cli("status", "--nats-url", mesh.url, "--format", "jsonl")
     assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1, "jsonl: one compact line"
     report = json.loads(result.stdout)
     for service in ("dlp", "router", "inference", "finops", "audit"):
         assert len(report["workers"][service]) >= 1, service
@@ -49,10 +51,16 @@ def test_status_lists_workers_and_consumers(mesh: Mesh) -> None:
     assert all(c["exists"] for c in consumers.values())
 
 
-def test_status_fails_when_the_mesh_is_unreachable() -> None:
-    result = run_cli("status", "--nats-url", f"nats://127.0.0.1:{free_port()}")
-    assert result.returncode == 1
+@pytest.mark.parametrize("command", [
+    ["status"], ["chat", "Hallo"], ["policy", "push", "services/router/policies"], ["finops", "report"],
+    ["finops", "budget", "list"], ["audit", "verify"], ["audit", "show", "req-1"], ["tools", "list"],
+    ["approvals", "list"],
+], ids=" ".join)
+def test_an_unreachable_mesh_is_the_same_exit_code_everywhere(command: list[str]) -> None:
+    result = run_cli(*command, "--nats-url", f"nats://127.0.0.1:{free_port()}")
+    assert result.returncode == MESH_UNREACHABLE, result.stderr[-2000:]
     assert "cannot reach the mesh" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_schemas_export(tmp_path: Path) -> None:
