@@ -51,6 +51,8 @@ ErrorCode = Literal[
     "rate_limited",
     "invalid_request",
     "internal_error",
+    # Recovery (issue 19): the gateway has lost its NATS connection; retry after Retry-After.
+    "bus_unavailable",
     # Streaming (issue 12): chunks lost, reordered or stopped arriving mid-stream.
     "stream_interrupted",
     # Tool gateway (issue 7).

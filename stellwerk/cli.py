@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -91,7 +92,7 @@ def up(
     state_dir: Annotated[Path, typer.Option(help="Where NATS data and logs live.")] = Path(".stellwerk"),
 ) -> None:
     """Start the whole mesh (embedded NATS unless --nats-url), supervise it, stop on Ctrl-C."""
-    from stellwerk.supervisor import Mesh, StartupError, parse_scale
+    from stellwerk.supervisor import Mesh, Part, StartupError, parse_scale
 
     try:
         plan = parse_scale(scale)
@@ -110,7 +111,11 @@ def up(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await mesh.supervise(stop, on_restart=lambda p: err.print(f"[yellow]restarted {p.name}[/]"))
+        def restarted(part: Part) -> None:
+            what = "on the same store and port; services reconnect" if part.name == "nats-server" else ""
+            err.print(f"[yellow]{time.strftime('%H:%M:%S')} {part.name} died; restarted {what}[/]")
+
+        await mesh.supervise(stop, on_restart=restarted)
         console.print("stopping…")
         mesh.stop()
 

@@ -8,7 +8,10 @@
         print(result.status, result.content)
 
 The client subscribes to ``stellwerk.v1.result.<request_id>`` *before* it publishes the
-request, so a fast pipeline can never answer into the void. The bus logic is the runtime's
+request, so a fast pipeline can never answer into the void. While the connection to NATS is
+down (it reconnects by itself), ``submit``/``chat`` raise ``BusUnavailable`` at once instead
+of waiting; a request already published waits for its result until its deadline
+(``DeadlineExceeded``). The bus logic is the runtime's
 (``services.runtime.requests.RequestClient``), shared with the HTTP gateway.
 """
 
@@ -29,10 +32,10 @@ from schemas.events import (
     new_id,
 )
 from schemas.vocabulary import UsecaseClass
-from services.runtime.bus import connect
-from services.runtime.requests import DeadlineExceeded, RequestClient
+from services.runtime.bus import connect, reconnect_options
+from services.runtime.requests import BusUnavailable, DeadlineExceeded, RequestClient
 
-__all__ = ["DeadlineExceeded", "StellwerkClient"]
+__all__ = ["BusUnavailable", "DeadlineExceeded", "StellwerkClient"]
 
 
 class StellwerkClient(RequestClient):
@@ -47,7 +50,10 @@ class StellwerkClient(RequestClient):
     async def connect(cls, url: str, name: str = "stellwerk-client") -> Self:
         # The runtime's connect: credentials, TLS and the user's inbox prefix come from the
         # same STELLWERK_NATS_* settings every service uses.
-        nc = await connect(url, name, persistent=False)
+        nc = await connect(url, name, persistent=False)  # an unreachable bus fails the connect at once
+        # Once connected, ride out a lost server like every service does (issue 19): reconnect
+        # forever; meanwhile ``submit`` fails fast with ``BusUnavailable``.
+        nc.options.update(reconnect_options())
         return cls(nc, owns_connection=True)
 
     async def __aenter__(self) -> Self:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,10 @@ BUS_SERVICES = ("dlp", "router", "inference", "finops", "audit", "toolgateway")
 DEFAULT_SCALE = {
     "dlp": 1, "router": 1, "inference": 1, "finops": 1, "audit": 1, "toolgateway": 1, "gateway": 1,
 }
+
+
+# A part that ran this long before it died is restarted at once, not with crash-loop backoff.
+STABLE_S = 60.0
 
 
 class StartupError(RuntimeError):
@@ -76,13 +81,22 @@ class Part:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     metrics_port: int = 0
+    started_at: float = 0.0
 
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        self.started_at = time.monotonic()
         log.close()
+
+    def restart_delay(self) -> float:
+        """Back off only a part that crash-loops: one that ran for a minute starts over at 0."""
+        if time.monotonic() - self.started_at > STABLE_S:
+            self.restarts = 0
+        self.restarts += 1
+        return 0.0 if self.restarts == 1 else min(5.0, 0.5 * (self.restarts - 1))
 
     @property
     def alive(self) -> bool:
@@ -107,7 +121,8 @@ class Mesh:
     # Give every worker its own Prometheus port (``Part.metrics_port``); off by default.
     expose_metrics: bool = False
     parts: list[Part] = field(default_factory=list)
-    nats_process: subprocess.Popen[bytes] | None = None
+    # The embedded nats-server (None with ``nats_url``): supervised like every other part.
+    nats: Part | None = None
 
     def __post_init__(self) -> None:
         self.config: PlatformConfig = load_config(self.config_file)
@@ -138,18 +153,25 @@ class Mesh:
         values = {k.removeprefix("STELLWERK_").lower(): v for k, v in self.env().items() if k.startswith("STELLWERK_")}
         return MeshSettings.model_validate(values)
 
+    @property
+    def nats_process(self) -> subprocess.Popen[bytes] | None:
+        return self.nats.process if self.nats is not None else None
+
     def _start_nats(self) -> None:
+        """The embedded server: file storage under ``state_dir/nats``, so a restart (by
+        ``supervise``, on the same store and port) finds every stream and every message
+        that was acknowledged before it died."""
         store = self.state_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
-        log = (self.logs / "nats.log").open("ab")
-        self.nats_process = subprocess.Popen(
+        self.nats = Part(
+            "nats-server",
             [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.nats_port), "-js", "-sd", str(store)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            dict(os.environ), self.logs / "nats.log",
         )
-        log.close()
+        self.nats.start()
         deadline = time.monotonic() + 10
         while not port_in_use(self.nats_port):
-            if self.nats_process.poll() is not None or time.monotonic() > deadline:
+            if not self.nats.alive or time.monotonic() > deadline:
                 raise StartupError(f"nats-server did not start; see {self.logs / 'nats.log'}")
             time.sleep(0.02)
 
@@ -237,7 +259,7 @@ class Mesh:
         if self.start_simulators:
             urls += [f"http://127.0.0.1:{s.port}/health" for s in self.config.simulators]
         if self.scale.get("gateway", 0):
-            urls.append(self.gateway_url + "/healthz")
+            urls.append(self.gateway_url + "/readyz")
         if self.scale.get("toolgateway", 0):
             urls += [s.health_url for s in self.config.tool_servers if s.launch and s.health_url]
         for url in urls:
@@ -268,18 +290,27 @@ class Mesh:
             self.stop()
             raise
 
-    async def supervise(self, stop: asyncio.Event, on_restart: object = None) -> None:
-        """Restart crashed parts with backoff until ``stop`` is set."""
+    async def supervise(
+        self, stop: asyncio.Event, on_restart: Callable[[Part], None] | None = None, poll_s: float = 0.25
+    ) -> None:
+        """Restart crashed parts until ``stop`` is set: at once the first time, with backoff
+        (0.5 s, 1 s, … 5 s) while a part keeps crashing. The embedded nats-server first and
+        on the same store and port, so the workers and the gateway simply reconnect
+        (issue 19); a part that died is reaped here, never left a zombie."""
         while not stop.is_set():
-            for part in self.parts:
-                if part.process is not None and part.process.poll() is not None:
-                    part.restarts += 1
-                    await asyncio.sleep(min(5.0, 0.5 * part.restarts))
-                    part.start()
-                    if callable(on_restart):
-                        on_restart(part)
+            died = [p for p in ([self.nats] if self.nats else []) + self.parts
+                    if p.process is not None and p.process.poll() is not None]
+            for part in died:
+                delay = part.restart_delay()
+                if delay:
+                    await asyncio.sleep(delay)
+                if stop.is_set():
+                    return
+                part.start()
+                if on_restart is not None:
+                    on_restart(part)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
+                await asyncio.wait_for(stop.wait(), timeout=poll_s)
 
     def stop(self, grace_s: float = 10.0) -> None:
         for part in self.parts:
@@ -293,13 +324,15 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 part.process.kill()
                 part.process.wait()
-        if self.nats_process is not None:
-            self.nats_process.terminate()
+        if self.nats is not None and self.nats.process is not None:
+            process = self.nats.process
+            process.terminate()
             try:
-                self.nats_process.wait(timeout=5)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.nats_process.kill()
-            self.nats_process = None
+                process.kill()
+                process.wait()
+            self.nats = None
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -1,6 +1,6 @@
 """Gateway contract.
 
-HTTP      POST /v1/chat/completions (plain and SSE), GET /v1/models, /healthz, /metrics
+HTTP      POST /v1/chat/completions (plain and SSE), GET /v1/models, /healthz, /readyz, /metrics
 publishes stellwerk.v1.request.submitted, stellwerk.v1.audit.gateway
 awaits    stellwerk.v1.result.<request_id>
 """
@@ -42,12 +42,13 @@ from services.gateway import errors as gateway_errors
 from services.gateway import limits
 from services.gateway.attributes import InvalidAttribute, resolve_attributes, resolve_pseudonymize
 from services.gateway.guard import GatewayGuard, key_lookup
+from services.gateway.health import RETRY_AFTER_S, BusHealth
 from services.gateway.openai_api import ChatCompletionRequest, completion_body, error_body, stream_chunks
 from services.gateway.ratelimit import check as check_rate_limits
 from services.gateway.streaming import LiveStream, sse_events
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
-from services.runtime.requests import DeadlineExceeded
+from services.runtime.requests import BusUnavailable, DeadlineExceeded
 from services.runtime.requests import RequestClient as StellwerkClient
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
 
@@ -109,17 +110,21 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     config: PlatformConfig = load_config(settings.config_file)
     metrics = GatewayMetrics()
     slots = asyncio.Semaphore(config.max_in_flight_per_gateway)
-    state: dict[str, StellwerkClient] = {}
+    state: dict[str, Any] = {}
     backlog = [0]  # requests waiting for the first pipeline stage, refreshed in the background
+    bus = BusHealth(metrics.registry)  # issue 19: readiness, fail fast, the disconnected gauge
 
     async def watch_backlog(js: JetStreamContext) -> None:
         # Also exports every consumer's queue, so dashboards need no separate NATS exporter.
         while True:
             for consumer in CONSUMERS:
+                if not bus.connected:  # nothing to ask while the bus is away
+                    break
                 try:
                     info = await js.consumer_info(consumer.stream, consumer.durable)
                 except Exception:  # noqa: BLE001 - no reading is no reason to shed load
                     continue
+                bus.jetstream_answered()
                 labels = (consumer.stream, consumer.durable)
                 metrics.consumer_pending.labels(*labels).set(info.num_pending or 0)
                 metrics.consumer_ack_pending.labels(*labels).set(info.num_ack_pending or 0)
@@ -131,10 +136,15 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        nc = await connect(settings.nats_url, "stellwerk-gateway")
+        nc = await connect(settings.nats_url, "stellwerk-gateway",
+                           disconnected_cb=bus.on_disconnected, reconnected_cb=bus.on_reconnected)
+        bus.attach(nc)
         await ensure_topology(nc.jetstream())
         state["client"] = StellwerkClient(nc)
-        watcher = asyncio.create_task(watch_backlog(nc.jetstream()))
+        # Short JetStream timeouts where the gateway asks on a caller's behalf or in a loop:
+        # a bus that went away mid-call costs a caller under a second, not five.
+        state["limiter_js"] = nc.jetstream(timeout=0.75)
+        watcher = asyncio.create_task(watch_backlog(nc.jetstream(timeout=1.0)))
         yield
         watcher.cancel()
         await nc.drain()
@@ -179,10 +189,20 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        client = state.get("client")
-        if client is None or not client.nc.is_connected:
-            return JSONResponse({"status": "unavailable"}, 503)  # type: ignore[return-value]
+        """Liveness: the process serves HTTP (a lost bus is /readyz's business)."""
         return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: NATS connected and JetStream answering; else 503 naming what is missing."""
+        missing = bus.missing()
+        if missing:
+            return JSONResponse({"status": "unavailable", "missing": missing,
+                                 "disconnected_s": round(bus.disconnected_s(), 3)}, 503)
+        return JSONResponse({"status": "ok"})
+
+    def bus_unavailable(request_id: str | None = None) -> JSONResponse:
+        return error(503, "bus_unavailable", fixed_message("bus_unavailable"), request_id, retry_after=RETRY_AFTER_S)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -237,6 +257,8 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             return error(503, "overloaded", "The gateway is at capacity; retry shortly.", retry_after=1)
         if backlog[0] > config.max_pipeline_backlog:
             return error(503, "overloaded", "The pipeline is backed up; retry shortly.", retry_after=2)
+        if not bus.connected:  # issue 19: fail fast, never queue a request behind a reconnect
+            return bus_unavailable()
         request_id = new_id()
         stop = [body.stop] if isinstance(body.stop, str) else body.stop
         submitted = RequestSubmitted(
@@ -259,7 +281,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         )
         # --- rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV ----------
         endpoint = limits.rate_limit_endpoint(body.model, (d.route for d in config.deployments))
-        refusal = await check_rate_limits(state["client"].js, config, key, submitted, endpoint)
+        refusal = await check_rate_limits(state["limiter_js"], config, key, submitted, endpoint)
+        if refusal is not None and refusal.code == "overloaded" and not bus.connected:
+            return bus_unavailable()  # the limiter failed because the bus went away
         if refusal is not None and refusal.too_large:  # waiting cannot help: not a 429 (issue 18)
             return refused(limits.oversized_for_rate_limit(prompt_tokens, max_tokens, body.max_tokens_param,
                                                            refusal.limit))
@@ -297,6 +321,8 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                     ),
                 ):
                     result = await client.submit(submitted)
+            except BusUnavailable:
+                return bus_unavailable(request_id)
             except DeadlineExceeded:
                 return error(504, "deadline_exceeded", fixed_message("deadline_exceeded"), request_id)
             finally:
@@ -322,6 +348,10 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             first = await live.next()
         except DeadlineExceeded:
             first = None
+        except BusUnavailable:
+            await live.close()
+            done()
+            return bus_unavailable(request_id)
         except BaseException:
             await live.close()
             done()

@@ -24,12 +24,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
 
+from services.kernel.tokens import estimate_prompt_tokens as _estimate
 from services.runtime.settings import GatewayLimits
-
-CHARS_PER_TOKEN: Final = 4  # the estimate the rate limiter charges with (ratelimit.estimate_tokens)
-TOKENS_PER_MESSAGE: Final = 4  # chat template overhead per message
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +152,8 @@ def rate_limit_endpoint(model: str | None, routes: Iterable[str]) -> str:
 
 
 def estimate_prompt_tokens(texts: Sequence[str]) -> int:
-    return sum(len(t) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for t in texts)
+    """The kernel's cheap estimate (services/kernel/tokens.py), the one the rate limiter charges."""
+    return _estimate(texts)
 
 
 def check_messages(texts: Sequence[str], limits: GatewayLimits) -> Violation | None:

@@ -34,6 +34,7 @@ from schemas import subjects
 from schemas.events import AuditEvent, ChatMessage, RequestSubmitted, encode, envelope_fields
 from schemas.streams import KV_RATELIMITS
 from services.kernel.gcra import LimitState, Rate, gcra, refund
+from services.kernel.tokens import estimate_prompt_tokens
 from services.runtime.errors import fixed_message
 from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.settings import ApiKey, LimitSpec, PlatformConfig, RateLimits
@@ -127,8 +128,8 @@ def plan(limits: RateLimits, key: ApiKey, endpoint: str, tokens: int) -> dict[st
 
 
 def estimate_tokens(messages: Sequence[ChatMessage], max_tokens: int | None, completion_estimate: int) -> int:
-    """Prompt characters / 4 (+4 per message for the chat template) plus the answer's allowance."""
-    prompt = sum(len(m.content) // 4 + 4 for m in messages)
+    """The kernel's cheap prompt estimate (characters / 4, +4 per message) plus the answer's allowance."""
+    prompt = estimate_prompt_tokens(m.content for m in messages)
     return prompt + (max_tokens if max_tokens is not None else completion_estimate)
 
 

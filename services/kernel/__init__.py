@@ -8,4 +8,6 @@ test_boundaries.py enforces the import rules for every package).
     gcra.py          rate-limit math (GCRA): one theoretical arrival time per limit
     pricing.py       a model call's cost at call time: GPU-seconds, token and GPU-hour price
     call_context.py  what the tool gateway tells an MCP server about a call (``_meta`` keys)
+    tokens.py        the one token counter: offline tiktoken tables, chat framing, cheap estimate
+    cli_conventions.py  ``--format table|json|jsonl`` and the exit codes every CLI shares
 """

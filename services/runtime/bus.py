@@ -7,6 +7,9 @@ discovery protocol of NATS, so ``stellwerk status`` can count live workers per s
 from __future__ import annotations
 
 import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import nats
 import structlog
@@ -62,6 +65,20 @@ def consumer_config(definition: ConsumerDef, settings: MeshSettings) -> Consumer
     )
 
 
+def consumer_outdated(have: ConsumerConfig, definition: ConsumerDef, settings: MeshSettings) -> bool:
+    """Whether a durable on the server differs from what this release declares in what may be
+    updated in place: its filter (a store from an older release), its ack wait (30 s before
+    in-progress acks made a few seconds safe), its delivery limit and its max ack pending."""
+    wanted = sorted(definition.filter_subjects)
+    filters = sorted(have.filter_subjects or [have.filter_subject or ""])
+    return (
+        filters != wanted
+        or abs((have.ack_wait or 0.0) - settings.ack_wait_s) > 1e-3
+        or have.max_deliver != settings.max_deliver
+        or have.max_ack_pending != definition.max_ack_pending
+    )
+
+
 async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = None) -> None:
     """Create or update every stream, durable consumer and KV bucket: the one place the
     topology is declared, safe to call from every worker, the gateway, the supervisor and the
@@ -98,9 +115,7 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
             with contextlib.suppress(BadRequestError):  # another worker created it first
                 await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
             continue
-        wanted = list(consumer.filter_subjects)
-        have = info.config.filter_subjects or [info.config.filter_subject]
-        if sorted(have) != sorted(wanted):  # a store from an older release: widen the filter
+        if consumer_outdated(info.config, consumer, settings):
             with contextlib.suppress(BadRequestError):
                 await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
     for bucket in KV_BUCKETS:
@@ -113,21 +128,51 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
                 )
 
 
-async def connect(url: str, name: str, *, persistent: bool = True) -> Client:
+def reconnect_options() -> dict[str, Any]:
+    """How a long-lived process rides out a lost server (issue 19): reconnect forever, every
+    0.4–0.8 s — the period is drawn once per process, so hundreds of clients that lost the
+    same server do not knock on it in lockstep (nats-py retries at a fixed period; this is
+    its jitter). A server that vanishes without closing the socket (a partition, a dead
+    host) is detected by two unanswered pings 5 s apart instead of nats-py's 4 minutes."""
+    return {
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": random.uniform(0.4, 0.8),
+        "ping_interval": 5,
+        "max_outstanding_pings": 2,
+    }
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    persistent: bool = True,
+    disconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
     """Workers reconnect forever; one-shot tools (status, supervisor probes) give up at once.
 
     nats-py 2.16 hangs on a refused first connect when reconnection is disabled, so one-shot
     clients allow a single quick retry instead, which fails with ``NoServersError``.
     """
     settings = MeshSettings(nats_url=url)
+    retry: dict[str, Any] = (
+        reconnect_options() if persistent
+        else {"allow_reconnect": True, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.1}
+    )
+    callbacks: dict[str, Any] = {}
+    if disconnected_cb is not None:
+        callbacks["disconnected_cb"] = disconnected_cb
+    if reconnected_cb is not None:
+        callbacks["reconnected_cb"] = reconnected_cb
     return await nats.connect(
         settings.nats_servers(),
         **settings.nats_connect_options(),  # per-service user and TLS (issue 8)
         name=name,
         connect_timeout=3,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1 if persistent else 1,
-        reconnect_time_wait=2 if persistent else 0.1,
+        **retry,
+        **callbacks,
         error_cb=log_connection_error,
     )
 

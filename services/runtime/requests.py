@@ -26,6 +26,11 @@ class DeadlineExceeded(TimeoutError):
     """No result arrived before the request's deadline."""
 
 
+class BusUnavailable(ConnectionError):
+    """The connection to NATS is down (reconnecting): the request was not submitted. Nothing
+    was published, so retrying it later — with the same request id or a new one — is safe."""
+
+
 class RequestClient:
     """Submits requests on one NATS connection (which its owner opens and closes)."""
 
@@ -41,6 +46,8 @@ class RequestClient:
             return await self._submit(request)
 
     async def _submit(self, request: RequestSubmitted) -> RequestResult:
+        if not self.nc.is_connected:  # fail fast: never queue a request behind a reconnect
+            raise BusUnavailable(request.request_id)
         sub = await self.nc.subscribe(subjects.result(request.request_id), max_msgs=1)
         try:
             await self._publish(request)
@@ -62,10 +69,20 @@ class RequestClient:
     async def _publish(self, request: RequestSubmitted) -> None:
         """Publish until the stream acknowledges or the deadline passes. A clustered stream has
         no responder for a moment while it elects a new leader; the message id makes a retry
-        harmless (JetStream stores it once)."""
+        harmless (JetStream stores it once).
+
+        While the connection is down, a request not yet sent fails at once (``BusUnavailable``);
+        one whose publish may have reached the server before the connection broke is retried
+        after the reconnect, until its deadline — the caller learns its fate either way."""
         payload = encode(request)
         headers = inject_headers({"Nats-Msg-Id": f"{request.request_id}:submitted"})
+        if not self.nc.is_connected:
+            raise BusUnavailable(request.request_id)
         while True:
+            while not self.nc.is_connected:
+                if request.remaining_s() <= 0.1:
+                    raise DeadlineExceeded(request.request_id)
+                await asyncio.sleep(0.05)
             try:
                 await self.js.publish(
                     subjects.REQUEST_SUBMITTED,

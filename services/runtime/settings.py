@@ -27,7 +27,9 @@ class MeshSettings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     config_file: Path = DEFAULT_CONFIG
-    ack_wait_s: float = 30.0
+    # Short on purpose (issue 19): handlers that run longer send in-progress acks, so only a
+    # crashed worker's messages wait this long before they are redelivered.
+    ack_wait_s: float = 4.0
     max_deliver: int = 5
     batch_size: int = 8
     log_level: str = "warning"

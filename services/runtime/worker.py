@@ -55,7 +55,7 @@ from schemas.events import (
 )
 from schemas.streams import ConsumerDef
 from schemas.vocabulary import ErrorCode, ResultStatus, Stage
-from services.runtime.bus import ensure_topology, log_connection_error, register_worker
+from services.runtime.bus import ensure_topology, log_connection_error, reconnect_options, register_worker
 from services.runtime.consumer import PullConsumer
 from services.runtime.effects import Effects, Fail, Publish, Record, expand, trail_of
 from services.runtime.logging import configure_logging
@@ -340,8 +340,14 @@ class Worker:
         larger batches."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
+        def arrived(msg: Msg) -> None:
+            # Kept alive from arrival until settled: a long batch (or the one before it) may
+            # take longer than the ack wait, and none of its messages may be redelivered.
+            self._in_progress[id(msg)] = (msg, time.monotonic())
+            queue.put_nowait(msg)
+
         async def start() -> None:
-            pull = PullConsumer(self.nc, consumer.stream, consumer.durable, 2 * batch_size, queue.put_nowait,
+            pull = PullConsumer(self.nc, consumer.stream, consumer.durable, 2 * batch_size, arrived,
                                 heartbeat_s=self._heartbeat_s())
             self._consumers.append(pull)
             await pull.start()
@@ -359,7 +365,8 @@ class Worker:
                         self.log.error("batch_failed", consumer=consumer.durable, error=type(exc).__name__)
                         outcome = "failed"
                     finally:
-                        for _ in msgs:
+                        for msg in msgs:
+                            self._in_progress.pop(id(msg), None)
                             pull.release()
                     self.metrics.observe(consumer.stage, outcome, time.perf_counter() - started, len(msgs))
 
@@ -529,8 +536,7 @@ class Worker:
             self.settings.nats_servers(),
             **self.settings.nats_connect_options(),
             name=f"stellwerk-{self.service}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            **reconnect_options(),
             error_cb=log_connection_error,
             reconnected_cb=self._on_reconnect,
             disconnected_cb=self._on_disconnect,
