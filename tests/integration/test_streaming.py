@@ -72,7 +72,7 @@ async def read(mesh: Mesh, prompt: str, **extra: Any) -> tuple[list[str], list[A
 
 
 async def test_answer_arrives_in_many_events_while_it_is_generated(streaming_mesh: Mesh) -> None:
-    text = "Ein Stellwerk stellt Weichen und Signale. " * 8
+    text = "Ein Stellwerk stellt Weichen und Signale. " * 20
     started = time.perf_counter()
     stream = await client(streaming_mesh).chat.completions.create(
         model="stellwerk", messages=[{"role": "user", "content": text}], stream=True,
@@ -93,7 +93,7 @@ async def test_answer_arrives_in_many_events_while_it_is_generated(streaming_mes
 
 
 async def test_email_and_iban_split_into_single_characters_never_reach_the_caller(streaming_mesh: Mesh) -> None:
-    answer = f"Bitte an {EMAIL} schreiben und auf {IBAN} überweisen. Danke." + " Gruß vom Stellwerk." * 6
+    answer = f"Bitte an {EMAIL} schreiben und auf {IBAN} überweisen. Danke." + " Gruß vom Stellwerk." * 16
     pieces, _ = await read(streaming_mesh, emitted(answer))
     received = "".join(pieces)
     leaked_email = EMAIL in received or "mustermann@" in received
