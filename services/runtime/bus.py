@@ -65,17 +65,36 @@ def consumer_config(definition: ConsumerDef, settings: MeshSettings) -> Consumer
     )
 
 
-def consumer_outdated(have: ConsumerConfig, definition: ConsumerDef, settings: MeshSettings) -> bool:
-    """Whether a durable on the server differs from what this release declares in what may be
-    updated in place: its filter (a store from an older release), its ack wait (30 s before
-    in-progress acks made a few seconds safe), its delivery limit and its max ack pending."""
-    wanted = sorted(definition.filter_subjects)
-    filters = sorted(have.filter_subjects or [have.filter_subject or ""])
+# The ack wait of every durable before in-progress acks (issue 19): a store still carrying
+# it is brought to the current default by any process.
+LEGACY_ACK_WAIT_S = 30.0
+
+
+def wanted_consumer(have: ConsumerConfig, definition: ConsumerDef, settings: MeshSettings) -> ConsumerConfig:
+    """The configuration a durable on the server should have. The ack wait and delivery limit
+    are operator settings: applied by a process that has them (like the audit retention and
+    the replicas), kept by one without — except the pre-issue-19 ack wait of 30 s, which any
+    process lowers to the default."""
+    config = consumer_config(definition, settings)
+    explicit = settings.model_fields_set
+    if "ack_wait_s" not in explicit and have.ack_wait is not None and abs(have.ack_wait - LEGACY_ACK_WAIT_S) > 1e-3:
+        config.ack_wait = have.ack_wait
+    if "max_deliver" not in explicit and have.max_deliver is not None:
+        config.max_deliver = have.max_deliver
+    return config
+
+
+def consumer_outdated(have: ConsumerConfig, wanted: ConsumerConfig) -> bool:
+    """Whether a durable differs from ``wanted`` in what may be updated in place: its filter
+    (a store from an older release), ack wait, delivery limit and max ack pending."""
+    def filters(config: ConsumerConfig) -> list[str]:
+        return sorted(config.filter_subjects or [config.filter_subject or ""])
+
     return (
-        filters != wanted
-        or abs((have.ack_wait or 0.0) - settings.ack_wait_s) > 1e-3
-        or have.max_deliver != settings.max_deliver
-        or have.max_ack_pending != definition.max_ack_pending
+        filters(have) != filters(wanted)
+        or abs((have.ack_wait or 0.0) - (wanted.ack_wait or 0.0)) > 1e-3
+        or have.max_deliver != wanted.max_deliver
+        or have.max_ack_pending != wanted.max_ack_pending
     )
 
 
@@ -115,9 +134,10 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
             with contextlib.suppress(BadRequestError):  # another worker created it first
                 await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
             continue
-        if consumer_outdated(info.config, consumer, settings):
+        wanted = wanted_consumer(info.config, consumer, settings)
+        if consumer_outdated(info.config, wanted):
             with contextlib.suppress(BadRequestError):
-                await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
+                await js.add_consumer(consumer.stream, wanted)
     for bucket in KV_BUCKETS:
         try:
             await js.key_value(bucket)

@@ -23,8 +23,9 @@ import yaml
 
 from schemas import subjects
 from schemas.events import UsageRecorded, decode
-from schemas.streams import INFERENCE
-from services.runtime.bus import connect
+from schemas.streams import CONSUMERS, INFERENCE
+from services.runtime.bus import LEGACY_ACK_WAIT_S, connect, ensure_topology
+from services.runtime.settings import MeshSettings
 from stellwerk.discovery import ping_workers
 from stellwerk.supervisor import Mesh, free_port, port_in_use
 from tests.integration.mesh import eventually, stored, write_test_config
@@ -93,6 +94,31 @@ async def ready(http: httpx.AsyncClient, mesh: Mesh) -> bool:
 
 def gauge(text: str, name: str) -> float:
     return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+async def test_durables_move_from_the_old_30_s_ack_wait_and_keep_an_operators_setting(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STELLWERK_ACK_WAIT_S", raising=False)
+    monkeypatch.delenv("STELLWERK_MAX_DELIVER", raising=False)
+    nc = await connect(nats_url, "test", persistent=False)
+    js = nc.jetstream()
+
+    async def ack_waits() -> set[float]:
+        return {round((await js.consumer_info(c.stream, c.durable)).config.ack_wait or 0, 3) for c in CONSUMERS}
+
+    try:
+        await ensure_topology(js, MeshSettings(ack_wait_s=LEGACY_ACK_WAIT_S))  # a store from an older release
+        assert await ack_waits() == {LEGACY_ACK_WAIT_S}
+        await ensure_topology(js)  # any process of this release: the short default, updated in place
+        assert await ack_waits() == {MeshSettings().ack_wait_s} == {4.0}
+        await ensure_topology(js, MeshSettings(ack_wait_s=2, max_deliver=7))  # the operator's setting
+        assert await ack_waits() == {2.0}
+        await ensure_topology(js)  # a CLI run without the setting keeps it
+        assert await ack_waits() == {2.0}
+        assert (await js.consumer_info(INFERENCE.stream, INFERENCE.durable)).config.max_deliver == 7
+    finally:
+        await nc.close()
 
 
 async def test_nats_killed_fails_fast_with_a_typed_503_and_completes_accepted_requests_after_restart(
