@@ -38,6 +38,7 @@ from schemas.events import (
     FinopsAlert,
     PolicyPushAck,
     PolicyPushed,
+    RequestCancelled,
     RequestResult,
     RequestRouted,
     RequestScreened,
@@ -109,6 +110,8 @@ CHUNK: Final = channel("chunk", subjects.CHUNK_PREFIX + ".{request_id}", StreamC
                        "Raw chunks of a streamed answer, read in order by one output-DLP worker.")
 DELTA: Final = channel("delta", subjects.DELTA_PREFIX + ".{request_id}", StreamDelta,
                        "Screened text of a streamed answer, to the caller (core NATS).")
+CANCEL: Final = channel("cancel", subjects.CANCEL_PREFIX + ".{request_id}", RequestCancelled,
+                        "The caller of a streamed request went away: stop its model call (core NATS).")
 RESULT: Final = channel("result", subjects.RESULT_PREFIX + ".{request_id}", RequestResult,
                         "Final result to the caller (core NATS).")
 USAGE_RECORDED: Final = channel("usageRecorded", subjects.USAGE_RECORDED, UsageRecorded,

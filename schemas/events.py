@@ -209,6 +209,12 @@ class StreamDelta(msgspec.Struct, kw_only=True):
     text: str = ""
 
 
+class RequestCancelled(msgspec.Struct, kw_only=True):
+    """The caller of a streamed request went away (``stellwerk.v1.cancel.<request_id>``)."""
+
+    reason: Ident = "client_disconnected"
+
+
 class ResultError(msgspec.Struct, kw_only=True):
     code: ErrorCode
     stage: Stage

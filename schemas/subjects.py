@@ -19,6 +19,10 @@ CHUNK_PREFIX: Final = f"{PREFIX}.chunk"
 CHUNK_ALL: Final = f"{CHUNK_PREFIX}.*"
 DELTA_PREFIX: Final = f"{PREFIX}.delta"
 DELTA_ALL: Final = f"{DELTA_PREFIX}.*"
+# The caller of a streamed request went away (core NATS, from the gateway): inference stops
+# the model call, so an abandoned stream pins neither a worker nor the model.
+CANCEL_PREFIX: Final = f"{PREFIX}.cancel"
+CANCEL_ALL: Final = f"{CANCEL_PREFIX}.*"
 RESULT_PREFIX: Final = f"{PREFIX}.result"
 RESULT_ALL: Final = f"{RESULT_PREFIX}.*"
 USAGE_RECORDED: Final = f"{PREFIX}.usage.recorded"
@@ -69,6 +73,10 @@ def audit(stage: Stage) -> str:
 
 def chunk(request_id: str) -> str:
     return f"{CHUNK_PREFIX}.{request_id}"
+
+
+def cancel(request_id: str) -> str:
+    return f"{CANCEL_PREFIX}.{request_id}"
 
 
 def delta(request_id: str) -> str:

@@ -55,6 +55,7 @@ ErrorCode = Literal[
     "bus_unavailable",
     # Streaming (issue 12): chunks lost, reordered or stopped arriving mid-stream.
     "stream_interrupted",
+    "client_disconnected",
     # Tool gateway (issue 7).
     "tool_not_allowed",
     "tool_unknown",

@@ -310,7 +310,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             )
         )
         if body.stream:
-            return await stream_live(client, submitted, body)
+            return await stream_live(client, submitted, body, request)
         async with slots:
             metrics.in_flight.inc()
             try:
@@ -329,7 +329,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                 metrics.in_flight.dec()
         return _respond(result, body, metrics, error)
 
-    async def stream_live(client: StellwerkClient, submitted: RequestSubmitted, body: ChatCompletionRequest) -> Any:
+    async def stream_live(
+        client: StellwerkClient, submitted: RequestSubmitted, body: ChatCompletionRequest, request: Request
+    ) -> Any:
         """Issue 12: the caller reads the answer as output screening releases it."""
         request_id = submitted.request_id
         await slots.acquire()  # held until the stream ends, like a plain request's
@@ -366,7 +368,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
 
         async def events() -> AsyncIterator[bytes]:
             try:
-                async for data in sse_events(live, first, include_usage, metrics.ttft.observe, metrics.itl.observe):
+                async for data in sse_events(
+                    live, first, include_usage, metrics.ttft.observe, metrics.itl.observe, request.is_disconnected
+                ):
                     yield data
             finally:
                 done()

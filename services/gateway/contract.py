@@ -10,7 +10,11 @@ from schemas.streams import KV_RATELIMITS
 CONTRACT: Final = c.ServiceContract(
     name="gateway",
     description="OpenAI-compatible HTTP gateway: submits requests, awaits their results",
-    publishes=(c.Publishes(c.REQUEST_SUBMITTED), c.Publishes(c.AUDIT_EVENT, {"stage": ("gateway",)})),
+    publishes=(
+        c.Publishes(c.REQUEST_SUBMITTED),
+        c.Publishes(c.CANCEL),
+        c.Publishes(c.AUDIT_EVENT, {"stage": ("gateway",)}),
+    ),
     listens=(c.Listens(c.RESULT), c.Listens(c.DELTA)),
     kv_writes=(KV_RATELIMITS,),
     worker=False,

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from schemas import subjects
-from schemas.events import RequestResult, RequestSubmitted, StreamDelta
+from schemas.events import RequestCancelled, RequestResult, RequestSubmitted, StreamDelta, encode
 from schemas.vocabulary import ErrorCode
 from services.gateway.openai_api import governance_summary
 from services.runtime.errors import HTTP_STATUS, fixed_message
@@ -114,9 +114,19 @@ def error_payload(code: ErrorCode, request_id: str, rule_id: str | None = None) 
 
 
 async def sse_events(
-    stream: LiveStream, first: Event, include_usage: bool, observe_ttft: Any = None, observe_itl: Any = None
+    stream: LiveStream,
+    first: Event,
+    include_usage: bool,
+    observe_ttft: Any = None,
+    observe_itl: Any = None,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE body: role chunk, content chunks as released, the finish chunk, usage, [DONE]."""
+    """The SSE body: role chunk, content chunks as released, the finish chunk, usage, [DONE].
+
+    A caller that goes away is noticed at the next event (at the latest the screening
+    worker's next heartbeat, a second later): the request is cancelled on the bus
+    (``stellwerk.v1.cancel.<id>``), which stops the model call, and the stream ends here."""
+    completed = False
     rid = stream.request.request_id
     base: dict[str, Any] = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk",
                             "created": int(time.time()), "model": "stellwerk"}
@@ -173,10 +183,18 @@ async def sse_events(
                     yield chunk({}, finish, stellwerk=governance_summary(result))
                     yield _sse(error_payload(result.error.code, rid, result.error.rule_id))
                 break
+            if disconnected is not None and await disconnected():
+                break
             event = await stream.next()
             if event is None:
                 yield chunk({}, "error")
                 yield _sse(error_payload(error_code_after_silence(stream), rid))
+        # Ended on the bus (a result arrived): nothing to stop. Otherwise — the caller went
+        # away, a gap, silence — the request is cancelled so the model call stops.
+        completed = event is not None and event.kind == "result"
         yield b"data: [DONE]\n\n"
     finally:
+        if not completed:
+            with contextlib.suppress(Exception):
+                await stream.nc.publish(subjects.cancel(rid), encode(RequestCancelled()))
         await stream.close()

@@ -16,12 +16,14 @@ writes    KV provider_health <route>.<worker>   (circuit breaker state, on chang
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable
 
 import httpx
 import msgspec
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from schemas import subjects
@@ -160,10 +162,26 @@ def build(worker: Worker) -> None:
             await worker.nc.publish(subject, encode(StreamChunk(seq=seq[0], text=text)))
             seq[0] += 1
 
+        call = asyncio.ensure_future(
+            engine.run(event.routing, event.messages, event.params, timeout_s=event.remaining_s(), on_text=on_text)
+        )
+
+        async def on_cancel(_: Msg) -> None:
+            call.cancel()  # closes the model connection: the model server stops generating
+
+        cancelled = await worker.nc.subscribe(subjects.cancel(event.request_id), cb=on_cancel, max_msgs=1)
         try:
-            outcome = await engine.run(
-                event.routing, event.messages, event.params, timeout_s=event.remaining_s(), on_text=on_text
-            )
+            outcome = await call
+        except asyncio.CancelledError:
+            if not call.cancelled():
+                raise  # the worker itself is stopping
+            worker.metrics.inference_calls.labels(event.routing.route, "-", "cancelled").inc()
+            failure = InferenceFailed("client_disconnected", [])
+            if not opened[0]:
+                return call_failed(event, failure)
+            last = StreamChunk(seq=seq[0], final=True, failed=failure.code, trail=failure_records(event, failure))
+            await js.publish(subject, encode(last), headers={"Nats-Msg-Id": f"{subject}:{seq[0]}"})
+            return []
         except InferenceFailed as failure:
             for attempt in failure.attempts:
                 worker.metrics.inference_calls.labels(attempt.route, "-", "failed").inc()
@@ -173,6 +191,9 @@ def build(worker: Worker) -> None:
             last = StreamChunk(seq=seq[0], final=True, failed=failure.code, trail=failure_records(event, failure))
             await js.publish(subject, encode(last), headers={"Nats-Msg-Id": f"{subject}:{seq[0]}"})
             return []
+        finally:
+            with contextlib.suppress(Exception):
+                await cancelled.unsubscribe()
         record_call_metrics(outcome)
         in_background(count_quota(outcome))
         in_background(report_health())

@@ -20,5 +20,6 @@ CONTRACT: Final = c.ServiceContract(
         c.Publishes(c.AUDIT_TRAIL, {"stage": ("inference",)}),
         c.Publishes(c.AUDIT_EVENT, {"stage": ("inference",)}),
     ),
+    listens=(c.Listens(c.CANCEL),),
     kv_writes=(KV_PROVIDER_HEALTH, KV_CAPACITY),
 )

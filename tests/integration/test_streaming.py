@@ -154,6 +154,32 @@ async def test_200_concurrent_streams_complete_with_their_own_content(streaming_
     assert all(results)
 
 
+async def test_a_caller_that_goes_away_stops_the_model_call(streaming_mesh: Mesh, stream_nc: Client) -> None:
+    local = next(s for s in streaming_mesh.config.simulators if s.name == "local-vllm")
+    text = "Eine lange Antwort über Stellwerke und Signale. " * 40  # ~2,000 characters at 20 ms: ~40 s
+    async with httpx.AsyncClient(timeout=60) as http:
+        await http.post(f"http://127.0.0.1:{local.port}/admin/faults", json={"itl_ms": 20})
+        try:
+            async with http.stream(
+                "POST", streaming_mesh.gateway_url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {API_KEY}"},
+                json={"model": "stellwerk", "stream": True, "messages": [{"role": "user", "content": text}]},
+            ) as response:
+                request_id = response.headers["x-stellwerk-request-id"]
+                async for line in response.aiter_lines():
+                    if '"content": "' in line and '"content": ""' not in line:
+                        break  # read one piece of text, then hang up
+        finally:
+            await http.post(f"http://127.0.0.1:{local.port}/admin/faults", json={"itl_ms": 1})
+
+    async def stopped() -> bool:
+        events = [e for e in await audit_events(stream_nc.jetstream()) if e.request_id == request_id]
+        return any(e.stage == "inference" and e.reason_code == "client_disconnected" for e in events)
+
+    # Recorded long before the ~40 s the model would have needed: the call was stopped.
+    assert await eventually(stopped, timeout_s=20)
+
+
 async def test_killed_output_screening_ends_the_stream_with_a_typed_error(streaming_mesh: Mesh) -> None:
     local = next(s for s in streaming_mesh.config.simulators if s.name == "local-vllm")
     text = "Langsame Antwort über Stellwerke. " * 20  # ~600 characters at 30 ms each: ~18 s
