@@ -36,10 +36,15 @@ from services.audit.stored import StoredMsg
 from services.audit.trail import verify_stream
 from services.runtime.bus import connect
 from services.runtime.settings import DEFAULT_CONFIG
+from stellwerk.discovery import ping_workers
 from stellwerk.supervisor import Mesh, Part, free_port, parse_scale, port_in_use
 
 API_KEY = "sk-stellwerk-demo"
 KINDS = ("dlp", "router", "inference", "finops", "audit")
+# Two workers of each request-path stage: a killed worker's messages go to the other one
+# after the ack wait. With one, callers also wait for the restart (a worker process starts in
+# 3-15 s on a loaded 2-core machine: LiteLLM and spaCy imports).
+DEFAULT_SCALE = "dlp=2,router=2,inference=2"
 
 
 @dataclass(slots=True)
@@ -115,6 +120,15 @@ async def restarted(part: Part, old_pid: int, timeout_s: float = 30.0) -> float:
     return time.monotonic() - started
 
 
+async def serving(nc: Client, service: str, count: int, timeout_s: float = 120.0) -> float:
+    """Seconds until ``count`` workers of ``service`` answer the discovery ping again."""
+    started = time.monotonic()
+    while len((await ping_workers(nc, wait_s=0.2)).get(service, [])) < count:
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"{service} did not come back")
+    return time.monotonic() - started
+
+
 async def ready(http: httpx.AsyncClient, url: str, timeout_s: float = 60.0) -> float:
     started = time.monotonic()
     while True:
@@ -159,7 +173,7 @@ async def run(concurrency: int, scale: str | None, settle_s: float) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         mesh = Mesh(config_file=bench_config(root), state_dir=root / "state", nats_port=free_port(),
-                    scale=parse_scale(scale or "dlp=2"))
+                    scale=parse_scale(scale or DEFAULT_SCALE))
         print("starting the mesh …", flush=True)
         await mesh.start()
         stop = asyncio.Event()
@@ -172,23 +186,25 @@ async def run(concurrency: int, scale: str | None, settle_s: float) -> int:
                 callers = [asyncio.create_task(load.caller(i)) for i in range(concurrency)]
                 await asyncio.sleep(3)  # warm-up
                 print(f"\n{concurrency} concurrent callers; ack wait {mesh.worker_settings().ack_wait_s:g} s\n")
-                print(f"{'SIGKILL':<12} {'restarted':>9} {'requests':>8} {'200':>5} {'other':>5} {'worst s':>8}")
-                marks: list[tuple[str, float]] = []
+                print(f"{'SIGKILL':<12} {'serving again':>13} {'requests':>8} {'200':>5} {'other':>5} {'worst s':>8}")
+                probe = await connect(mesh.url, "bench-recovery", persistent=False)
                 for kind in KINDS:
                     part = next(p for p in mesh.parts if p.name.startswith(kind + "-"))
                     assert part.process is not None
                     pid, killed_at = part.process.pid, time.monotonic()
                     os.kill(pid, signal.SIGKILL)
-                    back = await restarted(part, pid)
+                    await restarted(part, pid)
+                    await serving(probe, kind, mesh.scale[kind])
+                    back = time.monotonic() - killed_at
                     await asyncio.sleep(settle_s)
-                    marks.append((kind, killed_at))
                     window = load.between(killed_at, time.monotonic())
                     other = [c for c in window if c.status != 200]
-                    print(f"{part.name:<12} {back:>8.2f}s {len(window):>8} {len(window) - len(other):>5} "
+                    print(f"{part.name:<12} {back:>12.2f}s {len(window):>8} {len(window) - len(other):>5} "
                           f"{len(other):>5} {worst(window):>8.2f}")
                     if other:
                         failures.append(f"{part.name}: {Counter(c.code for c in other)}")
 
+                await probe.close()
                 # --- the bus itself ------------------------------------------------------------
                 assert mesh.nats is not None and mesh.nats.process is not None
                 pid, killed_at = mesh.nats.process.pid, time.monotonic()
@@ -272,7 +288,7 @@ async def run(concurrency: int, scale: str | None, settle_s: float) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--scale", default=None, help="workers per service (default dlp=2)")
+    parser.add_argument("--scale", default=None, help=f"workers per service (default {DEFAULT_SCALE})")
     parser.add_argument("--settle", type=float, default=6.0, help="seconds of load after each restart")
     args = parser.parse_args()
     raise SystemExit(asyncio.run(run(args.concurrency, args.scale, args.settle)))
