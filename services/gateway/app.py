@@ -142,8 +142,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         await ensure_topology(nc.jetstream())
         state["client"] = StellwerkClient(nc)
         # Short JetStream timeouts where the gateway asks on a caller's behalf or in a loop:
-        # a bus that went away mid-call costs a caller under a second, not five.
-        state["limiter_js"] = nc.jetstream(timeout=0.75)
+        # a bus that went away mid-call costs a caller two seconds, not five. (A disconnected
+        # bus is answered at once by the connection check; 0.75 s misfired under heavy load.)
+        state["limiter_js"] = nc.jetstream(timeout=2.0)
         watcher = asyncio.create_task(watch_backlog(nc.jetstream(timeout=1.0)))
         yield
         watcher.cancel()
