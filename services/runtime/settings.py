@@ -337,7 +337,7 @@ class GatewayLimits(BaseModel):
     header_timeout_s: float = Field(default=10.0, gt=0)  # headers of a request must arrive within
     body_read_timeout_s: float = Field(default=30.0, gt=0)  # max wait for each body chunk; 408
     send_timeout_s: float = Field(default=30.0, gt=0)  # a client that reads nothing this long is cut off
-    max_concurrent_per_key: int = Field(default=64, gt=0)  # requests in flight per API key; 429
+    max_concurrent_per_key: int = Field(default=256, gt=0)  # requests in flight per API key; 429 (a key may serve a whole UI)
 
 
 # Once, after every model PlatformConfig names (FinOps and tool gateway) is defined.
