@@ -32,9 +32,12 @@ from rich.console import Console
 
 from bench.reference import (
     LITELLM_VERSION,
+    Interrupted,
     RunningProxy,
     RunningSimulator,
     SimulatorOptions,
+    check_interrupted,
+    interrupt,
     running_litellm_proxy,
     running_simulator,
 )
@@ -248,6 +251,7 @@ async def drive(call: Callable[[], Awaitable[T]], requests: int, concurrency: in
 
     async def caller() -> None:
         for _ in queue:
+            check_interrupted()
             started = time.perf_counter()
             try:
                 sample = await call()
@@ -361,15 +365,19 @@ class Scenario:
         async with running_simulator(self.simulator, logs) as sim:
 
             async def targets() -> AsyncIterator[Target]:
+                check_interrupted()
                 yield direct_target(sim)
                 self.log(f"starting LiteLLM Proxy {LITELLM_VERSION}…")
                 started = time.perf_counter()
                 async with running_litellm_proxy(sim.base_url, sim.model, log_dir=logs) as proxy:
+                    check_interrupted()
                     self.log(f"LiteLLM Proxy ready after {time.perf_counter() - started:.0f} s")
                     yield litellm_target(proxy, sim)
+                check_interrupted()
                 self.log("starting the Stellwerk mesh…")
                 started = time.perf_counter()
                 async with running_mesh(self.workdir / "mesh", sim, self.scale) as mesh:
+                    check_interrupted()
                     self.log(f"mesh ready after {time.perf_counter() - started:.0f} s "
                              f"({len(mesh.parts)} processes + nats-server)")
                     yield stellwerk_target(mesh, sim)
@@ -432,13 +440,20 @@ def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     async def guarded() -> None:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        if task is not None:
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+
+        def on_signal() -> None:
+            # The flag stops the next loop iteration even if a library swallows the cancel.
+            interrupt()
+            if task is not None:
+                task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
         await main()
 
     try:
         asyncio.run(guarded())
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    except (KeyboardInterrupt, asyncio.CancelledError, Interrupted):
         print("interrupted; everything started was stopped", file=sys.stderr)
         raise SystemExit(130) from None
 

@@ -61,6 +61,25 @@ class ReferenceStartError(RuntimeError):
     """A reference process could not be installed or did not come up; the message says why."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived: stop at the next safe point (every ``finally`` still runs)."""
+
+
+_interrupted = False
+
+
+def interrupt() -> None:
+    """Ask every loop of the benchmark to stop at its next check (called by signal handlers:
+    a cancellation alone can be swallowed by a library while the mesh is starting)."""
+    global _interrupted
+    _interrupted = True
+
+
+def check_interrupted() -> None:
+    if _interrupted:
+        raise Interrupted
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,6 +162,7 @@ async def wait_http_ok(process: Process, url: str, timeout_s: float,
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
         while True:
+            check_interrupted()
             if not process.alive:
                 raise process.failure("exited during start-up")
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
