@@ -155,6 +155,18 @@ def build(worker: Worker) -> None:
             opened[0] = True
             await worker.publish(subjects.RESPONSE_STREAMING, streaming_of(event), f"{event.request_id}:streaming")
 
+        async def end_stream(last: StreamChunk) -> None:
+            # Acknowledged: once the last chunk is stored, every chunk before it is.
+            await js.publish(subject, encode(last), headers={"Nats-Msg-Id": f"{subject}:{seq[0]}"})
+
+        async def broke_off(failure: InferenceFailed) -> Effects:
+            if not opened[0]:  # nothing reached the caller yet: an ordinary typed failure
+                return call_failed(event, failure)
+            await end_stream(
+                StreamChunk(seq=seq[0], final=True, failed=failure.code, trail=failure_records(event, failure))
+            )
+            return []  # output screening ends the stream and records the trail
+
         async def on_text(text: str) -> None:
             if not opened[0]:
                 await open_stream()
@@ -176,21 +188,12 @@ def build(worker: Worker) -> None:
             if not call.cancelled():
                 raise  # the worker itself is stopping
             worker.metrics.inference_calls.labels(event.routing.route, "-", "cancelled").inc()
-            failure = InferenceFailed("client_disconnected", [])
-            if not opened[0]:
-                return call_failed(event, failure)
-            last = StreamChunk(seq=seq[0], final=True, failed=failure.code, trail=failure_records(event, failure))
-            await js.publish(subject, encode(last), headers={"Nats-Msg-Id": f"{subject}:{seq[0]}"})
-            return []
+            return await broke_off(InferenceFailed("client_disconnected", []))
         except InferenceFailed as failure:
             for attempt in failure.attempts:
                 worker.metrics.inference_calls.labels(attempt.route, "-", "failed").inc()
             in_background(report_health())
-            if not opened[0]:
-                return call_failed(event, failure)
-            last = StreamChunk(seq=seq[0], final=True, failed=failure.code, trail=failure_records(event, failure))
-            await js.publish(subject, encode(last), headers={"Nats-Msg-Id": f"{subject}:{seq[0]}"})
-            return []
+            return await broke_off(failure)
         finally:
             with contextlib.suppress(Exception):
                 await cancelled.unsubscribe()
@@ -200,11 +203,10 @@ def build(worker: Worker) -> None:
         if not opened[0]:  # an empty answer still goes through screening and to the caller
             await open_stream()
         records, info, recorded, usage = call_records(event, outcome, currency)
-        last = StreamChunk(
+        await end_stream(StreamChunk(
             seq=seq[0], final=True, finish_reason=outcome.finish_reason, usage=usage, cost=outcome.cost,
             sha256=digest.hexdigest(), inference=info, currency=currency, trail=records,
-        )
-        await js.publish(subject, encode(last), headers={"Nats-Msg-Id": f"{subject}:{seq[0]}"})
+        ))
         return [usage_effect(recorded)]
 
     async def previously_streamed(subject: str) -> bool:

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from schemas.events import ChatMessage, GenerationParams, RoutingDecision
 from schemas.vocabulary import ErrorCode, Route
 from services.inference.breaker import CircuitBreaker
-from services.inference.openai_wire import OpenAIWire
+from services.inference.openai_wire import OpenAIWire, collect_stream
 from services.inference.openai_wire import ProviderTimeout as WireTimeout
 from services.kernel.pricing import gpu_seconds, price_call
 from services.runtime.settings import Deployment, PlatformConfig
@@ -316,21 +316,5 @@ class InferenceEngine:
     async def _streamed(
         self, call: dict[str, Any], started: float, on_text: TextSink | None = None
     ) -> tuple[str, str, Any, float | None]:
-        ttft: float | None = None
-        parts: list[str] = []
-        finish_reason = "stop"
-        usage: Any = None
         stream = await litellm.acompletion(stream=True, stream_options={"include_usage": True}, **call)
-        async for chunk in stream:
-            if chunk.choices:
-                choice = chunk.choices[0]
-                if choice.delta and choice.delta.content:
-                    if ttft is None:
-                        ttft = time.perf_counter() - started
-                    parts.append(choice.delta.content)
-                    if on_text is not None:
-                        await on_text(choice.delta.content)
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
-            usage = getattr(chunk, "usage", None) or usage
-        return "".join(parts), finish_reason, usage, ttft
+        return await collect_stream(stream, started, on_text)

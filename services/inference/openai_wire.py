@@ -185,16 +185,30 @@ def _raise_for_status(response: httpx.Response) -> None:
 async def _read_stream(
     response: httpx.Response, started: float, on_text: Callable[[str], Awaitable[None]] | None = None
 ) -> WireAnswer:
+    content, finish_reason, usage, ttft = await collect_stream(_decoded(response), started, on_text)
+    return WireAnswer(content, finish_reason, usage, ttft, _ratelimit_headers(response))
+
+
+async def _decoded(response: httpx.Response) -> AsyncIterator[_Chunk]:
+    async for data in sse_data(response.aiter_lines()):
+        try:
+            yield _chunk.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProviderError("malformed_chunk") from exc
+
+
+async def collect_stream(
+    chunks: AsyncIterator[Any], started: float, on_text: Callable[[str], Awaitable[None]] | None = None
+) -> tuple[str, str, Any, float | None]:
+    """Read chat-completion chunks (ours or LiteLLM's: the same shape) into the answer, its
+    finish reason, the usage of the last chunk that has one and the time to first text;
+    each piece of text goes to ``on_text`` as it arrives."""
     parts: list[str] = []
     ttft: float | None = None
     finish_reason = "stop"
-    usage: WireUsage | None = None
-    async for data in sse_data(response.aiter_lines()):
-        try:
-            chunk = _chunk.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ProviderError("malformed_chunk") from exc
-        usage = chunk.usage or usage
+    usage: Any = None
+    async for chunk in chunks:
+        usage = getattr(chunk, "usage", None) or usage
         for choice in chunk.choices[:1]:
             if choice.delta and choice.delta.content:
                 if ttft is None:
@@ -204,7 +218,7 @@ async def _read_stream(
                     await on_text(choice.delta.content)
             if choice.finish_reason:
                 finish_reason = choice.finish_reason
-    return WireAnswer("".join(parts), finish_reason, usage, ttft, _ratelimit_headers(response))
+    return "".join(parts), finish_reason, usage, ttft
 
 
 async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
