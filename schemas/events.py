@@ -22,6 +22,7 @@ from schemas.vocabulary import (
     ErrorCode,
     Ident,
     JsonType,
+    Operation,
     ProviderHealth,
     QualityTier,
     ResultStatus,
@@ -60,9 +61,28 @@ class Envelope(msgspec.Struct, kw_only=True):
         return (self.deadline - (now or utcnow())).total_seconds()
 
 
-class ChatMessage(msgspec.Struct, kw_only=True):
+class FunctionCall(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str = ""  # JSON text, as the model wrote it (screened like any text)
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    """A function call the model asked for (OpenAI ``tool_calls`` item)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One message of the conversation. ``content`` is "" where OpenAI has null (an assistant
+    turn that only calls tools); tool results are ``role: tool`` with ``tool_call_id``."""
+
     role: str
     content: str
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
 
 class RequestAttributes(msgspec.Struct, kw_only=True):
@@ -72,13 +92,34 @@ class RequestAttributes(msgspec.Struct, kw_only=True):
     budget_class: BudgetClass = "standard"
     need_websearch: bool = False
     need_tools: bool = False
+    # Issue 13: what the request needs from a route beyond chat.
+    operation: Operation = "chat"
+    need_json_schema: bool = False
+    # The route or route class the client named in ``model`` (None for "stellwerk": the
+    # policy chooses). The policy decides whether the key may have it.
+    requested_model: Ident | None = None
 
 
-class GenerationParams(msgspec.Struct, kw_only=True):
+class GenerationParams(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What the client asked of the model beyond the messages; forwarded as OpenAI names them."""
+
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] | None = None
+    n: int | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    # The end user, pseudonymous: a SHA-256 prefix of the client's ``user`` (never the raw id).
+    user: Ident | None = None
+    # Embeddings (operation "embeddings"): requested vector size.
+    dimensions: int | None = None
 
 
 class EntityCount(msgspec.Struct, kw_only=True):
@@ -166,9 +207,20 @@ class RequestRouted(RequestScreened, kw_only=True):
     routing: RoutingDecision
 
 
+class GeneratedChoice(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One more answer of an ``n`` > 1 request (index 1 onwards; choice 0 is the event's own)."""
+
+    index: int
+    content: str = ""
+    finish_reason: str = "stop"
+    tool_calls: list[ToolCall] | None = None
+
+
 class ResponseGenerated(RequestRouted, kw_only=True):
     content: str
     finish_reason: str = "stop"
+    tool_calls: list[ToolCall] | None = None
+    more_choices: list[GeneratedChoice] = msgspec.field(default_factory=list)
     usage: TokenUsage
     inference: InferenceInfo
     cost: float = 0.0
@@ -195,6 +247,9 @@ class StreamChunk(msgspec.Struct, kw_only=True):
     cost: float = 0.0
     sha256: Sha256 | None = None
     failed: ErrorCode | None = None  # the model call broke off mid-stream
+    # Tool calls the model made, whole: screened at the end and released in one event
+    # (a half-written call cannot be executed anyway).
+    tool_calls: list[ToolCall] | None = None
     inference: InferenceInfo | None = None
     currency: Ident = "EUR"
     trail: list[AuditEvent] = msgspec.field(default_factory=list)
@@ -227,6 +282,10 @@ class RequestResult(Envelope, kw_only=True):
     status: ResultStatus
     content: str | None = None
     finish_reason: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    more_choices: list[GeneratedChoice] = msgspec.field(default_factory=list)
+    # Embeddings requests: one vector per input, little-endian float32, base64.
+    embeddings: list[str] | None = None
     error: ResultError | None = None
     dlp_input: DlpDecision | None = None
     routing: RoutingDecision | None = None

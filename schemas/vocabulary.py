@@ -14,7 +14,16 @@ ContextLengthBucket = Literal["<8k", "8-32k", ">32k"]
 BudgetClass = Literal["low", "standard", "premium"]
 Direction = Literal["input", "output"]
 DlpAction = Literal["allow", "redact", "block"]
-Route = Literal["local-vllm", "api-gpt52", "fallback-policy"]
+# Routes are data (issue 13): the config declares them, with their class, locality and
+# capabilities; "fallback-policy" is the policy's refusal, never a configured route.
+Route = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._\-]{0,63}$")]
+FALLBACK_ROUTE: Final = "fallback-policy"
+# What a request asks a route to do (issue 13): the OpenAI endpoint it came in on.
+Operation = Literal["chat", "embeddings"]
+# What a route can do; the routing policy only chooses routes whose capabilities cover the
+# request's needs.
+Capability = Literal["chat", "tools", "json_schema", "vision", "embeddings"]
+Locality = Literal["local", "external"]
 ResultStatus = Literal["ok", "blocked", "failed"]
 ProviderHealth = Literal["healthy", "degraded", "down"]
 # Tool gateway (issue 7): how a tool call ended, the JSON type of a parameter (audited as
@@ -65,6 +74,10 @@ ErrorCode = Literal[
     "tool_result_injection",
     "approval_denied",
     "approval_expired",
+    # OpenAI surface (issue 13).
+    "route_not_allowed",  # the request named a route the policy does not allow it (403)
+    "output_schema_violation",  # the model's answer did not match response_format, even re-asked
+    "unsupported_by_route",  # the chosen route cannot honour a parameter the request set
 ]
 
 SENSITIVITY_ORDER: Final[tuple[DataSensitivity, ...]] = get_args(DataSensitivity)

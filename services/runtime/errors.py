@@ -30,6 +30,10 @@ MESSAGES: Final[dict[ErrorCode, str]] = {
     "tool_result_injection": "The tool result was withheld: it looks like a prompt injection.",
     "approval_denied": "A human denied this tool call.",
     "approval_expired": "Nobody approved this tool call in time.",
+    "route_not_allowed": "The routing policy does not allow this request on the model it names.",
+    "output_schema_violation": "The model's answer did not match the requested response_format, "
+    "also when asked again.",
+    "unsupported_by_route": "The chosen model route cannot honour a parameter of this request.",
 }
 
 HTTP_STATUS: Final[dict[ErrorCode, int]] = {
@@ -56,6 +60,9 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     "tool_result_injection": 422,
     "approval_denied": 403,
     "approval_expired": 408,
+    "route_not_allowed": 403,
+    "output_schema_violation": 502,
+    "unsupported_by_route": 400,
 }
 
 
