@@ -13,9 +13,9 @@ from collections.abc import Callable
 from schemas import subjects
 from schemas.events import (
     AuditEvent,
-    ChatMessage,
     DlpDecision,
     Envelope,
+    GeneratedChoice,
     RequestResult,
     RequestScreened,
     RequestSubmitted,
@@ -24,6 +24,7 @@ from schemas.events import (
 )
 from schemas.vocabulary import Stage, max_sensitivity
 from services.dlp.guard import DlpGuard, DlpUnavailable, PolicyContext, restore_pseudonyms
+from services.dlp.texts import choice_slots, message_slots
 from services.runtime.effects import Effects, Fail, Publish, Record, Reply
 
 Observe = Callable[[DlpDecision], None]
@@ -56,9 +57,11 @@ def decision_audit(event: Envelope, stage: Stage, decision: DlpDecision) -> Audi
 
 
 def screen_input(guard: DlpGuard, event: RequestSubmitted, observe: Observe = _ignore) -> Effects:
+    # Every text the model will read: contents, tool results, earlier tool calls' arguments.
+    slots, rebuild = message_slots(event.messages)
     try:
         screening = guard.screen(
-            [m.content for m in event.messages],
+            slots.texts,
             direction="input",
             context=policy_context(event),
             pseudonymize=event.pseudonymize,
@@ -81,11 +84,10 @@ def screen_input(guard: DlpGuard, event: RequestSubmitted, observe: Observe = _i
         ]
     attributes = event.attributes
     attributes.data_sensitivity = max_sensitivity(attributes.data_sensitivity, decision.derived_sensitivity)
+    slots.fill(screening.texts)
     screened = RequestScreened(
         **envelope_fields(event),
-        messages=[
-            ChatMessage(role=m.role, content=text) for m, text in zip(event.messages, screening.texts, strict=True)
-        ],
+        messages=rebuild(),
         attributes=attributes,
         params=event.params,
         pseudonymize=event.pseudonymize,
@@ -98,8 +100,12 @@ def screen_input(guard: DlpGuard, event: RequestSubmitted, observe: Observe = _i
 
 
 def screen_output(guard: DlpGuard, event: ResponseGenerated, observe: Observe = _ignore) -> Effects:
+    # Every choice's text and every tool call's arguments: the model wrote them all.
+    first = GeneratedChoice(index=0, content=event.content, finish_reason=event.finish_reason,
+                            tool_calls=event.tool_calls)
+    slots, rebuild = choice_slots([first, *event.more_choices])
     try:
-        screening = guard.screen([event.content], direction="output", context=policy_context(event))
+        screening = guard.screen(slots.texts, direction="output", context=policy_context(event))
     except DlpUnavailable:
         return [Fail("dlp_unavailable", "dlp_output", result_fields={"routing": event.routing})]
     decision = screening.decision
@@ -116,14 +122,18 @@ def screen_output(guard: DlpGuard, event: ResponseGenerated, observe: Observe = 
                 result_fields={"dlp_input": event.dlp_input, "routing": event.routing, "dlp_output": decision},
             )
         ]
-    content = screening.texts[0]
+    texts = screening.texts
     if event.pseudonyms:
-        content = restore_pseudonyms(content, event.pseudonyms)
+        texts = [restore_pseudonyms(text, event.pseudonyms) for text in texts]
+    slots.fill(texts)
+    choices = rebuild()
     result = RequestResult(
         **envelope_fields(event),
         status="ok",
-        content=content,
+        content=choices[0].content,
         finish_reason=event.finish_reason,
+        tool_calls=choices[0].tool_calls,
+        more_choices=choices[1:],
         dlp_input=event.dlp_input,
         routing=event.routing,
         dlp_output=decision,

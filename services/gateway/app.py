@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,6 +32,7 @@ from schemas.events import (
     AuditEvent,
     ChatMessage,
     GenerationParams,
+    RequestAttributes,
     RequestResult,
     RequestSubmitted,
     deadline_in,
@@ -38,19 +40,31 @@ from schemas.events import (
     new_id,
 )
 from schemas.streams import CONSUMERS, DLP_INPUT
+from schemas.vocabulary import UsecaseClass
 from services.gateway import errors as gateway_errors
 from services.gateway import limits
 from services.gateway.attributes import InvalidAttribute, resolve_attributes, resolve_pseudonymize
 from services.gateway.guard import GatewayGuard, key_lookup
 from services.gateway.health import RETRY_AFTER_S, BusHealth
-from services.gateway.openai_api import ChatCompletionRequest, completion_body, error_body, stream_chunks
+from services.gateway.openai_api import (
+    ChatCompletionRequest,
+    EmbeddingsRequest,
+    completion_body,
+    embeddings_body,
+    end_user_hash,
+    error_body,
+    mesh_messages,
+    mesh_params,
+    message_texts,
+    stream_chunks,
+)
 from services.gateway.ratelimit import check as check_rate_limits
 from services.gateway.streaming import LiveStream, sse_events
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
 from services.runtime.requests import BusUnavailable, DeadlineExceeded
 from services.runtime.requests import RequestClient as StellwerkClient
-from services.runtime.settings import MeshSettings, PlatformConfig, load_config
+from services.runtime.settings import ApiKey, MeshSettings, PlatformConfig, load_config
 
 TIMEOUT_HEADER = "x-stellwerk-timeout"
 tracer = trace.get_tracer("stellwerk.gateway")
@@ -222,19 +236,54 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             ],
         }
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    @dataclass
+    class Admission:
+        """A request past authentication, limits and capacity checks, ready to be submitted."""
+
+        key: ApiKey
+        usecase: UsecaseClass
+        attributes: RequestAttributes
+        pseudonymize: bool
+        timeout_s: float
+        correlation_id: str | None
+        prompt_tokens: int
+        max_tokens: int | None
+        max_tokens_param: str
+
+        def submitted(self, messages: list[ChatMessage], params: GenerationParams) -> RequestSubmitted:
+            request_id = new_id()
+            return RequestSubmitted(
+                request_id=request_id,
+                correlation_id=self.correlation_id or request_id,
+                deadline=deadline_in(self.timeout_s),
+                tenant=self.key.tenant,
+                business_unit=self.key.business_unit,
+                user_role=self.key.user_role,
+                usecase_class=self.usecase,
+                messages=messages,
+                attributes=self.attributes,
+                params=params,
+                pseudonymize=self.pseudonymize,
+            )
+
+    def admit(
+        request: Request,
+        texts: list[str],
+        metadata: dict[str, Any] | None,
+        max_tokens: int | None = None,
+        max_tokens_param: str = "max_tokens",
+    ) -> Admission | JSONResponse:
+        """What every model endpoint checks before it submits: key, limits, attributes,
+        deadline, capacity and the bus — each refusal OpenAI-shaped."""
         key = config.key_for(_bearer(request))
         if key is None:
             return error(401, "invalid_api_key", "Incorrect API key provided.")
         # --- input limits (issue 18) -----------------------------------------------------------
-        texts = [m.text() for m in body.messages]
         prompt_tokens = limits.estimate_prompt_tokens(texts)
-        max_tokens = body.max_completion_tokens or body.max_tokens
         violation = (
             limits.check_messages(texts, config.gateway_limits)
-            or limits.check_metadata(body.metadata, config.gateway_limits)
-            or limits.check_context(prompt_tokens, max_tokens, body.max_tokens_param, config.gateway_limits)
+            or limits.check_metadata(metadata, config.gateway_limits)
+            or limits.check_context(prompt_tokens, max_tokens, max_tokens_param, config.gateway_limits)
         )
         if violation is not None:
             return refused(violation)
@@ -244,8 +293,8 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                          "A-Z a-z 0-9 _ . : @ / < > = + -.", param="x-correlation-id")
         # --- end input limits ------------------------------------------------------------------
         try:
-            usecase, attributes = resolve_attributes(key, request.headers, body.metadata or {})
-            pseudonymize = resolve_pseudonymize(request.headers, body.metadata or {}, key.pseudonymize)
+            usecase, attributes = resolve_attributes(key, request.headers, metadata or {})
+            pseudonymize = resolve_pseudonymize(request.headers, metadata or {}, key.pseudonymize)
         except InvalidAttribute as exc:
             return error(400, "invalid_request", f"Invalid value for request attribute '{exc.field}'.")
         timeout_s = config.request_timeout_s
@@ -260,42 +309,27 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             return error(503, "overloaded", "The pipeline is backed up; retry shortly.", retry_after=2)
         if not bus.connected:  # issue 19: fail fast, never queue a request behind a reconnect
             return bus_unavailable()
-        request_id = new_id()
-        stop = [body.stop] if isinstance(body.stop, str) else body.stop
-        submitted = RequestSubmitted(
-            request_id=request_id,
-            correlation_id=correlation_id or request_id,
-            deadline=deadline_in(timeout_s),
-            tenant=key.tenant,
-            business_unit=key.business_unit,
-            user_role=key.user_role,
-            usecase_class=usecase,
-            messages=[ChatMessage(role=m.role, content=m.text()) for m in body.messages],
-            attributes=attributes,
-            params=GenerationParams(
-                max_tokens=body.max_completion_tokens or body.max_tokens,
-                temperature=body.temperature,
-                top_p=body.top_p,
-                stop=stop,
-            ),
-            pseudonymize=pseudonymize,
-        )
-        # --- rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV ----------
-        endpoint = limits.rate_limit_endpoint(body.model, (d.route for d in config.deployments))
-        refusal = await check_rate_limits(state["limiter_js"], config, key, submitted, endpoint)
-        if refusal is not None and refusal.code == "overloaded" and not bus.connected:
+        return Admission(key, usecase, attributes, pseudonymize, timeout_s, correlation_id, prompt_tokens,
+                         max_tokens, max_tokens_param)
+
+    async def rate_limited(admission: Admission, submitted: RequestSubmitted, model: str | None) -> JSONResponse | None:
+        """Rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV."""
+        endpoint = limits.rate_limit_endpoint(model, (d.route for d in config.deployments))
+        refusal = await check_rate_limits(state["limiter_js"], config, admission.key, submitted, endpoint)
+        if refusal is None:
+            return None
+        if refusal.code == "overloaded" and not bus.connected:
             return bus_unavailable()  # the limiter failed because the bus went away
-        if refusal is not None and refusal.too_large:  # waiting cannot help: not a 429 (issue 18)
-            return refused(limits.oversized_for_rate_limit(prompt_tokens, max_tokens, body.max_tokens_param,
-                                                           refusal.limit))
-        if refusal is not None:
-            return error(refusal.status, refusal.code, refusal.message, request_id,
-                         retry_after=refusal.retry_after_s, limit=refusal.name)
-        # --- end rate limits -------------------------------------------------------------------
-        client = state["client"]
-        submitted.stream = bool(body.stream)
-        # The gateway's record travels on the request's trail and is written with the stage
-        # that ends the request: one audit write per request.
+        if refusal.too_large:  # waiting cannot help: not a 429 (issue 18)
+            return refused(limits.oversized_for_rate_limit(admission.prompt_tokens, admission.max_tokens,
+                                                           admission.max_tokens_param, refusal.limit))
+        return error(refusal.status, refusal.code, refusal.message, submitted.request_id,
+                     retry_after=refusal.retry_after_s, limit=refusal.name)
+
+    def received(admission: Admission, submitted: RequestSubmitted, **details: str) -> None:
+        """The gateway's record travels on the request's trail and is written with the stage
+        that ends the request: one audit write per request."""
+        attributes = submitted.attributes
         submitted.trail.append(
             AuditEvent(
                 **envelope_fields(submitted),
@@ -303,32 +337,89 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                 outcome="received",
                 data_sensitivity=attributes.data_sensitivity,
                 attributes={
-                    "api_key": key.key_id,
+                    "api_key": admission.key.key_id,
                     "quality_tier": attributes.quality_tier,
                     "budget_class": attributes.budget_class,
-                    "stream": str(body.stream).lower(),
+                    **({"end_user": submitted.params.user} if submitted.params.user else {}),
+                    **details,
                 },
             )
         )
-        if body.stream:
-            return await stream_live(client, submitted, body, request)
+
+    async def answered(submitted: RequestSubmitted, span: str) -> RequestResult | JSONResponse:
+        """Submit and wait for the result, holding one of the gateway's slots."""
         async with slots:
             metrics.in_flight.inc()
             try:
                 with (
                     metrics.latency.time(),
-                    tracer.start_as_current_span(
-                        "stellwerk.gateway.chat", attributes={"stellwerk.request_id": request_id}
-                    ),
+                    tracer.start_as_current_span(span, attributes={"stellwerk.request_id": submitted.request_id}),
                 ):
-                    result = await client.submit(submitted)
+                    result: RequestResult = await state["client"].submit(submitted)
+                    return result
             except BusUnavailable:
-                return bus_unavailable(request_id)
+                return bus_unavailable(submitted.request_id)
             except DeadlineExceeded:
-                return error(504, "deadline_exceeded", fixed_message("deadline_exceeded"), request_id)
+                return error(504, "deadline_exceeded", fixed_message("deadline_exceeded"), submitted.request_id)
             finally:
                 metrics.in_flight.dec()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        admission = admit(request, message_texts(body), body.metadata, body.max_completion_tokens or body.max_tokens,
+                          body.max_tokens_param)
+        if isinstance(admission, JSONResponse):
+            return admission
+        # What the request needs from a route (issue 13): the policy only picks routes that
+        # declare these capabilities.
+        admission.attributes.need_tools = admission.attributes.need_tools or bool(body.tools)
+        admission.attributes.need_json_schema = body.json_output
+        submitted = admission.submitted(mesh_messages(body), mesh_params(body, admission.key.tenant))
+        refusal = await rate_limited(admission, submitted, body.model)
+        if refusal is not None:
+            return refusal
+        # Answers with several choices, tool calls or a schema are screened (and validated)
+        # whole, then streamed to the caller as chunks: a tool call cannot be run half-written
+        # and a JSON document is only valid once complete.
+        submitted.stream = bool(body.stream) and not (body.n or 1) > 1 and not body.tools and not body.json_output
+        received(
+            admission, submitted,
+            stream=str(body.stream).lower(),
+            **({"choices": str(body.n)} if body.n and body.n > 1 else {}),
+            **({"tools": str(len(body.tools))} if body.tools else {}),
+            **({"response_format": body.response_format.type} if body.json_output and body.response_format else {}),
+        )
+        if submitted.stream:
+            return await stream_live(state["client"], submitted, body, request)
+        result = await answered(submitted, "stellwerk.gateway.chat")
+        if isinstance(result, JSONResponse):
+            return result
         return _respond(result, body, metrics, error)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingsRequest, request: Request) -> Any:
+        inputs = body.texts()
+        admission = admit(request, inputs, None)
+        if isinstance(admission, JSONResponse):
+            return admission
+        admission.attributes.operation = "embeddings"
+        params = GenerationParams(
+            dimensions=body.dimensions,
+            user=end_user_hash(admission.key.tenant, body.user) if body.user else None,
+        )
+        submitted = admission.submitted([ChatMessage(role="user", content=text) for text in inputs], params)
+        refusal = await rate_limited(admission, submitted, body.model)
+        if refusal is not None:
+            return refusal
+        received(admission, submitted, operation="embeddings", inputs=str(len(inputs)))
+        result = await answered(submitted, "stellwerk.gateway.embeddings")
+        if isinstance(result, JSONResponse):
+            return result
+        if result.status != "ok" or result.error is not None:
+            return _respond(result, None, metrics, error)
+        metrics.requests.labels(status="200", code="ok").inc()
+        return JSONResponse(embeddings_body(result, body.encoding_format),
+                            headers={"x-stellwerk-request-id": result.request_id})
 
     async def stream_live(
         client: StellwerkClient, submitted: RequestSubmitted, body: ChatCompletionRequest, request: Request
@@ -384,7 +475,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     return app
 
 
-def _respond(result: RequestResult, body: ChatCompletionRequest, metrics: GatewayMetrics, error: Any) -> Any:
+def _respond(result: RequestResult, body: ChatCompletionRequest | None, metrics: GatewayMetrics, error: Any) -> Any:
     if result.status != "ok" or result.error is not None:
         assert result.error is not None
         extra: dict[str, Any] = {"stage": result.error.stage}
@@ -402,7 +493,7 @@ def _respond(result: RequestResult, body: ChatCompletionRequest, metrics: Gatewa
     headers = {"x-stellwerk-request-id": result.request_id}
     if result.routing:
         headers["x-stellwerk-route"] = result.routing.route
-    if not body.stream:
+    if body is None or not body.stream:
         return JSONResponse(completion_body(result), headers=headers)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 

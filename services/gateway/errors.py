@@ -46,7 +46,7 @@ _MODELS: Final = ChatCompletionRequest.model_fields
 _KNOWN_NAMES: Final = frozenset(
     {"body", "messages", "content", "role", "text", "type", "include_usage", *_MODELS}
 )
-_SPECIFIC: Final = ("json_invalid", "invalid_unicode", "unsupported_parameter", "extra_forbidden")
+_SPECIFIC: Final = ("json_invalid", "invalid_unicode", "unsupported_parameter", "extra_forbidden", "invalid_value")
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Pydantic adds the member of a union it tried to a location (``str``, ``list[ContentPart]``).
 _UNION_TAG: Final = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\]|[A-Z]\w*)$")
@@ -120,6 +120,11 @@ def validation_response(exc: RequestValidationError) -> tuple[int, str, JSONResp
         return 400, "unsupported_parameter", openai_error(
             400, "unsupported_parameter",
             f"{param}{detail} is not supported by this gateway yet; see docs/openai.md.", param=param)
+    if kind == "invalid_value" and ctx.get("param"):
+        # Our own consistency checks (openai_api.py): a fixed sentence naming the parameter.
+        param = param_path((*loc, str(ctx["param"])))
+        return 400, "invalid_value", openai_error(400, "invalid_value", f"{param}: {first.get('msg', '')}.",
+                                                  param=param)
     if kind == "extra_forbidden":
         param = param_path(loc)
         return 400, "unsupported_parameter", openai_error(

@@ -37,6 +37,7 @@ from services.inference.handlers import (
     call_completed,
     call_failed,
     call_records,
+    embeddings_completed,
     failure_records,
     streaming_of,
     usage_effect,
@@ -219,8 +220,10 @@ def build(worker: Worker) -> None:
     async def on_routed(event: RequestRouted) -> Effects:
         if event.stream:
             return await stream_answer(event)
+        operation = event.attributes.operation
         try:
-            outcome = await engine.run(event.routing, event.messages, event.params, timeout_s=event.remaining_s())
+            outcome = await engine.run(event.routing, event.messages, event.params, timeout_s=event.remaining_s(),
+                                       operation=operation)
         except InferenceFailed as failure:
             for attempt in failure.attempts:
                 worker.metrics.inference_calls.labels(attempt.route, "-", "failed").inc()
@@ -229,6 +232,8 @@ def build(worker: Worker) -> None:
         record_call_metrics(outcome)
         in_background(count_quota(outcome))
         in_background(report_health())
+        if operation == "embeddings":
+            return embeddings_completed(event, outcome, currency)
         return call_completed(event, outcome, currency)
 
     worker.every(HEALTH_HEARTBEAT_S, heartbeat_health)

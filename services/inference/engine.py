@@ -9,14 +9,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import litellm
+import msgspec
 from litellm.exceptions import Timeout as ProviderTimeout
 from opentelemetry import trace
 
-from schemas.events import ChatMessage, GenerationParams, RoutingDecision
-from schemas.vocabulary import ErrorCode, Route
+from schemas.events import ChatMessage, GeneratedChoice, GenerationParams, RoutingDecision, ToolCall
+from schemas.vocabulary import ErrorCode, Operation, Route
 from services.inference.breaker import CircuitBreaker
-from services.inference.openai_wire import OpenAIWire, collect_stream
+from services.inference.openai_wire import Collected, OpenAIWire, answer_choices, as_base64, collect_stream
 from services.inference.openai_wire import ProviderTimeout as WireTimeout
+from services.inference.structured import REASK, violation
 from services.kernel.pricing import gpu_seconds, price_call
 from services.runtime.settings import Deployment, PlatformConfig
 from services.runtime.telemetry import tracing_enabled
@@ -67,6 +69,33 @@ class CallOutcome:
     failed_attempts: tuple[AttemptFailure, ...] = ()
     # The provider's own view of its token quota (OpenAI x-ratelimit-*-tokens headers).
     provider_quota: ProviderQuota | None = None
+    tool_calls: list[ToolCall] | None = None
+    more_choices: tuple[GeneratedChoice, ...] = ()
+    # Structured output asked again once because the first answer did not match (issue 13).
+    reasked: bool = False
+    # Embeddings calls: one vector per input, little-endian float32, base64.
+    embeddings: tuple[str, ...] = ()
+
+    def invalid_output(self, response_format: dict[str, Any] | None) -> str | None:
+        """Why some choice's text is not the requested JSON (tool-call turns are exempt)."""
+        for content, calls in ((self.content, self.tool_calls), *((c.content, c.tool_calls) for c in self.more_choices)):
+            reason = None if calls else violation(content, response_format)
+            if reason is not None:
+                return reason
+        return None
+
+    def plus(self, later: CallOutcome) -> CallOutcome:
+        """``later`` (a re-ask on the same route) with this call's tokens, time and cost added."""
+        return replace(
+            later,
+            prompt_tokens=self.prompt_tokens + later.prompt_tokens,
+            completion_tokens=self.completion_tokens + later.completion_tokens,
+            latency_ms=self.latency_ms + later.latency_ms,
+            ttft_ms=self.ttft_ms,
+            gpu_seconds=self.gpu_seconds + later.gpu_seconds,
+            cost=self.cost + later.cost,
+            reasked=True,
+        )
 
 
 class InferenceFailed(Exception):
@@ -78,7 +107,31 @@ class InferenceFailed(Exception):
 
 
 def _wire(messages: list[ChatMessage]) -> list[Any]:
-    return [{"role": m.role, "content": m.content} for m in messages]
+    wire: list[Any] = []
+    for m in messages:
+        message: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                for c in m.tool_calls
+            ]
+            message["content"] = m.content or None
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            message["name"] = m.name
+        wire.append(message)
+    return wire
+
+
+# Generation parameters that are not part of a chat call's body.
+_NOT_FOR_CHAT = frozenset({"dimensions"})
+
+
+def _call_params(params: GenerationParams) -> dict[str, Any]:
+    """The set generation parameters under their OpenAI names (unset ones are left out)."""
+    body: dict[str, Any] = msgspec.to_builtins(params)
+    return {k: v for k, v in body.items() if k not in _NOT_FOR_CHAT}
 
 
 def _litellm_model(deployment: Deployment) -> str:
@@ -160,6 +213,7 @@ class InferenceEngine:
         params: GenerationParams,
         timeout_s: float,
         on_text: TextSink | None = None,
+        operation: Operation = "chat",
     ) -> CallOutcome:
         """Try the decided route, then each allowed fallback; raise InferenceFailed if none answers.
 
@@ -189,7 +243,7 @@ class InferenceEngine:
                 attempts.append(AttemptFailure(route, "provider_error", "CircuitOpen"))
                 continue
             try:
-                outcome = await self._call(route, messages, params, remaining, sink)
+                outcome = await self._call(route, messages, params, remaining, sink, operation)
             except (ProviderTimeout, WireTimeout) as exc:
                 breaker.record_failure(time.monotonic())
                 attempts.append(AttemptFailure(route, "provider_timeout", type(exc).__name__))
@@ -202,11 +256,47 @@ class InferenceEngine:
                     raise InferenceFailed("stream_interrupted", attempts) from exc
             else:
                 breaker.record_success(outcome.latency_ms)
+                if sink is None and params.response_format:
+                    outcome = await self._checked(outcome, messages, params, deadline, attempts)
                 if route != decision.route:
                     return replace(outcome, fallback_from=decision.route, failed_attempts=tuple(attempts))
                 return outcome
         code: ErrorCode = attempts[-1].code if attempts else "provider_error"
         raise InferenceFailed(code, attempts)
+
+    async def _checked(
+        self,
+        outcome: CallOutcome,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        deadline: float,
+        attempts: list[AttemptFailure],
+    ) -> CallOutcome:
+        """Structured output: an answer that is not the requested JSON is asked again once on
+        the same route, with the reason; still invalid → ``output_schema_violation``."""
+        reason = outcome.invalid_output(params.response_format)
+        if reason is None:
+            return outcome
+        reask = [
+            *messages,
+            ChatMessage(role="assistant", content=outcome.content),
+            ChatMessage(role="user", content=REASK.format(reason=reason)),
+        ]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise InferenceFailed("deadline_exceeded", attempts)
+        try:
+            again = outcome.plus(await self._call(outcome.route, reask, params, remaining))
+        except (ProviderTimeout, WireTimeout) as exc:
+            attempts.append(AttemptFailure(outcome.route, "provider_timeout", type(exc).__name__))
+            raise InferenceFailed("provider_timeout", attempts) from exc
+        except Exception as exc:
+            attempts.append(AttemptFailure(outcome.route, "provider_error", type(exc).__name__))
+            raise InferenceFailed("provider_error", attempts) from exc
+        if again.invalid_output(params.response_format) is not None:
+            attempts.append(AttemptFailure(outcome.route, "output_schema_violation", "InvalidStructuredOutput"))
+            raise InferenceFailed("output_schema_violation", attempts)
+        return again
 
     async def _call(
         self,
@@ -215,25 +305,19 @@ class InferenceEngine:
         params: GenerationParams,
         timeout_s: float,
         on_text: TextSink | None = None,
+        operation: Operation = "chat",
     ) -> CallOutcome:
-        extra: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("max_tokens", params.max_tokens),
-                ("temperature", params.temperature),
-                ("top_p", params.top_p),
-                ("stop", params.stop),
-            )
-            if v is not None
-        }
         deployment = self._pick(route)
-        call = {
+        call: dict[str, Any] = {
             **self._params[deployment.name],
-            "messages": _wire(messages),
             "timeout": min(timeout_s, deployment.timeout_s),
             "num_retries": self.num_retries,
-            **extra,
         }
+        if operation == "embeddings":
+            call["input"] = [m.content for m in messages]
+            call |= {k: v for k, v in (("dimensions", params.dimensions), ("user", params.user)) if v is not None}
+        else:
+            call |= {"messages": _wire(messages), **_call_params(params)}
         self._busy[deployment.name] += 1
         try:
             async with self._slots[deployment.name]:
@@ -262,33 +346,43 @@ class InferenceEngine:
         on_text: TextSink | None,
     ) -> CallOutcome:
         started = time.perf_counter()
+        if "input" in call:
+            return await self._embed(route, deployment, call, started)
+        more: tuple[GeneratedChoice, ...] = ()
+        # A streamed call yields one choice: several are read whole (the gateway never
+        # streams n > 1 through the mesh).
+        streamed = deployment.stream and not call.get("n")
         if deployment.provider in WIRE_PROVIDERS and on_text is not None:
             body = {k: v for k, v in call.items() if k not in _NOT_IN_BODY}
             body["model"] = deployment.model
             answer = await self.wire.stream(deployment.api_base, deployment.api_key, body, call["timeout"], on_text)
             content, finish_reason, usage, ttft = answer.content, answer.finish_reason, answer.usage, answer.ttft_s
+            tool_calls = answer.tool_calls
             quota = provider_quota({"additional_headers": answer.headers})
         elif on_text is not None:
-            content, finish_reason, usage, ttft = await self._streamed(call, started, on_text)
-            quota = None
+            collected = await self._streamed(call, started, on_text)
+            content, finish_reason, usage, ttft = (collected.content, collected.finish_reason, collected.usage,
+                                                   collected.ttft_s)
+            tool_calls, quota = collected.tool_calls, None
         elif deployment.provider in WIRE_PROVIDERS:
             body = {k: v for k, v in call.items() if k not in _NOT_IN_BODY}
             body["model"] = deployment.model
-            if deployment.stream:
+            if streamed:
                 body |= {"stream": True, "stream_options": {"include_usage": True}}
             answer = await self.wire.complete(
                 deployment.api_base, deployment.api_key, body, call["timeout"], retries=self.num_retries
             )
             content, finish_reason, usage, ttft = answer.content, answer.finish_reason, answer.usage, answer.ttft_s
+            tool_calls, more = answer.tool_calls, answer.more_choices
             quota = provider_quota({"additional_headers": answer.headers})
-        elif deployment.stream:
-            content, finish_reason, usage, ttft = await self._streamed(call, started)
-            quota = None
+        elif streamed:
+            collected = await self._streamed(call, started)
+            content, finish_reason, usage, ttft = (collected.content, collected.finish_reason, collected.usage,
+                                                   collected.ttft_s)
+            tool_calls, quota = collected.tool_calls, None
         else:
             response: Any = await litellm.acompletion(stream=False, **call)
-            choice = response.choices[0]
-            content = choice.message.content or ""
-            finish_reason = choice.finish_reason or "stop"
+            content, finish_reason, tool_calls, more = answer_choices(response.choices)
             usage, ttft = getattr(response, "usage", None), None
             quota = provider_quota(getattr(response, "_hidden_params", None))
         latency = time.perf_counter() - started
@@ -311,10 +405,34 @@ class InferenceEngine:
             cost=price_call(deployment, prompt_tokens, completion_tokens, gpu_s),
             fallback_from=None,
             provider_quota=quota,
+            tool_calls=tool_calls,
+            more_choices=more,
+        )
+
+    async def _embed(self, route: Route, deployment: Deployment, call: dict[str, Any], started: float) -> CallOutcome:
+        """An embeddings call: one vector per input, as base64 float32 (compact on the bus)."""
+        if deployment.provider in WIRE_PROVIDERS:
+            body = {k: v for k, v in call.items() if k not in _NOT_IN_BODY}
+            body["model"] = deployment.model
+            answer = await self.wire.embed(deployment.api_base, deployment.api_key, body, call["timeout"],
+                                           retries=self.num_retries)
+            vectors, prompt_tokens = answer.vectors, answer.prompt_tokens
+        else:
+            response: Any = await litellm.aembedding(**call)
+            vectors = tuple(as_base64(item["embedding"]) for item in response.data)
+            usage = getattr(response, "usage", None)
+            prompt_tokens = usage.prompt_tokens if usage else sum(
+                litellm.token_counter(model="gpt-4o", text=t) for t in call["input"])
+        latency = time.perf_counter() - started
+        gpu_s = gpu_seconds(deployment, latency)
+        return CallOutcome(
+            route=route, deployment=deployment, content="", finish_reason="stop", prompt_tokens=prompt_tokens,
+            completion_tokens=0, ttft_ms=None, latency_ms=latency * 1000, gpu_seconds=gpu_s,
+            cost=price_call(deployment, prompt_tokens, 0, gpu_s), fallback_from=None, embeddings=vectors,
         )
 
     async def _streamed(
         self, call: dict[str, Any], started: float, on_text: TextSink | None = None
-    ) -> tuple[str, str, Any, float | None]:
+    ) -> Collected:
         stream = await litellm.acompletion(stream=True, stream_options={"include_usage": True}, **call)
         return await collect_stream(stream, started, on_text)

@@ -6,6 +6,7 @@ from schemas import subjects
 from schemas.events import (
     AuditEvent,
     InferenceInfo,
+    RequestResult,
     RequestRouted,
     ResponseGenerated,
     ResponseStreaming,
@@ -14,7 +15,7 @@ from schemas.events import (
     envelope_fields,
 )
 from services.inference.engine import AttemptFailure, CallOutcome, InferenceFailed
-from services.runtime.effects import Effects, Fail, Publish
+from services.runtime.effects import Effects, Fail, Publish, Record, Reply
 
 
 def attempt_audit(event: RequestRouted, attempt: AttemptFailure, index: int) -> AuditEvent:
@@ -71,7 +72,12 @@ def call_records(event: RequestRouted, outcome: CallOutcome, currency: str) -> t
         ttft_ms=round(outcome.ttft_ms, 3) if outcome.ttft_ms is not None else None,
         latency_ms=round(outcome.latency_ms, 3),
         cost=outcome.cost,
-        attributes={"fallback_from": outcome.fallback_from} if outcome.fallback_from else {},
+        attributes={
+            **({"fallback_from": outcome.fallback_from} if outcome.fallback_from else {}),
+            **({"structured_output": "reasked"} if outcome.reasked else {}),
+            **({"tool_calls": str(len(outcome.tool_calls))} if outcome.tool_calls else {}),
+            **({"choices": str(1 + len(outcome.more_choices))} if outcome.more_choices else {}),
+        },
     )
     attempts = [attempt_audit(event, a, i) for i, a in enumerate(outcome.failed_attempts, 1)]
     info = InferenceInfo(
@@ -121,6 +127,8 @@ def call_completed(event: RequestRouted, outcome: CallOutcome, currency: str) ->
         routing=event.routing,
         content=outcome.content,
         finish_reason=outcome.finish_reason,
+        tool_calls=outcome.tool_calls,
+        more_choices=list(outcome.more_choices),
         usage=usage,
         inference=info,
         cost=outcome.cost,
@@ -143,3 +151,21 @@ def streaming_of(event: RequestRouted) -> ResponseStreaming:
         pseudonyms=event.pseudonyms,
         routing=event.routing,
     )
+
+
+def embeddings_completed(event: RequestRouted, outcome: CallOutcome, currency: str) -> Effects:
+    """Embeddings end at inference: vectors are no text output DLP could screen (their input
+    was screened), so the trail is written and the caller answered here."""
+    records, info, recorded, usage = call_records(event, outcome, currency)
+    result = RequestResult(
+        **envelope_fields(event),
+        status="ok",
+        embeddings=list(outcome.embeddings),
+        dlp_input=event.dlp_input,
+        routing=event.routing,
+        inference=info,
+        usage=usage,
+        cost=outcome.cost,
+        currency=currency,
+    )
+    return [usage_effect(recorded), Record([*event.trail, *records]), Reply(result)]

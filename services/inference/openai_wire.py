@@ -13,6 +13,8 @@ Errors are typed for the engine: ``ProviderTimeout`` (the call ran out of time) 
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from typing import Any
 
 import httpx
 import msgspec
+
+from schemas.events import FunctionCall, GeneratedChoice, ToolCall
 
 
 class ProviderError(Exception):
@@ -30,27 +34,72 @@ class ProviderTimeout(ProviderError):
     """The provider did not answer in time."""
 
 
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    id: str | None = None
+    function: _Function | None = None
+    index: int = 0  # streamed deltas only
+
+
 class _Message(msgspec.Struct):
     content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct):
     message: _Message | None = None
     finish_reason: str | None = None
+    index: int = 0
 
 
 class _Delta(msgspec.Struct):
     content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _StreamChoice(msgspec.Struct):
     delta: _Delta | None = None
     finish_reason: str | None = None
+    index: int = 0
 
 
 class WireUsage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+class _Embedding(msgspec.Struct):
+    embedding: str | list[float]
+    index: int = 0
+
+
+class _EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+
+
+class _Embeddings(msgspec.Struct):
+    data: list[_Embedding]
+    usage: _EmbeddingUsage | None = None
+
+
+_embeddings = msgspec.json.Decoder(_Embeddings)
+
+
+def as_base64(vector: str | list[float]) -> str:
+    """A vector as OpenAI's ``encoding_format: base64`` has it: little-endian float32."""
+    if isinstance(vector, str):
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class WireEmbeddings:
+    vectors: tuple[str, ...]
+    prompt_tokens: int
 
 
 class _Completion(msgspec.Struct):
@@ -75,6 +124,36 @@ class WireAnswer:
     usage: WireUsage | None
     ttft_s: float | None
     headers: dict[str, str]
+    tool_calls: list[ToolCall] | None = None
+    more_choices: tuple[GeneratedChoice, ...] = ()
+
+
+def _tool_calls(calls: list[Any] | None) -> list[ToolCall] | None:
+    """Tool calls of a message (ours or LiteLLM's objects: the same attribute names)."""
+    if not calls:
+        return None
+    return [
+        ToolCall(id=c.id or f"call_{i}", function=FunctionCall(name=c.function.name or "",
+                                                              arguments=c.function.arguments or ""))
+        for i, c in enumerate(calls)
+        if c.function is not None
+    ]
+
+
+def answer_choices(choices: list[Any]) -> tuple[str, str, list[ToolCall] | None, tuple[GeneratedChoice, ...]]:
+    """Choice 0 (content, finish reason, tool calls) and the others of a completed answer."""
+    ordered = sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)
+    parsed = [
+        GeneratedChoice(
+            index=i,
+            content=(c.message.content if c.message else None) or "",
+            finish_reason=c.finish_reason or "stop",
+            tool_calls=_tool_calls(c.message.tool_calls if c.message else None),
+        )
+        for i, c in enumerate(ordered)
+    ]
+    first = parsed[0]
+    return first.content, first.finish_reason, first.tool_calls, tuple(parsed[1:])
 
 
 def _ratelimit_headers(response: httpx.Response) -> dict[str, str]:
@@ -131,13 +210,15 @@ class OpenAIWire:
             raise ProviderError("malformed_response") from exc
         if not parsed.choices:
             raise ProviderError("no_choices")
-        choice = parsed.choices[0]
+        content, finish_reason, tool_calls, more = answer_choices(parsed.choices)
         return WireAnswer(
-            content=(choice.message.content if choice.message else None) or "",
-            finish_reason=choice.finish_reason or "stop",
+            content=content,
+            finish_reason=finish_reason,
             usage=parsed.usage,
             ttft_s=None,
             headers=_ratelimit_headers(response),
+            tool_calls=tool_calls,
+            more_choices=more,
         )
 
     async def stream(
@@ -167,6 +248,38 @@ class OpenAIWire:
         except httpx.TransportError as exc:
             raise ProviderError(type(exc).__name__) from exc
 
+    async def embed(
+        self, api_base: str, api_key: str, body: dict[str, Any], timeout_s: float, retries: int = 1
+    ) -> WireEmbeddings:
+        """``POST /embeddings``; vectors asked for (and kept) as base64 float32."""
+        url = f"{api_base.rstrip('/')}/embeddings"
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        content = _encode({**body, "encoding_format": "base64"})
+        deadline = time.monotonic() + timeout_s
+        for attempt in range(retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProviderTimeout("deadline")
+            try:
+                response = await self._http.post(url, content=content, headers=headers, timeout=remaining)
+            except httpx.TimeoutException as exc:
+                raise ProviderTimeout(type(exc).__name__) from exc
+            except httpx.TransportError as exc:
+                if attempt == retries:
+                    raise ProviderError(type(exc).__name__) from exc
+                continue
+            if response.status_code in self.RETRYABLE and attempt < retries:
+                continue
+            _raise_for_status(response)
+            try:
+                parsed = _embeddings.decode(response.content)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ProviderError("malformed_response") from exc
+            ordered = sorted(parsed.data, key=lambda e: e.index)
+            return WireEmbeddings(tuple(as_base64(e.embedding) for e in ordered),
+                                  parsed.usage.prompt_tokens if parsed.usage else 0)
+        raise ProviderError("unreachable")  # pragma: no cover
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -185,8 +298,9 @@ def _raise_for_status(response: httpx.Response) -> None:
 async def _read_stream(
     response: httpx.Response, started: float, on_text: Callable[[str], Awaitable[None]] | None = None
 ) -> WireAnswer:
-    content, finish_reason, usage, ttft = await collect_stream(_decoded(response), started, on_text)
-    return WireAnswer(content, finish_reason, usage, ttft, _ratelimit_headers(response))
+    collected = await collect_stream(_decoded(response), started, on_text)
+    return WireAnswer(collected.content, collected.finish_reason, collected.usage, collected.ttft_s,
+                      _ratelimit_headers(response), collected.tool_calls)
 
 
 async def _decoded(response: httpx.Response) -> AsyncIterator[_Chunk]:
@@ -197,28 +311,61 @@ async def _decoded(response: httpx.Response) -> AsyncIterator[_Chunk]:
             raise ProviderError("malformed_chunk") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Collected:
+    content: str
+    finish_reason: str
+    usage: Any
+    ttft_s: float | None
+    tool_calls: list[ToolCall] | None
+
+
+class _CallParts:
+    """One streamed tool call, assembled from its deltas (id and name first, then arguments)."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+
+
 async def collect_stream(
     chunks: AsyncIterator[Any], started: float, on_text: Callable[[str], Awaitable[None]] | None = None
-) -> tuple[str, str, Any, float | None]:
+) -> Collected:
     """Read chat-completion chunks (ours or LiteLLM's: the same shape) into the answer, its
-    finish reason, the usage of the last chunk that has one and the time to first text;
-    each piece of text goes to ``on_text`` as it arrives."""
+    finish reason, the usage of the last chunk that has one, the time to first text and the
+    tool calls assembled from their deltas; each piece of text goes to ``on_text`` as it
+    arrives. Streamed requests have one choice (the gateway streams ``n`` > 1 whole)."""
     parts: list[str] = []
     ttft: float | None = None
     finish_reason = "stop"
     usage: Any = None
+    calls: dict[int, _CallParts] = {}
     async for chunk in chunks:
         usage = getattr(chunk, "usage", None) or usage
         for choice in chunk.choices[:1]:
-            if choice.delta and choice.delta.content:
+            delta = choice.delta
+            if delta and delta.content:
                 if ttft is None:
                     ttft = time.perf_counter() - started
-                parts.append(choice.delta.content)
+                parts.append(delta.content)
                 if on_text is not None:
-                    await on_text(choice.delta.content)
+                    await on_text(delta.content)
+            for call in (delta.tool_calls if delta else None) or ():
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+                assembling = calls.setdefault(call.index or 0, _CallParts())
+                assembling.id = call.id or assembling.id
+                if call.function is not None:
+                    assembling.name = call.function.name or assembling.name
+                    assembling.arguments.append(call.function.arguments or "")
             if choice.finish_reason:
                 finish_reason = choice.finish_reason
-    return "".join(parts), finish_reason, usage, ttft
+    tool_calls = [
+        ToolCall(id=c.id or f"call_{i}", function=FunctionCall(name=c.name, arguments="".join(c.arguments)))
+        for i, c in sorted(calls.items())
+    ] or None
+    return Collected("".join(parts), finish_reason, usage, ttft, tool_calls)
 
 
 async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:

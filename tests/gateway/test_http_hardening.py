@@ -81,9 +81,9 @@ def test_ten_megabyte_prompt_is_a_413(mesh: Mesh) -> None:
 
 def test_unknown_path_and_wrong_method_are_openai_shaped(mesh: Mesh) -> None:
     with httpx.Client(timeout=30, headers=AUTH) as http:
-        embeddings = http.post(mesh.gateway_url + "/v1/embeddings", json={"input": "x"})
-        assert_error(embeddings, 404, "unknown_url")
-        assert "/v1/embeddings" in embeddings.json()["error"]["message"]
+        speech = http.post(mesh.gateway_url + "/v1/audio/speech", json={"input": "x"})
+        assert_error(speech, 404, "unknown_url")
+        assert "/v1/audio/speech" in speech.json()["error"]["message"]
         unknown = http.get(mesh.gateway_url + f"/v1/{MARKER}")
         assert_error(unknown, 404, "unknown_url")
         wrong = http.get(mesh.gateway_url + "/v1/chat/completions")
@@ -95,14 +95,13 @@ def test_unknown_path_and_wrong_method_are_openai_shaped(mesh: Mesh) -> None:
 
 
 @pytest.mark.parametrize(("extra", "param"), [
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"tool_choice": "required"}, "tool_choice"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"n": 2}, "n"),
-    ({"seed": 7}, "seed"),
     ({"logprobs": True}, "logprobs"),
-    ({"frequency_penalty": 0.5}, "frequency_penalty"),
-    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"functions": [{"name": "f"}]}, "functions"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ({"store": True}, "store"),
+    ({"web_search_options": {}}, "web_search_options"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"bogus_parameter": 1}, "bogus_parameter"),
 ])
 def test_unsupported_and_unknown_parameters_are_refused_by_name(
@@ -115,8 +114,20 @@ def test_image_parts_and_tool_messages_are_refused_by_name(mesh: Mesh) -> None:
     image = [{"role": "user", "content": [{"type": "text", "text": "what is this"},
                                           {"type": "image_url", "image_url": {"url": "https://example.org/a.png"}}]}]
     assert_error(chat(mesh, {"messages": image}), 400, "unsupported_parameter", "messages[0].content[1].type")
-    tool = [*user("hi"), {"role": "tool", "tool_call_id": "call_1", "content": "42"}]
-    assert_error(chat(mesh, {"messages": tool}), 400, "unsupported_parameter", "messages[1].role")
+    function = [*user("hi"), {"role": "function", "name": "f", "content": "42"}]
+    assert_error(chat(mesh, {"messages": function}), 400, "unsupported_parameter", "messages[1].role")
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"n": 9}, "n"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
+])
+def test_inconsistent_parameters_are_a_400_naming_them(mesh: Mesh, extra: dict[str, object], param: str) -> None:
+    response = chat(mesh, {"messages": user("hi"), **extra})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
 
 
 async def test_the_openai_sdk_sees_a_bad_request_naming_the_parameter(mesh: Mesh) -> None:
@@ -124,9 +135,9 @@ async def test_the_openai_sdk_sees_a_bad_request_naming_the_parameter(mesh: Mesh
     with pytest.raises(openai.BadRequestError) as info:
         await client.chat.completions.create(
             model="stellwerk", messages=[{"role": "user", "content": "hi"}],
-            tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+            logprobs=True,
         )
-    assert info.value.code == "unsupported_parameter" and info.value.param == "tools"
+    assert info.value.code == "unsupported_parameter" and info.value.param == "logprobs"
     # What clients send by default keeps working: OpenAI's defaults and the end-user id.
     completion = await client.chat.completions.create(
         model="stellwerk", messages=[{"role": "user", "content": "Hallo"}], n=1, frequency_penalty=0,

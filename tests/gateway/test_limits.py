@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.gateway import limits
-from services.gateway.openai_api import NOT_YET_SUPPORTED, ChatCompletionRequest
+from services.gateway.openai_api import NOT_YET_SUPPORTED, ChatCompletionRequest, mesh_messages, mesh_params
 from services.runtime.settings import GatewayLimits
 
 LIMITS = GatewayLimits()
@@ -101,18 +101,40 @@ def test_openai_defaults_of_unsupported_parameters_are_accepted() -> None:
         "seed": None,
     })
     assert body.user == "end-user-7"
-    assert _refusal({"messages": MESSAGES, "n": 2}) == ("unsupported_parameter", "n")
     assert _refusal({"messages": MESSAGES, "logprobs": 0}) == ("unsupported_parameter", "logprobs")
+    assert _refusal({"messages": MESSAGES, "store": True}) == ("unsupported_parameter", "store")
 
 
-def test_unknown_fields_images_and_tool_messages_are_refused() -> None:
+def test_tools_history_and_structured_output_are_carried() -> None:
+    body = ChatCompletionRequest.model_validate({
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None,
+             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "weather"}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}},
+        "n": 2, "seed": 7,
+    })
+    assert body.wants_tools and body.json_output
+    params = mesh_params(body, "tenant-a")
+    assert params.tool_choice == {"type": "function", "function": {"name": "weather"}}
+    assert params.response_format == {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}}
+    assert (params.n, params.seed) == (2, 7)
+    messages = mesh_messages(body)
+    assert messages[1].tool_calls is not None and messages[1].tool_calls[0].function.name == "weather"
+    assert messages[2].tool_call_id == "c1"
+
+
+def test_unknown_fields_images_and_function_messages_are_refused() -> None:
     assert _refusal({"messages": MESSAGES, "bogus": 1})[0] == "extra_forbidden"
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]}]
     assert _refusal({"messages": image}) == ("unsupported_parameter", "type")
-    tool = [{"role": "tool", "content": "42", "tool_call_id": "call_1"}]
-    assert _refusal({"messages": tool}) == ("unsupported_parameter", "role")
-    calls = [{"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}]
-    assert _refusal({"messages": calls}) == ("unsupported_parameter", "tool_calls")
+    function = [{"role": "function", "content": "42", "name": "f"}]
+    assert _refusal({"messages": function}) == ("unsupported_parameter", "role")
+    assert _refusal({"messages": MESSAGES, "tools": [{"type": "web_search"}]}) == ("unsupported_parameter", "type")
 
 
 def test_only_known_routes_name_a_rate_limit_endpoint() -> None:
