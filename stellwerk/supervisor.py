@@ -208,6 +208,12 @@ class Mesh:
                     "--max-num-seqs", str(spec.max_num_seqs), "--max-model-len", str(spec.max_model_len),
                     "--piece-chars", str(spec.piece_chars),
                 ]
+                if spec.served_models:
+                    argv += ["--served-models", ",".join(spec.served_models)]
+                if spec.embedding_models:
+                    argv += ["--embedding-models", ",".join(spec.embedding_models)]
+                if spec.embedding_dims != 384:
+                    argv += ["--embedding-dims", str(spec.embedding_dims)]
                 part = Part(f"simulator-{spec.name}", argv, self.env(), self.logs / f"simulator-{spec.name}.log")
                 part.start()
                 self.parts.append(part)

@@ -227,12 +227,27 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     async def models(request: Request) -> Any:
         if config.key_for(_bearer(request)) is None:
             return error(401, "invalid_api_key", "Incorrect API key provided.")
-        routes = sorted({d.route for d in config.deployments})
+        # "stellwerk" lets the policy choose; every route may be named instead (the policy
+        # still decides whether this request may have it: 403 route_not_allowed if not).
         return {
             "object": "list",
             "data": [
                 {"id": "stellwerk", "object": "model", "owned_by": "stellwerk", "created": 0},
-                *({"id": r, "object": "model", "owned_by": "stellwerk", "created": 0} for r in routes),
+                *(
+                    {
+                        "id": r.name,
+                        "object": "model",
+                        "owned_by": "stellwerk",
+                        "created": 0,
+                        "stellwerk": {
+                            "class": r.route_class,
+                            "locality": r.locality,
+                            "capabilities": list(r.capabilities),
+                            "context_tokens": r.context_tokens,
+                        },
+                    }
+                    for r in sorted(config.routes, key=lambda r: r.name)
+                ),
             ],
         }
 

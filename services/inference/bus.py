@@ -55,7 +55,8 @@ def build(worker: Worker) -> None:
     currency = worker.config.currency
     worker_id = subjects.token(worker.settings.worker_id)
     reported: dict[Route, str] = {}
-    local_deployments = [d for d in worker.config.deployments if d.route == "local-vllm"]
+    local_routes = {r.name for r in worker.config.routes if r.locality == "local"}
+    local_deployments = [d for d in worker.config.deployments if d.route in local_routes]
     http = httpx.AsyncClient(timeout=1.0)
     pending: set[asyncio.Task[None]] = set()
 

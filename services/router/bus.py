@@ -68,7 +68,7 @@ def build(worker: Worker) -> None:
 
     async def on_screened(event: RequestScreened) -> Effects:
         signals = board.signals_for(event.tenant, event.business_unit, event.usecase_class)
-        return route_request(engine, signals, event, encoding, worker.metrics)
+        return route_request(engine, signals, event, encoding, worker.metrics, board.routes_for())
 
     # A policy decision costs well under a millisecond: a few in flight overlap the publishes.
     worker.consume(ROUTER, RequestScreened, on_screened, max_in_flight=8)

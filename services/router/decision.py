@@ -15,11 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import Envelope, RequestAttributes, RoutingDecision, RuntimeSignals
 from schemas.vocabulary import (
+    FALLBACK_ROUTE,
     BudgetClass,
+    Capability,
     ContextLengthBucket,
     DataSensitivity,
     ErrorCode,
     Ident,
+    Locality,
+    Operation,
     QualityTier,
     Route,
     UsecaseClass,
@@ -28,19 +32,22 @@ from services.router.attributes import KeyAllowances, effective_attributes
 from services.router.context_length import DEFAULT_ENCODING
 from services.router.policy_store import ENTRYPOINT, SHIPPED_POLICY_DIR, RouterPolicy
 from services.runtime.rego import PolicyError, PolicySource
+from services.runtime.settings import PlatformConfig
 
 __all__ = [
     "ENTRYPOINT",
     "KeyAllowances",
+    "RouteEntry",
     "RouterSettings",
     "RoutingEngine",
     "RoutingInput",
     "RoutingUnavailable",
     "RoutingVerdict",
     "effective_attributes",
+    "route_catalogue",
 ]
 
-FALLBACK_POLICY: Final[Route] = "fallback-policy"
+FALLBACK_POLICY: Final[Route] = FALLBACK_ROUTE
 
 
 class RouterSettings(BaseSettings):
@@ -53,6 +60,37 @@ class RouterSettings(BaseSettings):
     reload_interval_s: float = 1.0
     # tiktoken encoding of the local model, used for the context-length bucket.
     tokenizer_encoding: str = DEFAULT_ENCODING
+
+
+class RouteEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True,
+                 rename={"route_class": "class"}):
+    """One route of the catalogue the policy chooses from (issue 13): its attributes from
+    the config, plus this route's own capacity (local) or API quota (external) right now.
+    The defaults are omitted on the wire, so the policy input stays small and stable."""
+
+    name: Route
+    route_class: Ident
+    locality: Locality
+    capabilities: list[Capability]
+    context_tokens: int
+    cost_rank: int
+    capacity_ok: bool = True
+    quota_ok: bool = True
+
+
+def route_catalogue(config: PlatformConfig) -> list[RouteEntry]:
+    """The configured routes as policy input entries (every route available)."""
+    return [
+        RouteEntry(
+            name=r.name,
+            route_class=r.route_class,
+            locality=r.locality,
+            capabilities=list(r.capabilities),
+            context_tokens=r.context_tokens,
+            cost_rank=r.cost_rank,
+        )
+        for r in config.routes
+    ]
 
 
 class RoutingInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -69,11 +107,21 @@ class RoutingInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     budget_class: BudgetClass = "standard"
     need_websearch: bool = False
     need_tools: bool = False
+    # Issue 13: what the request needs from a route, the route or class it named in
+    # ``model`` (None: the policy chooses), and the routes to choose from.
+    operation: Operation = "chat"
+    need_json_schema: bool = False
+    requested_model: Ident | None = None
+    routes: list[RouteEntry] = msgspec.field(default_factory=list)
     runtime_signals: RuntimeSignals = msgspec.field(default_factory=RuntimeSignals)
 
     @classmethod
     def from_request(
-        cls, envelope: Envelope, attributes: RequestAttributes, signals: RuntimeSignals
+        cls,
+        envelope: Envelope,
+        attributes: RequestAttributes,
+        signals: RuntimeSignals,
+        routes: list[RouteEntry] | None = None,
     ) -> RoutingInput:
         """Input for one request: identity from its envelope, effective ``attributes``."""
         return cls(
@@ -87,6 +135,10 @@ class RoutingInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             budget_class=attributes.budget_class,
             need_websearch=attributes.need_websearch,
             need_tools=attributes.need_tools,
+            operation=attributes.operation,
+            need_json_schema=attributes.need_json_schema,
+            requested_model=attributes.requested_model,
+            routes=routes or [],
             runtime_signals=signals,
         )
 
@@ -162,7 +214,7 @@ class RoutingEngine:
             # which the runtime's JSON parsing rejects with ValueError), a malformed output or
             # a native error — whatever it is, this request gets no route.
             raise RoutingUnavailable(f"routing policy {policy.version} failed: {exc!r}") from exc
-        _check_invariants(output)
+        _check_invariants(output, {r.name for r in policy_input.routes})
         decision = RoutingDecision(
             route=output.route,
             rule_id=output.rule_id,
@@ -173,10 +225,14 @@ class RoutingEngine:
         return RoutingVerdict(decision=decision, reason=output.reason, retry_after_s=output.retry_after_s)
 
 
-def _check_invariants(output: _PolicyOutput) -> None:
-    """Shape rules no policy edit may break (its content is the policy tests' business)."""
+def _check_invariants(output: _PolicyOutput, routes: set[str]) -> None:
+    """Shape rules no policy edit may break (its content is the policy tests' business):
+    a route and its fallbacks come from the catalogue the policy was given."""
     if output.route == FALLBACK_POLICY:
         if output.reason is None or output.fallbacks:
             raise RoutingUnavailable(f"rule {output.rule_id}: a refusal needs a reason and no fallbacks")
-    elif output.route in output.fallbacks or FALLBACK_POLICY in output.fallbacks:
-        raise RoutingUnavailable(f"rule {output.rule_id}: fallbacks must be other model routes")
+        return
+    if output.route not in routes:
+        raise RoutingUnavailable(f"rule {output.rule_id}: {output.route!r} is not a route of the catalogue")
+    if output.route in output.fallbacks or not set(output.fallbacks) <= routes:
+        raise RoutingUnavailable(f"rule {output.rule_id}: fallbacks must be other routes of the catalogue")

@@ -6,9 +6,16 @@ from schemas import subjects
 from schemas.events import AuditEvent, RequestRouted, RequestScreened, RuntimeSignals, envelope_fields
 from services.router.attributes import effective_attributes
 from services.router.context_length import measure_prompt
-from services.router.decision import RoutingEngine, RoutingInput, RoutingUnavailable
+from services.router.decision import (
+    RouteEntry,
+    RoutingEngine,
+    RoutingInput,
+    RoutingUnavailable,
+    route_catalogue,
+)
 from services.runtime.effects import Effects, Fail, Publish
 from services.runtime.metrics import WorkerMetrics
+from services.runtime.settings import DEFAULT_CONFIG, cached_config
 
 
 def route_request(
@@ -17,7 +24,12 @@ def route_request(
     event: RequestScreened,
     encoding: str,
     metrics: WorkerMetrics | None = None,
+    routes: list[RouteEntry] | None = None,
 ) -> Effects:
+    """``routes``: the catalogue with each route's capacity and quota now (the worker's
+    ``SignalBoard.routes_for``); None takes the shipped default config's routes."""
+    if routes is None:
+        routes = route_catalogue(cached_config(DEFAULT_CONFIG))
     prompt = measure_prompt(event.messages, encoding)
     attributes = effective_attributes(
         event.attributes,
@@ -25,7 +37,7 @@ def route_request(
         context_length_bucket=prompt.bucket,
     )
     try:
-        verdict = engine.evaluate(RoutingInput.from_request(event, attributes, signals))
+        verdict = engine.evaluate(RoutingInput.from_request(event, attributes, signals, routes))
     except RoutingUnavailable:
         return [Fail("policy_unavailable", "router")]
     decision = verdict.decision
@@ -53,8 +65,11 @@ def route_request(
             "local_capacity_ok": str(signals.local_capacity_ok).lower(),
             "budget_exhausted": str(signals.budget_exhausted).lower(),
             "api_quota_ok": str(signals.api_quota_remaining > 0).lower(),
-            "health_local": signals.provider_health.get("local-vllm", "healthy"),
-            "health_api": signals.provider_health.get("api-gpt52", "healthy"),
+            # Health of every route that is not healthy, as route=state (routes are data).
+            "health": "+".join(f"{r}={h}" for r, h in sorted(signals.provider_health.items()) if h != "healthy")
+            or "healthy",
+            "operation": attributes.operation,
+            "requested_model": attributes.requested_model or "stellwerk",
             "budget_actions": "+".join(signals.budget_actions) or "none",
         },
     )

@@ -18,6 +18,7 @@ from schemas import subjects
 from schemas.events import RuntimeSignals, utcnow
 from schemas.kv import BudgetState, CapacityState, ProviderHealthState, QuotaState
 from schemas.vocabulary import ProviderHealth, Route
+from services.router.decision import RouteEntry, route_catalogue
 from services.runtime.settings import PlatformConfig
 
 _SEVERITY: dict[ProviderHealth, int] = {"healthy": 0, "degraded": 1, "down": 2}
@@ -34,9 +35,11 @@ class SignalBoard:
     budgets: dict[str, BudgetState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._api_endpoints = {"api-gpt52"} | {
-            d.name for d in self.config.deployments if d.route == "api-gpt52"
-        }
+        self._local_routes = [r.name for r in self.config.routes if r.locality == "local"]
+        self._external_routes = [r.name for r in self.config.routes if r.locality == "external"]
+        external = set(self._external_routes)
+        self._api_endpoints = external | {d.name for d in self.config.deployments if d.route in external}
+        self._catalogue = route_catalogue(self.config)
 
     # --- applying KV updates (value None = key deleted or purged) -------------------------
 
@@ -67,13 +70,14 @@ class SignalBoard:
                 and _SEVERITY[state.state] > _SEVERITY[worst.get(state.route, "healthy")]
             ):
                 worst[state.route] = state.state
-        local = [c for c in self.capacity.values() if c.route == "local-vllm" and c.updated_at >= fresh_after]
-        # Unknown capacity counts as available: the breaker catches a deployment that fails.
-        local_capacity_ok = not local or any(c.ok for c in local)
+        capacity = self._capacity_ok(fresh_after)
+        quota = {route: self._quota_remaining(route, now) for route in self._external_routes}
         return RuntimeSignals(
-            local_capacity_ok=local_capacity_ok,
-            api_quota_remaining=self._quota_remaining("api-gpt52", now),
-            provider_health={route: worst.get(route, "healthy") for route in ("local-vllm", "api-gpt52")},
+            # Per route in routes_for(); here: whether any local route has room, and the
+            # largest quota any external route has left.
+            local_capacity_ok=not capacity or any(capacity.values()),
+            api_quota_remaining=max(quota.values(), default=UNLIMITED),
+            provider_health={r.name: worst.get(r.name, "healthy") for r in self.config.routes},
             budget_exhausted=any(
                 b.action == "force_local" for b in self._budgets_of(tenant, business_unit, usecase)
             ),
@@ -81,6 +85,31 @@ class SignalBoard:
                 {b.action for b in self._budgets_of(tenant, business_unit, usecase) if b.action != "none"}
             ),
         )
+
+    def routes_for(self, now: datetime | None = None) -> list[RouteEntry]:
+        """The route catalogue for the policy, each route with its own capacity (local) or
+        API quota (external) now; health comes with the signals (``provider_health``)."""
+        now = now or utcnow()
+        capacity = self._capacity_ok(now - timedelta(seconds=self.stale_after_s))
+        entries: list[RouteEntry] = []
+        for entry in self._catalogue:
+            if entry.locality == "local":
+                ok = capacity.get(entry.name, True)
+                entries.append(entry if ok else msgspec.structs.replace(entry, capacity_ok=False))
+            else:
+                ok = self._quota_remaining(entry.name, now) > 0
+                entries.append(entry if ok else msgspec.structs.replace(entry, quota_ok=False))
+        return entries
+
+    def _capacity_ok(self, fresh_after: datetime) -> dict[Route, bool]:
+        """Per local route with fresh capacity reports: whether any deployment has room.
+        Unknown capacity counts as available: the breaker catches a deployment that fails."""
+        reports: dict[Route, list[bool]] = {}
+        local = set(self._local_routes)
+        for c in self.capacity.values():
+            if c.route in local and c.updated_at >= fresh_after:
+                reports.setdefault(c.route, []).append(c.ok)
+        return {route: any(oks) for route, oks in reports.items()}
 
     def _quota_remaining(self, route: Route, now: datetime) -> float:
         configured = float(sum(d.tokens_per_minute or 0 for d in self.config.deployments_for(route)))

@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.vocabulary import BudgetClass, DataSensitivity, QualityTier, Route, UsecaseClass
+from schemas.vocabulary import (
+    FALLBACK_ROUTE,
+    BudgetClass,
+    Capability,
+    DataSensitivity,
+    Locality,
+    QualityTier,
+    Route,
+    UsecaseClass,
+)
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "stellwerk.yaml"
 
@@ -103,6 +112,26 @@ class ApiKey(BaseModel):
     pseudonymize: bool = False
 
 
+class RouteSpec(BaseModel):
+    """A route as data (issue 13): what the routing policy decides on. Deployments name it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: Route = Field(pattern=r"^[a-z0-9][a-z0-9._\-]{0,63}$")
+    # A free identifier, e.g. small | standard | high | long-context | embeddings; the
+    # policy data orders classes, and a client may name one in ``model``.
+    route_class: str = Field(alias="class", pattern=r"^[a-z0-9][a-z0-9._\-]{0,63}$")
+    locality: Locality
+    capabilities: list[Capability]
+    context_tokens: int = Field(gt=0)
+    cost_rank: int = Field(ge=0, lt=1000)  # lower = cheaper; downgrade moves to a cheaper route
+    description: str = ""
+
+
+# Routes derived for a config without a ``routes:`` section (configs from before issue 13).
+_DEFAULT_CAPABILITIES: list[Capability] = ["chat", "tools", "json_schema"]
+
+
 class Deployment(BaseModel):
     """One model deployment behind a route. Prices are in ``currency``."""
 
@@ -148,6 +177,10 @@ class SimulatorSpec(BaseModel):
     max_num_seqs: int = 64
     max_model_len: int = 32768
     piece_chars: int = 0  # streamed pieces of N characters (0: one per token)
+    # Further model ids the simulator answers to (chat), and embedding models it serves.
+    served_models: list[str] = []
+    embedding_models: list[str] = []
+    embedding_dims: int = 384
 
 
 class PlatformConfig(BaseModel):
@@ -165,6 +198,8 @@ class PlatformConfig(BaseModel):
     # Input limits of the gateway (issue 18; model at the end of this file, docs/openai.md).
     gateway_limits: GatewayLimits = Field(default_factory=lambda: GatewayLimits())
     api_keys: list[ApiKey]
+    # Routes as data (issue 13); derived from the deployments when the section is absent.
+    routes: list[RouteSpec] = Field(default_factory=list)
     deployments: list[Deployment]
     simulators: list[SimulatorSpec] = []
     # FinOps (issue 5; models at the end of this file): cost model, budgets, rate limits.
@@ -187,6 +222,53 @@ class PlatformConfig(BaseModel):
 
     def deployments_for(self, route: Route) -> list[Deployment]:
         return [d for d in self.deployments if d.route == route]
+
+    @model_validator(mode="after")
+    def _routes_match_deployments(self) -> PlatformConfig:
+        if not self.routes:
+            derived: dict[str, RouteSpec] = {}
+            for d in self.deployments:
+                if d.route not in derived:
+                    local = d.provider == "hosted_vllm"
+                    derived[d.route] = RouteSpec.model_validate({
+                        "name": d.route,
+                        "class": "standard" if local else "high",
+                        "locality": "local" if local else "external",
+                        "capabilities": list(_DEFAULT_CAPABILITIES),
+                        "context_tokens": 32768 if local else 200_000,
+                        "cost_rank": 1 if local else 3,
+                    })
+            self.routes = list(derived.values())
+            return self
+        names = [r.name for r in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"routes: duplicate route names in {names}")
+        if FALLBACK_ROUTE in names:
+            raise ValueError(f"routes: {FALLBACK_ROUTE!r} is the policy's refusal, not a route")
+        undeclared = sorted({d.route for d in self.deployments} - set(names))
+        if undeclared:
+            raise ValueError(f"deployments name undeclared routes {undeclared}; declare them under routes:")
+        empty = [n for n in names if not self.deployments_for(n)]
+        if empty:
+            raise ValueError(f"routes {empty} have no deployment; add one under deployments: (or remove the route)")
+        return self
+
+    def route(self, name: str) -> RouteSpec | None:
+        return next((r for r in self.routes if r.name == name), None)
+
+    def resolve_model(self, name: str) -> str | None:
+        """The route name or route class a client's ``model`` names (a route name, a route
+        class, or a deployment's model id), None if it names none of them."""
+        for route in self.routes:
+            if name == route.name:
+                return route.name
+        for route in self.routes:
+            if name == route.route_class:
+                return route.route_class
+        for deployment in self.deployments:
+            if name == deployment.model:
+                return deployment.route
+        return None
 
 
 def load_config(path: Path) -> PlatformConfig:

@@ -40,13 +40,14 @@ def write_test_config(directory: Path, **overrides: object) -> Path:
     """The default config with free ports, so tests never collide with a running mesh."""
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     config["gateway_port"] = free_port()
+    ports: dict[int, int] = {}  # configured port -> free port (one simulator may serve several routes)
     for simulator in config["simulators"]:
-        simulator["port"] = free_port()
+        ports[simulator["port"]] = simulator["port"] = free_port()
         simulator["ttft_ms"] = 0
         simulator["itl_ms"] = 0
-    ports = {s["name"]: s["port"] for s in config["simulators"]}
     for deployment in config["deployments"]:
-        deployment["api_base"] = f"http://127.0.0.1:{ports[deployment['route']]}/v1"
+        configured = int(deployment["api_base"].rsplit(":", 1)[1].split("/", 1)[0])
+        deployment["api_base"] = f"http://127.0.0.1:{ports[configured]}/v1"
     config.update(overrides)
     path = directory / "stellwerk.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.events import RuntimeSignals
 from schemas.vocabulary import ProviderHealth
-from services.router.decision import RouterSettings, RoutingEngine, RoutingInput
+from services.router.decision import RouteEntry, RouterSettings, RoutingEngine, RoutingInput
 from services.router.policy_store import SHIPPED_POLICY_DIR
 
 
@@ -43,14 +43,25 @@ def signals(
     )
 
 
+# The two routes of a config from before issue 13 (what the settings derive without `routes:`).
+TWO_ROUTES = [
+    RouteEntry(name="local-vllm", route_class="standard", locality="local",
+               capabilities=["chat", "tools", "json_schema"], context_tokens=32768, cost_rank=1),
+    RouteEntry(name="api-gpt52", route_class="high", locality="external",
+               capabilities=["chat", "tools", "json_schema", "vision"], context_tokens=200_000, cost_rank=3),
+]
+
+
 def routing_input(runtime: RuntimeSignals | None = None, **attributes: object) -> RoutingInput:
-    """An input for tenant acme; keyword arguments override the request attributes."""
+    """An input for tenant acme over TWO_ROUTES; keyword arguments override the request
+    attributes (and ``routes``)."""
     fields: dict[str, object] = {
         "data_sensitivity": "internal",
         "usecase_class": "chat",
         "tenant": "acme",
         "business_unit": "claims",
         "user_role": "analyst",
+        "routes": TWO_ROUTES,
         **attributes,
     }
     return RoutingInput(runtime_signals=runtime or signals(), **fields)  # type: ignore[arg-type]

@@ -95,7 +95,7 @@ def test_push_returns_the_checked_source(policy_dir: Path) -> None:
     source = push(policy_dir)
     assert source.version == read_policy_dir(policy_dir).version
     assert set(source.modules) == {"routing.rego"}
-    assert source.data["routing"]["local_max_context_bucket"] == "8-32k"
+    assert source.data["routing"]["class_order"]["chat"][0] == "standard"
 
 
 def test_push_refuses_a_policy_that_does_not_compile(policy_dir: Path) -> None:

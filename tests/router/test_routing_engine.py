@@ -18,7 +18,7 @@ from services.router.decision import (
 from services.router.policy_store import check_policy_dir
 from services.runtime.rego import PolicyError, read_policy_dir
 
-from .conftest import routing_input, signals
+from .conftest import TWO_ROUTES, routing_input, signals
 
 L, A, F = "local-vllm", "api-gpt52", "fallback-policy"
 
@@ -85,7 +85,7 @@ def test_routed_decisions_have_no_refusal_reason(engine: RoutingEngine) -> None:
 
 def test_default_signals_mean_everything_available(engine: RoutingEngine) -> None:
     policy_input = RoutingInput(data_sensitivity="public", usecase_class="coding", tenant="t",
-                                business_unit="b", user_role="r")
+                                business_unit="b", user_role="r", routes=TWO_ROUTES)
     assert policy_input.runtime_signals == RuntimeSignals()
     assert engine.decide(policy_input).rule_id == "default.local_first"
 
@@ -105,13 +105,13 @@ def test_data_edit_reloads_with_new_version_and_threshold(engine: RoutingEngine,
     before = engine.decide(medium)
     assert before.rule_id == "default.local_first"
 
-    _edit_data(policy_dir, local_max_context_bucket="<8k")
+    _edit_data(policy_dir, class_order={"chat": ["high", "standard"]})
     assert engine.reload() is True
 
     after = engine.decide(medium)
     assert after.policy_version != before.policy_version
     assert after.policy_version == read_policy_dir(policy_dir).version
-    assert (after.rule_id, after.route) == ("context.too_long", A)
+    assert (after.rule_id, after.route, after.fallbacks) == ("default.local_first", A, [L])
     assert engine.reload() is False  # unchanged content, nothing to do
 
 
@@ -148,7 +148,7 @@ def test_push_stays_in_force_until_the_directory_changes(
     pushed_dir.mkdir()
     for item in policy_dir.iterdir():
         (pushed_dir / item.name).write_bytes(item.read_bytes())
-    _edit_data(pushed_dir, fallbacks={"local-vllm": [], "api-gpt52": []})
+    _edit_data(pushed_dir, fallback_classes={"standard": ["standard"], "high": ["high"]})
     source = read_policy_dir(pushed_dir)
 
     engine.replace(source)
@@ -156,7 +156,7 @@ def test_push_stays_in_force_until_the_directory_changes(
     decision = engine.decide(routing_input())
     assert (decision.policy_version, decision.fallbacks) == (source.version, [])
 
-    _edit_data(policy_dir, local_max_context_bucket="<8k")  # a later file edit wins
+    _edit_data(policy_dir, class_order={"chat": ["high", "standard"]})  # a later file edit wins
     assert engine.reload() is True
     assert engine.policy_version == read_policy_dir(policy_dir).version
 
@@ -181,7 +181,7 @@ def test_missing_policy_directory_is_unavailable(tmp_path: Path) -> None:
 
 def test_incomplete_data_yields_no_decision(policy_dir: Path) -> None:
     data = json.loads((policy_dir / "data.json").read_text())
-    del data["routing"]["local_max_context_bucket"]
+    del data["routing"]["class_order"]
     (policy_dir / "data.json").write_text(json.dumps(data))
     engine = RoutingEngine(RouterSettings(policy_dir=policy_dir))
     with pytest.raises(RoutingUnavailable) as info:
@@ -189,8 +189,8 @@ def test_incomplete_data_yields_no_decision(policy_dir: Path) -> None:
     assert info.value.code == "policy_unavailable"
 
 
-def test_unknown_local_limit_yields_no_decision(policy_dir: Path) -> None:
-    _edit_data(policy_dir, local_max_context_bucket="16k")
+def test_malformed_class_order_yields_no_decision(policy_dir: Path) -> None:
+    _edit_data(policy_dir, class_order=["standard", "high"])  # must map operations to class lists
     with pytest.raises(RoutingUnavailable):
         RoutingEngine(RouterSettings(policy_dir=policy_dir)).decide(routing_input())
 
@@ -224,6 +224,6 @@ def test_input_from_a_request_takes_identity_from_the_envelope(engine: RoutingEn
                         business_unit="cardiology", user_role="physician", usecase_class="summarization")
     attributes = effective_attributes(RequestAttributes(data_sensitivity="internal"),
                                       dlp_sensitivity="highly_confidential", context_length_bucket="8-32k")
-    policy_input = RoutingInput.from_request(envelope, attributes, signals())
+    policy_input = RoutingInput.from_request(envelope, attributes, signals(), TWO_ROUTES)
     assert (policy_input.tenant, policy_input.usecase_class) == ("clinic", "summarization")
     assert engine.decide(policy_input).rule_id == "sensitivity.local_only"

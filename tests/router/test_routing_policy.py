@@ -10,10 +10,15 @@ from services.runtime.rego import CompiledPolicy, run_case_table
 
 CASES = SHIPPED_POLICY_DIR / "routing_test.json"
 
-# Issue 4's table, in order: (rule_id, route).
+# Issue 4's table, in order, with issue 13's rules for named models, capabilities and
+# downgrade: (rule_id, route) — the routes of the case tables' catalogues.
 RULES = [
+    ("request.named_route.unknown", "fallback-policy"),
+    ("capability.unsupported", "fallback-policy"),
+    ("request.named_route.not_allowed", "fallback-policy"),
     ("sensitivity.local_only.unavailable", "fallback-policy"),
     ("sensitivity.local_only", "local-vllm"),
+    ("sensitivity.local_only", "local-long"),
     # Beyond the issue's table: FinOps' "block non-critical use cases" budget action.
     ("budget.block_noncritical", "fallback-policy"),
     ("budget.exhausted.unavailable", "fallback-policy"),
@@ -23,10 +28,18 @@ RULES = [
     ("availability.none", "fallback-policy"),
     ("availability.api_unavailable", "local-vllm"),
     ("availability.local_unavailable", "api-gpt52"),
+    ("request.named_route", "api-gpt52"),
+    ("request.named_route", "local-small"),
     ("budget.low", "local-vllm"),
+    ("budget.low", "local-small"),
     ("quality.high", "api-gpt52"),
+    ("budget.downgrade", "local-small"),
     ("default.local_first", "local-vllm"),
+    ("default.local_first", "api-gpt52"),
+    ("default.local_first", "local-embeddings"),
+    ("default.local_first", "local-long"),
 ]
+RULE_ORDER = list(dict.fromkeys(rule for rule, _ in RULES))
 
 
 def test_case_table_passes() -> None:
@@ -40,10 +53,12 @@ def test_case_table_covers_every_rule_with_its_route() -> None:
     assert covered == set(RULES)
 
 
-def test_policy_table_lists_the_issue_rules_in_order() -> None:
+def test_policy_table_lists_the_rules_in_order_and_never_names_a_route() -> None:
     rego = (SHIPPED_POLICY_DIR / "routing.rego").read_text()
-    table = re.findall(r'\{"id": "([a-z_.]+)", "route": "([a-z0-9-]+)"', rego)
-    assert table == RULES
+    assert re.findall(r'\{"id": "([a-z_.]+)", "route": ', rego) == RULE_ORDER
+    # Routes are data: the policy decides on attributes, never on a route's name.
+    for route in ("local-vllm", "api-gpt52", "local-small", "local-embeddings", "local-long"):
+        assert f'"{route}"' not in rego
 
 
 def test_every_refusal_case_states_reason_and_retry() -> None:
@@ -57,8 +72,9 @@ def test_local_only_data_never_gets_an_external_fallback() -> None:
     for case in json.loads(CASES.read_text()):
         if case["input"]["data_sensitivity"] == "highly_confidential":
             decision = policy.evaluate(case["input"])
-            assert decision["route"] != "api-gpt52", case["name"]
-            assert "api-gpt52" not in decision["fallbacks"], case["name"]
+            external = {r["name"] for r in case["input"]["routes"] if r["locality"] == "external"}
+            assert decision["route"] not in external, case["name"]
+            assert not external & set(decision["fallbacks"]), case["name"]
 
 
 def test_shipped_policy_passes_the_push_check() -> None:

@@ -1,55 +1,105 @@
-# Stellwerk reference routing policy (issue 4).
+# Stellwerk reference routing policy (issue 4; routes as data since issue 13).
 #
-# Entrypoint: stellwerk/routing/decision. `first` is an ordered else-chain: the first
-# matching rule wins and later rules are not evaluated. Every threshold and list lives in
-# data.json (data.routing), so tuning the policy is a data edit that yields a new
-# content-hash version like any rule change.
+# Entrypoint: stellwerk/routing/decision. The policy never names a route: the router passes
+# the route catalogue from the platform config in input.routes, one entry per route:
+#   {"name", "class", "locality": "local"|"external", "capabilities": [...],
+#    "context_tokens", "cost_rank", "capacity_ok"?, "quota_ok"?}
+# (capacity_ok / quota_ok: this route's own capacity or API quota; absent = ok). The
+# policy decides on those attributes, the request's attributes and the runtime signals;
+# class preferences, fallback classes, thresholds and lists live in data.json
+# (data.routing), so tuning the policy is a data edit that yields a new content-hash
+# version like any rule change.
 #
-# Output: {"route", "rule_id", "fallbacks"} and, for route "fallback-policy", also
-# {"reason", "retry_after_s"} (reason is a platform ErrorCode; retry_after_s is null when
-# retrying the same request cannot help). No output at all when data.routing is malformed:
-# the caller then fails closed instead of routing on half a configuration.
+# `first` is an ordered else-chain: the first matching rule wins and later rules are not
+# evaluated. Output: {"route", "rule_id", "fallbacks"} and, for route "fallback-policy",
+# also {"reason", "retry_after_s"} (reason is a platform ErrorCode; retry_after_s is null
+# when retrying the same request cannot help). No output at all when data.routing or the
+# catalogue is malformed: the caller then fails closed instead of routing on half a
+# configuration.
 #
 # rego-cpp costs roughly 10 µs per rule evaluated, so conditions are plain rules without
 # `default`s (`not x` is true for an undefined x) and the chain stops at the first match.
 package stellwerk.routing
 
-# Order of the context-length vocabulary; data's local limit names one of these.
-bucket_rank := {"<8k": 0, "8-32k": 1, ">32k": 2}
+# The smallest context window a prompt of each bucket surely fits (">32k": more than 32k;
+# the gateway bounds the prompt by the largest window of any route).
+bucket_need := {"<8k": 8192, "8-32k": 32768, ">32k": 32769}
 
 cfg := data.routing
 
 signals := input.runtime_signals
 
+routes := input.routes
+
+operation := object.get(input, "operation", "chat")
+
+named := object.get(input, "requested_model", null)
+
 # --- configuration sanity -------------------------------------------------------------
 
 config_ok if {
 	is_array(cfg.external_allowed_sensitivities)
-	is_number(bucket_rank[cfg.local_max_context_bucket])
-	is_object(cfg.fallbacks)
+	is_object(cfg.class_order)
+	is_object(cfg.fallback_classes)
 	is_object(cfg.retry_after_s)
+	is_array(routes)
+	is_number(bucket_need[input.context_length_bucket])
 }
 
-# --- request attributes and runtime signals -------------------------------------------
+# --- what the request needs, which routes can give it ---------------------------------
+
+wanted("chat") if operation == "chat"
+
+wanted("tools") if {
+	operation == "chat"
+	input.need_tools == true
+}
+
+wanted("json_schema") if {
+	operation == "chat"
+	input.need_json_schema == true
+}
+
+wanted("embeddings") if operation == "embeddings"
+
+need := [c | some c in ["chat", "tools", "json_schema", "embeddings"]; wanted(c)]
+
+capable(r) if count([c | some c in need; not c in r.capabilities]) == 0
+
+# A client may name a route or a route class in `model`; the choice is then restricted to it.
+name_ok(r) if named == null
+
+name_ok(r) if r.name == named
+
+name_ok(r) if r.class == named
+
+named_known if {
+	some r in routes
+	name_ok(r)
+}
+
+fits(r) if r.context_tokens >= bucket_need[input.context_length_bucket]
 
 # A provider that is merely "degraded" still serves; only "down" takes it out. A missing
 # health entry means no breaker has tripped.
-local_available if {
+down(r) if signals.provider_health[r.name] == "down"
+
+available(r) if {
+	r.locality == "local"
 	signals.local_capacity_ok == true
-	not signals.provider_health["local-vllm"] == "down"
+	not r.capacity_ok == false
+	not down(r)
 }
 
-api_down if signals.provider_health["api-gpt52"] == "down"
-
-api_available if {
+available(r) if {
+	r.locality == "external"
 	signals.api_quota_remaining > 0
-	not api_down
+	not r.quota_ok == false
+	not down(r)
 }
 
 # Data that may leave the house; everything else must stay local.
 external_allowed if input.data_sensitivity in cfg.external_allowed_sensitivities
-
-too_long_for_local if bucket_rank[input.context_length_bucket] > bucket_rank[cfg.local_max_context_bucket]
 
 budget_exhausted if signals.budget_exhausted == true
 
@@ -64,91 +114,205 @@ blocked_as_noncritical if {
 
 downgraded if budget_action("downgrade")
 
-# Local can take this very request: available, and the prompt fits.
-local_usable if {
-	local_available
-	not too_long_for_local
+# The routes this request may be sent to at all: capable, named (if it names one), and
+# the data may go there. Only context length and availability remain to be checked.
+pool := [r | some r in routes; capable(r); name_ok(r)]
+
+permitted(r) if {
+	r.locality == "local"
+	fits(r)
 }
 
-# The API may take this very request: the data may leave, the API is available, and the
-# budget still allows paid calls.
-api_usable if {
+permitted(r) if {
+	r.locality == "external"
 	external_allowed
-	api_available
-	not budget_exhausted
+	fits(r)
 }
+
+named_permitted if {
+	some r in pool
+	permitted(r)
+}
+
+local_in_pool if {
+	some r in pool
+	r.locality == "local"
+}
+
+local_fit := [r | some r in pool; r.locality == "local"; fits(r)]
+
+local_ok := [r | some r in local_fit; available(r)]
+
+ext_fit := [r | some r in pool; r.locality == "external"; fits(r)]
+
+ext_ok := [r | some r in ext_fit; available(r)]
+
+# External routes only for data that may leave and while the budget allows paid calls.
+candidates := array.concat(local_ok, ext_ok) if {
+	external_allowed
+	not budget_exhausted
+} else := local_ok
+
+# --- preference: data's class order for the operation, local first, then cheaper -------
+
+class_order := object.get(cfg.class_order, operation, [])
+
+class_rank(r) := i if {
+	some i, c in class_order
+	c == r.class
+} else := 99
+
+locality_rank(r) := 0 if r.locality == "local"
+
+locality_rank(r) := 1 if r.locality == "external"
+
+key(r) := ((class_rank(r) * 100) + locality_rank(r)) * 1000 + r.cost_rank
+
+# The first route of `rs` in an order: "pref" (class order, local first, cheaper), "cheap"
+# (cheapest first, then pref) or "down" (dearest first, then pref); ties go to the earlier
+# route of the catalogue. Written with `<` only: rego-cpp's min() and sort() compare numbers
+# as text. Catalogues stay below 100 routes.
+rank(rs, i, "pref") := (key(rs[i]) * 100) + i
+
+rank(rs, i, "cheap") := (((rs[i].cost_rank * 10000000) + key(rs[i])) * 100) + i
+
+rank(rs, i, "down") := ((((1000 - rs[i].cost_rank) * 10000000) + key(rs[i])) * 100) + i
+
+first_by(rs, mode) := r if {
+	some i
+	r := rs[i]
+	count([j | some j; rs[j]; rank(rs, j, mode) < rank(rs, i, mode)]) == 0
+}
+
+best(rs) := first_by(rs, "pref")
+
+cheapest(rs) := first_by(rs, "cheap")
+
+high_quality := [r | some r in candidates; r.class in object.get(object.get(cfg, "quality_classes", {}), input.quality_tier, [])]
+
+preferred := best(candidates)
+
+# Downgrade: the next cheaper route (the dearest below the preferred one's cost rank) of
+# the same capabilities; none cheaper = no downgrade.
+cheaper := [r | some r in candidates; r.cost_rank < preferred.cost_rank]
+
+downgrade_to := first_by(cheaper, "down")
 
 # --- the rules table, first match wins ------------------------------------------------
 
-first := {"id": "sensitivity.local_only.unavailable", "route": "fallback-policy"} if {
+refuse := "fallback-policy"
+
+first := {"id": "request.named_route.unknown", "route": refuse} if {
+	named != null
+	not named_known
+} else := {"id": "capability.unsupported", "route": refuse} if {
+	count([r | some r in routes; capable(r)]) == 0
+} else := {"id": "request.named_route.not_allowed", "route": refuse} if {
+	named != null
+	not named_permitted
+} else := {"id": "sensitivity.local_only.unavailable", "route": refuse} if {
 	not external_allowed
-	not local_usable
-} else := {"id": "sensitivity.local_only", "route": "local-vllm"} if {
+	count(local_ok) == 0
+} else := {"id": "sensitivity.local_only", "route": best(local_ok).name} if {
 	not external_allowed
-} else := {"id": "budget.block_noncritical", "route": "fallback-policy"} if {
+} else := {"id": "budget.block_noncritical", "route": refuse} if {
 	blocked_as_noncritical
-} else := {"id": "budget.exhausted.unavailable", "route": "fallback-policy"} if {
+} else := {"id": "budget.exhausted.unavailable", "route": refuse} if {
 	budget_exhausted
-	not local_usable
-} else := {"id": "budget.exhausted", "route": "local-vllm"} if {
+	count(local_ok) == 0
+} else := {"id": "budget.exhausted", "route": best(local_ok).name} if {
 	budget_exhausted
-} else := {"id": "context.too_long.api_unavailable", "route": "fallback-policy"} if {
-	too_long_for_local
-	not api_available
-} else := {"id": "context.too_long", "route": "api-gpt52"} if {
-	too_long_for_local
-} else := {"id": "availability.none", "route": "fallback-policy"} if {
-	not api_available
-	not local_available
-} else := {"id": "availability.api_unavailable", "route": "local-vllm"} if {
-	not api_available
-} else := {"id": "availability.local_unavailable", "route": "api-gpt52"} if {
-	not local_available
-} else := {"id": "budget.low", "route": "local-vllm"} if {
+} else := {"id": "context.too_long.api_unavailable", "route": refuse} if {
+	local_in_pool
+	count(local_fit) == 0
+	count(ext_ok) == 0
+} else := {"id": "context.too_long", "route": best(ext_ok).name} if {
+	local_in_pool
+	count(local_fit) == 0
+} else := {"id": "availability.none", "route": refuse} if {
+	count(candidates) == 0
+} else := {"id": "availability.api_unavailable", "route": best(local_ok).name} if {
+	count(ext_fit) > 0
+	count(ext_ok) == 0
+} else := {"id": "availability.local_unavailable", "route": best(ext_ok).name} if {
+	count(local_fit) > 0
+	count(local_ok) == 0
+} else := {"id": "request.named_route", "route": preferred.name} if {
+	named != null
+} else := {"id": "budget.low", "route": cheapest(candidates).name} if {
 	input.budget_class == "low"
-} else := {"id": "quality.high", "route": "api-gpt52"} if {
-	input.quality_tier == "high"
+} else := {"id": "quality.high", "route": best(high_quality).name} if {
+	count(high_quality) > 0
 	not downgraded
-} else := {"id": "default.local_first", "route": "local-vllm"}
+} else := {"id": "budget.downgrade", "route": downgrade_to.name} if {
+	downgraded
+	count(cheaper) > 0
+} else := {"id": "default.local_first", "route": preferred.name}
 
 # --- fallbacks ------------------------------------------------------------------------
 
-usable("local-vllm") if local_usable
+chosen := [r | some r in routes; r.name == first.route][0]
 
-usable("api-gpt52") if api_usable
+fallback_classes := object.get(cfg.fallback_classes, chosen.class, [chosen.class])
 
-# The routes inference may fall back to, in the order data.json lists them, kept only if
-# they could take this request now. For local-only data the API is never usable, so it can
-# never appear here, whatever data.json lists.
-fallbacks := [route |
-	some route in object.get(cfg.fallbacks, first.route, [])
-	route != first.route
-	usable(route)
+fallback_rank(r) := i if {
+	some i, c in fallback_classes
+	c == r.class
+}
+
+fallback_key(r) := ((fallback_rank(r) * 100) + locality_rank(r)) * 1000 + r.cost_rank
+
+fallback_pool := [r | some r in candidates; r.name != chosen.name; r.class in fallback_classes]
+
+# The routes inference may fall back to: other candidates (same capabilities, allowed for
+# this data and budget, available now) of the classes data.json lists for the chosen
+# route's class, in that order. For local-only data no external route is a candidate, so
+# none can ever appear here, whatever data.json lists.
+fallback_order(i) := (fallback_key(fallback_pool[i]) * 100) + i
+
+fallback_position(i) := count([j | some j; fallback_pool[j]; fallback_order(j) < fallback_order(i)])
+
+fallbacks := [name |
+	some pos
+	fallback_pool[pos]
+	some i
+	fallback_pool[i]
+	fallback_position(i) == pos
+	name := fallback_pool[i].name
 ]
 
 # --- refusal reason (fallback-policy only) --------------------------------------------
 
-reason := "budget_exhausted" if {
+reason := "route_not_allowed" if {
+	startswith(first.id, "request.named_route")
+} else := "unsupported_by_route" if {
+	first.id == "capability.unsupported"
+} else := "budget_exhausted" if {
 	first.id == "budget.block_noncritical"
 } else := "invalid_request" if {
-	# Local-only data that does not fit the local context: retrying cannot help.
+	# Local-only data that fits no local route: retrying cannot help.
 	first.id == "sensitivity.local_only.unavailable"
-	too_long_for_local
+	count(local_fit) == 0
 } else := "budget_exhausted" if {
-	# Only the paid API could take it, and the budget is spent.
+	# Only a paid API could take it, and the budget is spent.
 	first.id == "budget.exhausted.unavailable"
-	too_long_for_local
-} else := "rate_limited" if {
-	# The API is up but its token quota for this minute is used up.
+	count(local_fit) == 0
+} else := "invalid_request" if {
+	# Too long for every route.
 	first.id == "context.too_long.api_unavailable"
-	not api_down
+	count(ext_fit) == 0
+} else := "rate_limited" if {
+	# An API that could take it is up, but its token quota for this minute is used up.
+	first.id == "context.too_long.api_unavailable"
+	some r in ext_fit
+	not down(r)
 } else := "no_route_available"
 
 # --- decision -------------------------------------------------------------------------
 
 decision := {"route": first.route, "rule_id": first.id, "fallbacks": fallbacks} if {
 	config_ok
-	first.route != "fallback-policy"
+	first.route != refuse
 }
 
 decision := {
@@ -159,5 +323,5 @@ decision := {
 	"retry_after_s": object.get(cfg.retry_after_s, reason, null),
 } if {
 	config_ok
-	first.route == "fallback-policy"
+	first.route == refuse
 }
