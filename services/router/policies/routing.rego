@@ -168,25 +168,32 @@ locality_rank(r) := 1 if r.locality == "external"
 
 key(r) := ((class_rank(r) * 100) + locality_rank(r)) * 1000 + r.cost_rank
 
-# The first route of `rs` in an order: "pref" (class order, local first, cheaper), "cheap"
-# (cheapest first, then pref) or "down" (dearest first, then pref); ties go to the earlier
-# route of the catalogue. Written with `<` only: rego-cpp's min() and sort() compare numbers
-# as text. Catalogues stay below 100 routes.
-rank(rs, i, "pref") := (key(rs[i]) * 100) + i
+# Three orders of the catalogue, one unique number per route (ties go to the earlier route
+# of the catalogue, in the last two digits; catalogues stay below 100 routes): "pref" (class
+# order, local first, cheaper), "cheap" (cheapest first, then pref), "down" (dearest first,
+# then pref). Compared with `<` only: rego-cpp's min() and sort() compare numbers as text.
+keys := {r.name: key(r) | some r in routes}
 
-rank(rs, i, "cheap") := (((rs[i].cost_rank * 10000000) + key(rs[i])) * 100) + i
+rank_pref := {r.name: k | some i; r := routes[i]; k := (keys[r.name] * 100) + i}
 
-rank(rs, i, "down") := ((((1000 - rs[i].cost_rank) * 10000000) + key(rs[i])) * 100) + i
+rank_cheap := {r.name: k | some i; r := routes[i]; k := (((r.cost_rank * 10000000) + keys[r.name]) * 100) + i}
 
-first_by(rs, mode) := r if {
-	some i
-	r := rs[i]
-	count([j | some j; rs[j]; rank(rs, j, mode) < rank(rs, i, mode)]) == 0
+rank_down := {r.name: k | some i; r := routes[i]; k := ((((1000 - r.cost_rank) * 10000000) + keys[r.name]) * 100) + i}
+
+best(rs) := r if {
+	some r in rs
+	count([x | some x in rs; rank_pref[x.name] < rank_pref[r.name]]) == 0
 }
 
-best(rs) := first_by(rs, "pref")
+cheapest(rs) := r if {
+	some r in rs
+	count([x | some x in rs; rank_cheap[x.name] < rank_cheap[r.name]]) == 0
+}
 
-cheapest(rs) := first_by(rs, "cheap")
+dearest(rs) := r if {
+	some r in rs
+	count([x | some x in rs; rank_down[x.name] < rank_down[r.name]]) == 0
+}
 
 high_quality := [r | some r in candidates; r.class in object.get(object.get(cfg, "quality_classes", {}), input.quality_tier, [])]
 
@@ -196,7 +203,7 @@ preferred := best(candidates)
 # the same capabilities; none cheaper = no downgrade.
 cheaper := [r | some r in candidates; r.cost_rank < preferred.cost_rank]
 
-downgrade_to := first_by(cheaper, "down")
+downgrade_to := dearest(cheaper)
 
 # --- the rules table, first match wins ------------------------------------------------
 
@@ -255,12 +262,12 @@ chosen := [r | some r in routes; r.name == first.route][0]
 
 fallback_classes := object.get(cfg.fallback_classes, chosen.class, [chosen.class])
 
-fallback_rank(r) := i if {
+fallback_class_rank(r) := i if {
 	some i, c in fallback_classes
 	c == r.class
 }
 
-fallback_key(r) := ((fallback_rank(r) * 100) + locality_rank(r)) * 1000 + r.cost_rank
+fallback_key(r) := ((fallback_class_rank(r) * 100) + locality_rank(r)) * 1000 + r.cost_rank
 
 fallback_pool := [r | some r in candidates; r.name != chosen.name; r.class in fallback_classes]
 
@@ -268,18 +275,11 @@ fallback_pool := [r | some r in candidates; r.name != chosen.name; r.class in fa
 # this data and budget, available now) of the classes data.json lists for the chosen
 # route's class, in that order. For local-only data no external route is a candidate, so
 # none can ever appear here, whatever data.json lists.
-fallback_order(i) := (fallback_key(fallback_pool[i]) * 100) + i
+fallback_rank := {r.name: k | some i; r := fallback_pool[i]; k := (fallback_key(r) * 100) + i}
 
-fallback_position(i) := count([j | some j; fallback_pool[j]; fallback_order(j) < fallback_order(i)])
+fallback_at := {n: name | some name; k := fallback_rank[name]; n := count([x | some x; fallback_rank[x] < k])}
 
-fallbacks := [name |
-	some pos
-	fallback_pool[pos]
-	some i
-	fallback_pool[i]
-	fallback_position(i) == pos
-	name := fallback_pool[i].name
-]
+fallbacks := [fallback_at[pos] | some pos; fallback_pool[pos]]
 
 # --- refusal reason (fallback-policy only) --------------------------------------------
 
