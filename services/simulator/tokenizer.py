@@ -44,6 +44,15 @@ def message_text(message: ChatMessage) -> str:
     return "".join(part.text for part in content if part.text is not None)
 
 
+def counted_text(message: ChatMessage) -> str:
+    """The text a message's tokens are counted on: its content, then the name and arguments of
+    each tool call it carries (an assistant turn that called tools)."""
+    text = message_text(message)
+    if message.tool_calls:
+        text += "".join(call.function.name + call.function.arguments for call in message.tool_calls)
+    return text
+
+
 def count_prompt_tokens(encoding: tiktoken.Encoding, messages: Sequence[ChatMessage]) -> int:
     """3 + Σ over messages of (3 + tokens(role) + tokens(text) [+ 1 + tokens(name)])."""
-    return tokens.count_chat_tokens(encoding, ((m.role, message_text(m), m.name) for m in messages))
+    return tokens.count_chat_tokens(encoding, ((m.role, counted_text(m), m.name) for m in messages))

@@ -133,6 +133,21 @@ async def test_models_and_health() -> None:
     assert health.json()["name"] == "local-vllm"
 
 
+async def test_every_served_model_answers_under_its_own_id() -> None:
+    async with simulator_client(served_models=["gpt-4o"], embedding_models=["embed"]) as client:
+        models = (await client.get("/v1/models")).json()
+        plain = (
+            await client.post("/v1/chat/completions", json={**chat_body("hi"), "model": "gpt-4o"})
+        ).json()
+        streamed = await client.post(
+            "/v1/chat/completions", json={**chat_body("hi", stream=True), "model": "gpt-4o"}
+        )
+    assert [entry["id"] for entry in models["data"]] == [MODEL, "gpt-4o", "embed"]
+    assert plain["model"] == "gpt-4o"
+    _, chunks, _ = reassemble(streamed.text)
+    assert {chunk["model"] for chunk in chunks} == {"gpt-4o"}
+
+
 async def test_request_errors_are_openai_shaped() -> None:
     async with simulator_client(max_model_len=64) as client:
         unknown = await client.post("/v1/chat/completions", json={**chat_body("hi"), "model": "gpt-x"})
