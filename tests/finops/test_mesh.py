@@ -76,14 +76,16 @@ async def wait_for_action(mesh: Mesh, usecase: str) -> StateDoc:
 
 
 @pytest.mark.parametrize(
-    ("usecase", "action", "rule_after"),
+    ("usecase", "action", "rule_after", "route_after"),
     [
-        ("extraction", "downgrade", "default.local_first"),
-        ("coding", "force_local", "budget.exhausted"),
+        # Downgrade: high quality is no longer honoured, and the standard route gives way to
+        # the next cheaper route of the same capabilities (issue 13).
+        ("extraction", "downgrade", "budget.downgrade", "local-small"),
+        ("coding", "force_local", "budget.exhausted", "local-vllm"),
     ],
 )
 async def test_a_spent_budget_reroutes_the_next_requests(
-    mesh: Mesh, usecase: str, action: str, rule_after: str
+    mesh: Mesh, usecase: str, action: str, rule_after: str, route_after: str
 ) -> None:
     status, first = await ask(mesh, usecase)
     assert status == 200 and first["routing"]["route"] == "api-gpt52" and first["routing"]["rule_id"] == "quality.high"
@@ -96,10 +98,10 @@ async def test_a_spent_budget_reroutes_the_next_requests(
         return body if body["routing"]["rule_id"] == rule_after else None
 
     changed = await eventually(rerouted, timeout_s=10)
-    assert changed["routing"]["route"] == "local-vllm"
+    assert changed["routing"]["route"] == route_after
     for _ in range(3):  # and it stays changed
         status, body = await ask(mesh, usecase)
-        assert (status, body["routing"]["route"], body["routing"]["rule_id"]) == (200, "local-vllm", rule_after)
+        assert (status, body["routing"]["route"], body["routing"]["rule_id"]) == (200, route_after, rule_after)
 
 
 async def test_a_spent_budget_blocks_non_critical_requests(mesh: Mesh) -> None:

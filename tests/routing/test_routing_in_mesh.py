@@ -35,7 +35,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         else:
             simulator["max_model_len"] = 200_000
     for deployment in config["deployments"]:
-        if deployment["route"] == "local-vllm":
+        if deployment["provider"] == "hosted_vllm":
+            # Every local route is served by the local simulator: all of them are full at once.
             deployment["max_requests_waiting"] = 0
         else:
             deployment["tokens_per_minute"] = QUOTA_TPM
@@ -136,7 +137,7 @@ async def test_api_errors_open_the_breaker_and_api_traffic_goes_local(mesh: Mesh
         governance = await eventually(breaker_open, timeout_s=20)
         assert governance["routing"]["route"] == "local-vllm"
         router = (await audit_of(nc, governance["request_id"]))["router"][0]
-        assert router.attributes["health_api"] == "down"
+        assert "api-gpt52=down" in router.attributes["health"]
         # Local-only data never falls back to the API, whatever happens.
         secret = routing_of(await chat(mesh, "geheim", **{"Data-Sensitivity": "highly_confidential"}))
         assert secret["routing"]["route"] == "local-vllm"
@@ -174,3 +175,59 @@ async def test_long_prompts_go_to_the_api_until_its_quota_is_spent(mesh: Mesh, n
 async def _nonempty(coro: Any, stage: str) -> dict[str, list[AuditEvent]] | None:
     found: dict[str, list[AuditEvent]] = await coro
     return found if found.get(stage) else None
+
+
+# --- routes as data (issue 13): a route added by config only, a budget downgrade ---------------
+
+
+@pytest.fixture(scope="module")
+def long_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """The default config plus a route no code or policy names: local-long, 128k tokens."""
+    root = tmp_path_factory.mktemp("routes-as-data")
+    path = write_test_config(root)
+    config = yaml.safe_load(path.read_text())
+    local = next(s for s in config["simulators"] if s["name"] == "local-vllm")
+    local["max_model_len"] = 131072
+    local["served_models"] = [*local.get("served_models", []), "stellwerk-local-long"]
+    config["routes"].append({"name": "local-long", "class": "long-context", "locality": "local",
+                             "capabilities": ["chat", "tools", "json_schema"], "context_tokens": 131072,
+                             "cost_rank": 2})
+    config["deployments"].append({"name": "local-long-1", "route": "local-long", "provider": "hosted_vllm",
+                                  "model": "stellwerk-local-long", "api_base": f"http://127.0.0.1:{local['port']}/v1",
+                                  "model_version": "llama-3.3-70b-128k@2026-09"})
+    config["budgets"] = [{"id": "coding-cap", "scope": "usecase", "scope_id": "coding", "limit": 0.000001,
+                          "action": "downgrade"}]  # the first paid answer spends it
+    path.write_text(yaml.safe_dump(config))
+    with running_mesh(root, path) as running:
+        yield running
+
+
+async def test_a_route_added_by_config_only_takes_long_local_only_prompts(long_mesh: Mesh) -> None:
+    long_prompt = "Aktenvermerk zum Leistungsfall mit allen Anlagen und Gutachten. " * 3500  # > 32k tokens
+    governance = routing_of(await chat(long_mesh, long_prompt, **{"Data-Sensitivity": "highly_confidential"}))
+    assert (governance["routing"]["route"], governance["routing"]["rule_id"]) == ("local-long", "sensitivity.local_only")
+    assert governance["deployment"] == "local-long-1"
+    short = routing_of(await chat(long_mesh, "kurz", **{"Data-Sensitivity": "highly_confidential"}))
+    assert short["routing"]["route"] == "local-vllm"
+
+
+async def test_a_budget_downgrade_moves_to_the_smaller_route_of_the_same_capability(long_mesh: Mesh) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        async def coding() -> httpx.Response:
+            return await http.post(
+                long_mesh.gateway_url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {API_KEY}", "X-Stellwerk-Usecase-Class": "coding",
+                         "X-Stellwerk-Quality-Tier": "high"},
+                json={"model": "stellwerk", "messages": [{"role": "user", "content": "def f(): pass"}]},
+            )
+
+        first = routing_of(await coding())
+        assert (first["routing"]["route"], first["routing"]["rule_id"]) == ("api-gpt52", "quality.high")
+
+        async def downgraded() -> dict[str, Any] | None:
+            governance = routing_of(await coding())
+            return governance if governance["routing"]["rule_id"] == "budget.downgrade" else None
+
+        governance = await eventually(downgraded, timeout_s=20)
+        assert governance["routing"]["route"] == "local-small"
+        assert governance["deployment"] == "local-small-1"
