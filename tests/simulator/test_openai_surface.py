@@ -444,3 +444,17 @@ async def test_embedding_errors_faults_and_latency() -> None:
         response = await client.post("/v1/embeddings", json={"model": EMBEDDER, "input": "x"})
         waited = time.perf_counter() - started
     assert response.status_code == 200 and waited >= 0.03
+
+
+async def test_max_tokens_cuts_tool_arguments_with_finish_reason_length() -> None:
+    async with simulator_client() as client:
+        response = await client.post(
+            "/v1/chat/completions",
+            json=chat_body("a long city name", tools=[WEATHER], tool_choice="required", max_tokens=3),
+        )
+    body = response.json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "length"
+    arguments = choice["message"]["tool_calls"][0]["function"]["arguments"]
+    assert arguments == cl100k().decode(cl100k().encode_ordinary('{"city":"a long city name","days":1}')[:3])
+    assert body["usage"]["completion_tokens"] == 3
