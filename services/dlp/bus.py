@@ -18,7 +18,7 @@ from __future__ import annotations
 from schemas.events import DlpDecision, RequestSubmitted, ResponseGenerated, ResponseStreaming
 from schemas.streams import DLP_INPUT, DLP_OUTPUT, DLP_STREAM
 from services.dlp.guard import DlpGuard, DlpSettings
-from services.dlp.handlers import policy_context, screen_input, screen_output
+from services.dlp.handlers import policy_context, screen_input, screen_output, screen_tool_calls
 from services.dlp.screen_service import serve_screening
 from services.dlp.stream_window import StreamScreen, hold_back_for
 from services.dlp.streaming import StreamScreening
@@ -70,5 +70,6 @@ def build(worker: Worker) -> None:
         lambda event: StreamScreen.for_guard(
             guard, policy_context(event), event.pseudonyms, screen_every=STREAM_SCREEN_EVERY
         ),
+        lambda event, calls: screen_tool_calls(guard, event, calls),
     )
     worker.consume(DLP_STREAM, ResponseStreaming, screen_stream, max_in_flight=256)

@@ -20,11 +20,13 @@ from schemas.events import (
     RequestScreened,
     RequestSubmitted,
     ResponseGenerated,
+    ResponseStreaming,
+    ToolCall,
     envelope_fields,
 )
 from schemas.vocabulary import Stage, max_sensitivity
 from services.dlp.guard import DlpGuard, DlpUnavailable, PolicyContext, restore_pseudonyms
-from services.dlp.texts import choice_slots, message_slots
+from services.dlp.texts import TextSlots, choice_slots, message_slots
 from services.runtime.effects import Effects, Fail, Publish, Record, Reply
 
 Observe = Callable[[DlpDecision], None]
@@ -143,3 +145,21 @@ def screen_output(guard: DlpGuard, event: ResponseGenerated, observe: Observe = 
         currency=event.currency,
     )
     return [Record([*event.trail, audit]), Reply(result)]
+
+
+def screen_tool_calls(
+    guard: DlpGuard, event: ResponseStreaming, calls: list[ToolCall]
+) -> tuple[list[ToolCall] | None, DlpDecision]:
+    """The tool calls of a streamed answer, screened whole at its end (a half-written call
+    cannot be run, so nothing is lost by waiting): redacted and pseudonyms restored, or None
+    when the policy blocks. Raises DlpUnavailable like every screening."""
+    slots = TextSlots()
+    screened = slots.add_tool_calls(calls)
+    screening = guard.screen(slots.texts, direction="output", context=policy_context(event))
+    if screening.decision.action == "block" or screening.texts is None:
+        return None, screening.decision
+    texts = screening.texts
+    if event.pseudonyms:
+        texts = [restore_pseudonyms(text, event.pseudonyms) for text in texts]
+    slots.fill(texts)
+    return screened(), screening.decision

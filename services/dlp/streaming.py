@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, get_args
 
 import msgspec
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -34,15 +34,19 @@ from schemas.events import (
     ResponseStreaming,
     StreamChunk,
     StreamDelta,
+    ToolCall,
     encode,
     envelope_fields,
 )
 from schemas.streams import CHUNKS
+from schemas.vocabulary import DlpAction
+from services.dlp.guard import DlpUnavailable
 from services.dlp.handlers import decision_audit
 from services.runtime.effects import Effects, Fail, Record, Reply
 from services.runtime.worker import Worker
 
 _decode_chunk = msgspec.json.Decoder(StreamChunk).decode
+ACTION_ORDER = get_args(DlpAction)  # allow < redact < block
 
 
 class Release(Protocol):
@@ -62,17 +66,22 @@ class Window(Protocol):
     def finish(self) -> Release: ...
 
 
+ScreenCalls = Callable[[ResponseStreaming, list[ToolCall]], tuple[list[ToolCall] | None, DlpDecision]]
+
+
 class StreamScreening:
     def __init__(
         self,
         worker: Worker,
         window_for: Callable[[ResponseStreaming], Window],
+        screen_calls: ScreenCalls,
         *,
         idle_timeout_s: float = 30.0,
         heartbeat_s: float = 1.0,
     ) -> None:
         self.worker = worker
         self.window_for = window_for
+        self.screen_calls = screen_calls
         self.idle_timeout_s = idle_timeout_s
         self.heartbeat_s = heartbeat_s
 
@@ -135,6 +144,15 @@ class StreamScreening:
             if release.blocked:
                 return self._blocked(event, decision)
             await emit(release.text)
+            tool_calls, calls_decision = None, None
+            if chunk.tool_calls:
+                try:
+                    tool_calls, calls_decision = self.screen_calls(event, chunk.tool_calls)
+                except DlpUnavailable:
+                    return [Fail("dlp_unavailable", "dlp_output", audits=chunk.trail,
+                                 result_fields={"routing": event.routing, "dlp_input": event.dlp_input})]
+                if tool_calls is None:
+                    return self._blocked(event, calls_decision)
         finally:
             heart.cancel()
             with contextlib.suppress(Exception):
@@ -144,12 +162,16 @@ class StreamScreening:
             with contextlib.suppress(Exception):
                 await worker.js.purge_stream(CHUNKS.name, subject=subjects.chunk(event.request_id))
         assert decision is not None, "a finished window has decided"
-        audit = decision_audit(event, "dlp_output", decision)
+        audits = [decision_audit(event, "dlp_output", decision)]
+        if calls_decision is not None:  # the tool calls' own decision; the stricter one is the answer's
+            audits.append(decision_audit(event, "dlp_output", calls_decision))
+            decision = max(decision, calls_decision, key=lambda d: ACTION_ORDER.index(d.action))
         result = RequestResult(
             **envelope_fields(event),
             status="ok",
             content="".join(released),
             finish_reason=chunk.finish_reason,
+            tool_calls=tool_calls,
             dlp_input=event.dlp_input,
             routing=event.routing,
             dlp_output=decision,
@@ -158,7 +180,7 @@ class StreamScreening:
             cost=chunk.cost,
             currency=chunk.currency,
         )
-        return [Record([*event.trail, *chunk.trail, audit]), Reply(result)]
+        return [Record([*event.trail, *chunk.trail, *audits]), Reply(result)]
 
     def _blocked(self, event: ResponseStreaming, decision: DlpDecision | None) -> Effects:
         audits = [decision_audit(event, "dlp_output", decision)] if decision is not None else []

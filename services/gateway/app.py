@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from nats.js import JetStreamContext
 from opentelemetry import trace
@@ -27,6 +28,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import ValidationError
 
 from schemas.events import (
     AuditEvent,
@@ -59,6 +61,14 @@ from services.gateway.openai_api import (
     stream_chunks,
 )
 from services.gateway.ratelimit import check as check_rate_limits
+from services.gateway.responses_api import (
+    ResponsesRequestError,
+    ResponsesStream,
+    chat_request_from_responses,
+    response_from_chat,
+    responses_param,
+    sse,
+)
 from services.gateway.streaming import LiveStream, sse_events
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
@@ -381,6 +391,41 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        return await chat(body, request)
+
+    @app.post("/v1/responses")
+    async def responses(body: dict[str, Any], request: Request) -> Any:
+        """The Responses API, mapped onto the chat path (docs/responses.md): the same
+        screening, routing and accounting; what cannot be governed equally is refused by name."""
+        try:
+            chat_body = ChatCompletionRequest.model_validate(chat_request_from_responses(body))
+        except ResponsesRequestError as exc:
+            count_error(400, exc.code)
+            return JSONResponse(error_body(exc.code, exc.message, param=exc.param, status=400), 400)
+        except ValidationError as exc:
+            status, code, response = gateway_errors.validation_response(
+                RequestValidationError([{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]))
+            count_error(status, code)
+            return as_responses_error(response)
+        answer = await chat(chat_body, request)
+        if isinstance(answer, StreamingResponse):
+            return StreamingResponse(responses_events(answer.body_iterator, body), media_type="text/event-stream",
+                                     headers={k: v for k, v in answer.headers.items() if k.startswith("x-stellwerk")})
+        if answer.status_code != 200:
+            return as_responses_error(answer)
+        return JSONResponse(response_from_chat(json.loads(bytes(answer.body)), body),
+                            headers={k: v for k, v in answer.headers.items() if k.startswith("x-stellwerk")})
+
+    @app.api_route("/v1/responses/{response_id}", methods=["GET", "DELETE"])
+    @app.api_route("/v1/responses/{response_id}/input_items", methods=["GET"])
+    @app.post("/v1/responses/{response_id}/cancel")
+    async def stored_response(response_id: str) -> JSONResponse:
+        # Data minimisation: no answer is kept after it was delivered, so there is nothing to
+        # retrieve, list, cancel or delete (docs/responses.md).
+        return error(404, "response_not_stored", "Stellwerk stores no responses: retrieve, input_items, cancel "
+                     "and delete have nothing to act on.", param="response_id")
+
+    async def chat(body: ChatCompletionRequest, request: Request) -> Any:
         admission = admit(request, message_texts(body), body.metadata, body.max_completion_tokens or body.max_tokens,
                           body.max_tokens_param)
         if isinstance(admission, JSONResponse):
@@ -393,10 +438,10 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         refusal = await rate_limited(admission, submitted, body.model)
         if refusal is not None:
             return refusal
-        # Answers with several choices, tool calls or a schema are screened (and validated)
-        # whole, then streamed to the caller as chunks: a tool call cannot be run half-written
-        # and a JSON document is only valid once complete.
-        submitted.stream = bool(body.stream) and not (body.n or 1) > 1 and not body.tools and not body.json_output
+        # Answers with several choices or a schema are screened (and validated) whole, then
+        # streamed to the caller as chunks: a JSON document is only valid once complete. Text
+        # beside tool calls streams as screened; the calls follow whole at the end.
+        submitted.stream = bool(body.stream) and not (body.n or 1) > 1 and not body.json_output
         received(
             admission, submitted,
             stream=str(body.stream).lower(),
@@ -488,6 +533,32 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         )
 
     return app
+
+
+def as_responses_error(response: JSONResponse) -> JSONResponse:
+    """A chat error as the Responses API names it: the same shape, the parameter renamed."""
+    payload = json.loads(bytes(response.body))
+    error = payload.get("error") or {}
+    error["param"] = responses_param(error.get("param"))
+    headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after",)}
+    return JSONResponse(payload, response.status_code, headers=headers)
+
+
+async def responses_events(chunks: AsyncIterable[Any], request: dict[str, Any]) -> AsyncIterator[bytes]:
+    """Chat SSE (``data: {chunk}``) in, Responses SSE (``event: …``) out."""
+    stream = ResponsesStream(request)
+    buffer = b""
+    async for piece in chunks:
+        buffer += piece if isinstance(piece, bytes) else str(piece).encode()
+        while b"\n\n" in buffer:
+            frame, buffer = buffer.split(b"\n\n", 1)
+            data = frame.removeprefix(b"data: ").strip()
+            if not data or data == b"[DONE]":
+                continue
+            for event in stream.feed(json.loads(data)):
+                yield sse(event)
+    for event in stream.finish():
+        yield sse(event)
 
 
 def _respond(result: RequestResult, body: ChatCompletionRequest | None, metrics: GatewayMetrics, error: Any) -> Any:

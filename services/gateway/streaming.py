@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from schemas import subjects
 from schemas.events import RequestCancelled, RequestResult, RequestSubmitted, StreamDelta, encode
 from schemas.vocabulary import ErrorCode
-from services.gateway.openai_api import governance_summary
+from services.gateway.openai_api import governance_summary, tool_call_delta
 from services.runtime.errors import HTTP_STATUS, fixed_message
 
 _delta = msgspec.json.Decoder(StreamDelta).decode
@@ -169,6 +169,9 @@ async def sse_events(
                     if rest:
                         have += len(rest)
                         yield chunk({"content": rest})
+                    for index, call in enumerate(result.tool_calls or ()):
+                        # Screened whole at the end of the answer (services/dlp/streaming.py).
+                        yield chunk({"tool_calls": [tool_call_delta(index, call)]})
                     yield chunk({}, result.finish_reason or "stop", stellwerk=governance_summary(result))
                     if include_usage and result.usage is not None:
                         usage = result.usage

@@ -208,6 +208,7 @@ def build(worker: Worker) -> None:
         await end_stream(StreamChunk(
             seq=seq[0], final=True, finish_reason=outcome.finish_reason, usage=usage, cost=outcome.cost,
             sha256=digest.hexdigest(), inference=info, currency=currency, trail=records,
+            tool_calls=outcome.tool_calls,
         ))
         return [usage_effect(recorded)]
 
