@@ -1,6 +1,7 @@
 """Gateway contract.
 
-HTTP      POST /v1/chat/completions (plain and SSE), GET /v1/models, /healthz, /readyz, /metrics
+HTTP      POST /v1/chat/completions (plain and SSE), POST /v1/embeddings, POST /v1/responses,
+          GET /v1/models, /healthz, /readyz, /metrics
 publishes stellwerk.v1.request.submitted, stellwerk.v1.audit.gateway
 awaits    stellwerk.v1.result.<request_id>
 """
@@ -258,6 +259,11 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                     }
                     for r in sorted(config.routes, key=lambda r: r.name)
                 ),
+                *(
+                    {"id": alias, "object": "model", "owned_by": "stellwerk", "created": 0,
+                     "stellwerk": {"alias_of": target}}
+                    for alias, target in sorted(config.model_aliases.items())
+                ),
             ],
         }
 
@@ -336,6 +342,17 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             return bus_unavailable()
         return Admission(key, usecase, attributes, pseudonymize, timeout_s, correlation_id, prompt_tokens,
                          max_tokens, max_tokens_param)
+
+    def unknown_model(model: str | None, attributes: RequestAttributes) -> JSONResponse | None:
+        """Issue 13: ``model`` may name a route, a class or an alias; the policy still decides
+        whether the request may have it. A name that means nothing here is a 404, as at OpenAI."""
+        if model is None or model == "stellwerk":
+            return None
+        if not config.knows_model(model):
+            return error(404, "model_not_found", f"The model `{model}` does not exist or you do not have "
+                         "access to it; GET /v1/models lists the models of this gateway.", param="model")
+        attributes.requested_model = config.resolve_model(model)
+        return None
 
     async def rate_limited(admission: Admission, submitted: RequestSubmitted, model: str | None) -> JSONResponse | None:
         """Rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV."""
@@ -434,9 +451,11 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         # declare these capabilities.
         admission.attributes.need_tools = admission.attributes.need_tools or bool(body.tools)
         admission.attributes.need_json_schema = body.json_output
-        submitted = admission.submitted(mesh_messages(body), mesh_params(body, admission.key.tenant))
-        refusal = await rate_limited(admission, submitted, body.model)
+        refusal = unknown_model(body.model, admission.attributes)
         if refusal is not None:
+            return refusal
+        submitted = admission.submitted(mesh_messages(body), mesh_params(body, admission.key.tenant))
+        if (refusal := await rate_limited(admission, submitted, body.model)) is not None:
             return refusal
         # Answers with several choices or a schema are screened (and validated) whole, then
         # streamed to the caller as chunks: a JSON document is only valid once complete. Text
@@ -463,13 +482,15 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         if isinstance(admission, JSONResponse):
             return admission
         admission.attributes.operation = "embeddings"
+        refusal = unknown_model(body.model, admission.attributes)
+        if refusal is not None:
+            return refusal
         params = GenerationParams(
             dimensions=body.dimensions,
             user=end_user_hash(admission.key.tenant, body.user) if body.user else None,
         )
         submitted = admission.submitted([ChatMessage(role="user", content=text) for text in inputs], params)
-        refusal = await rate_limited(admission, submitted, body.model)
-        if refusal is not None:
+        if (refusal := await rate_limited(admission, submitted, body.model)) is not None:
             return refusal
         received(admission, submitted, operation="embeddings", inputs=str(len(inputs)))
         result = await answered(submitted, "stellwerk.gateway.embeddings")

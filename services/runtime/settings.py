@@ -200,6 +200,9 @@ class PlatformConfig(BaseModel):
     api_keys: list[ApiKey]
     # Routes as data (issue 13); derived from the deployments when the section is absent.
     routes: list[RouteSpec] = Field(default_factory=list)
+    # Model names clients already send (``gpt-4o`` in an app's config), mapped to what they
+    # mean here: "stellwerk" (the policy chooses), a route or a route class (issue 13).
+    model_aliases: dict[str, str] = Field(default_factory=dict)
     deployments: list[Deployment]
     simulators: list[SimulatorSpec] = []
     # FinOps (issue 5; models at the end of this file): cost model, budgets, rate limits.
@@ -257,8 +260,12 @@ class PlatformConfig(BaseModel):
         return next((r for r in self.routes if r.name == name), None)
 
     def resolve_model(self, name: str) -> str | None:
-        """The route name or route class a client's ``model`` names (a route name, a route
-        class, or a deployment's model id), None if it names none of them."""
+        """The route name or route class a client's ``model`` names (an alias, a route name,
+        a route class, or a deployment's model id), None if it names none of them or an
+        alias of "stellwerk" (``knows_model`` tells the two apart)."""
+        if name in self.model_aliases:
+            alias = self.model_aliases[name]
+            return None if alias == "stellwerk" else self.resolve_model(alias)
         for route in self.routes:
             if name == route.name:
                 return route.name
@@ -269,6 +276,11 @@ class PlatformConfig(BaseModel):
             if name == deployment.model:
                 return deployment.route
         return None
+
+
+    def knows_model(self, name: str) -> bool:
+        """``name`` means something here: "stellwerk", an alias, a route, a class, a model id."""
+        return name == "stellwerk" or name in self.model_aliases or self.resolve_model(name) is not None
 
 
 def load_config(path: Path) -> PlatformConfig:

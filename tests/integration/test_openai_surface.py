@@ -256,3 +256,39 @@ async def test_responses_stream_and_refusals(mesh: Mesh) -> None:
     assert builtin.value.param == "tools[0].type"
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve("resp_123")
+
+
+# --- model: a route, a class or an alias; the policy still decides ------------------------------
+
+
+def test_models_lists_routes_with_their_capabilities(mesh: Mesh) -> None:
+    listed = {m.id: m for m in sync_client(mesh).models.list()}
+    assert "stellwerk" in listed and "local-embeddings" in listed
+    embeddings = listed["local-embeddings"].model_extra["stellwerk"]  # type: ignore[index]
+    assert embeddings["capabilities"] == ["embeddings"] and embeddings["locality"] == "local"
+
+
+def test_a_named_route_is_used_when_the_policy_allows_it(mesh: Mesh) -> None:
+    client = sync_client(mesh)
+    small = client.chat.completions.with_raw_response.create(
+        model="local-small", messages=[{"role": "user", "content": "Hallo"}])
+    assert small.headers["x-stellwerk-route"] == "local-small"
+    governance = small.parse().model_extra["stellwerk"]  # type: ignore[index]
+    assert governance["routing"]["rule_id"] == "request.named_route"
+
+
+def test_a_named_route_the_policy_forbids_is_a_403_with_the_rule(mesh: Mesh) -> None:
+    # Highly confidential data may never leave the house: the external route is not allowed.
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        sync_client(mesh).chat.completions.create(
+            model="api-gpt52", messages=[{"role": "user", "content": "Befund"}],
+            metadata={"data_sensitivity": "highly_confidential"})
+    error = refused.value.response.json()["error"]
+    assert error["code"] == "route_not_allowed"
+    assert error["stellwerk"]["rule_id"] == "request.named_route.not_allowed"
+
+
+def test_an_unknown_model_is_a_404(mesh: Mesh) -> None:
+    with pytest.raises(openai.NotFoundError) as unknown:
+        sync_client(mesh).chat.completions.create(model="gpt-9-ultra", messages=[{"role": "user", "content": "x"}])
+    assert unknown.value.code == "model_not_found" and unknown.value.param == "model"

@@ -56,3 +56,13 @@ def test_resolve_model_names_a_route_a_class_or_a_deployment_model() -> None:
     assert config.resolve_model("small") == "small"
     assert config.resolve_model("stellwerk-embed") == "local-embeddings"
     assert config.resolve_model("gpt-9") is None
+
+
+def test_model_aliases_map_names_clients_already_send() -> None:
+    config = PlatformConfig.model_validate(
+        {**_default(), "model_aliases": {"gpt-4o": "stellwerk", "gpt-4o-mini": "small", "text-embedding-3-small":
+                                         "local-embeddings"}})
+    assert config.knows_model("gpt-4o") and config.resolve_model("gpt-4o") is None  # the policy chooses
+    assert config.resolve_model("gpt-4o-mini") == "small"
+    assert config.resolve_model("text-embedding-3-small") == "local-embeddings"
+    assert not config.knows_model("gpt-9") and config.knows_model("stellwerk")
