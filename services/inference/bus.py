@@ -84,6 +84,7 @@ def build(worker: Worker) -> None:
             response = await http.get(metrics_url(deployment))
             response.raise_for_status()
             state = capacity_from_metrics(deployment, response.text)
+            engine.observe_running(deployment.name, state.requests_running + state.requests_waiting)
             await kv.put(deployment.name, msgspec.json.encode(state))
 
     async def count_quota(outcome: CallOutcome) -> None:

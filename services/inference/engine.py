@@ -19,7 +19,7 @@ from services.inference.breaker import CircuitBreaker
 from services.inference.openai_wire import Collected, OpenAIWire, answer_choices, as_base64, collect_stream
 from services.inference.openai_wire import ProviderTimeout as WireTimeout
 from services.inference.structured import REASK, violation
-from services.kernel.pricing import gpu_seconds, price_call
+from services.kernel.pricing import GpuClock, gpu_seconds, price_call
 from services.runtime.settings import Deployment, PlatformConfig
 from services.runtime.telemetry import tracing_enabled
 
@@ -186,6 +186,8 @@ class InferenceEngine:
             d.name: asyncio.Semaphore(d.max_parallel_requests or DEFAULT_PARALLEL) for d in config.deployments
         }
         self._busy = {d.name: 0 for d in config.deployments}
+        # Each call is charged its share of its deployment's busy time, not its wall time.
+        self._clocks = {d.name: GpuClock() for d in config.deployments}
         self._traced = tracing_enabled()
         self.wire = OpenAIWire()
         self._params = {
@@ -201,6 +203,18 @@ class InferenceEngine:
     def capacity(self) -> int:
         """Calls this engine can have in flight at once: the sum over all deployments."""
         return sum(d.max_parallel_requests or DEFAULT_PARALLEL for d in self.config.deployments)
+
+    def observe_running(self, deployment: str, running: float) -> None:
+        """The deployment's own count of calls in flight (all inference workers), from its
+        metrics: several workers sharing one deployment then book its busy time once."""
+        clock = self._clocks.get(deployment)
+        if clock is not None:
+            clock.observe(time.perf_counter(), running)
+
+    def _charged(self, outcome: CallOutcome, shared_s: float) -> CallOutcome:
+        gpu_s = gpu_seconds(outcome.deployment, shared_s)
+        return replace(outcome, gpu_seconds=gpu_s, cost=price_call(
+            outcome.deployment, outcome.prompt_tokens, outcome.completion_tokens, gpu_s))
 
     def _pick(self, route: Route) -> Deployment:
         candidates = self.config.deployments_for(route)
@@ -322,11 +336,11 @@ class InferenceEngine:
         try:
             async with self._slots[deployment.name]:
                 if not self._traced:
-                    return await self._complete(route, deployment, call, messages, on_text)
+                    return await self._metered(route, deployment, call, messages, on_text)
                 with _tracer.start_as_current_span(
                     f"chat {deployment.model}", kind=trace.SpanKind.CLIENT, attributes=_genai_request(deployment, call)
                 ) as span:
-                    outcome = await self._complete(route, deployment, call, messages, on_text)
+                    outcome = await self._metered(route, deployment, call, messages, on_text)
                     span.set_attributes({
                         "gen_ai.usage.input_tokens": outcome.prompt_tokens,
                         "gen_ai.usage.output_tokens": outcome.completion_tokens,
@@ -336,6 +350,23 @@ class InferenceEngine:
                     return outcome
         finally:
             self._busy[deployment.name] -= 1
+
+    async def _metered(
+        self,
+        route: Route,
+        deployment: Deployment,
+        call: dict[str, Any],
+        messages: list[ChatMessage],
+        on_text: TextSink | None,
+    ) -> CallOutcome:
+        """The call, charged its share of the deployment's busy time (``GpuClock``)."""
+        clock = self._clocks[deployment.name]
+        mark = clock.start(time.perf_counter())
+        try:
+            outcome = await self._complete(route, deployment, call, messages, on_text)
+        finally:
+            shared_s = clock.finish(mark, time.perf_counter())
+        return self._charged(outcome, shared_s)
 
     async def _complete(
         self,
@@ -391,8 +422,7 @@ class InferenceEngine:
         else:
             prompt_tokens = litellm.token_counter(model="gpt-4o", messages=_wire(messages))
             completion_tokens = litellm.token_counter(model="gpt-4o", text=content)
-        gpu_s = gpu_seconds(deployment, latency)
-        return CallOutcome(
+        return CallOutcome(  # GPU time and cost: ``_charged``, from the call's share of the deployment
             route=route,
             deployment=deployment,
             content=content,
@@ -401,8 +431,8 @@ class InferenceEngine:
             completion_tokens=completion_tokens,
             ttft_ms=ttft * 1000 if ttft is not None else None,
             latency_ms=latency * 1000,
-            gpu_seconds=gpu_s,
-            cost=price_call(deployment, prompt_tokens, completion_tokens, gpu_s),
+            gpu_seconds=0.0,
+            cost=price_call(deployment, prompt_tokens, completion_tokens, 0.0),
             fallback_from=None,
             provider_quota=quota,
             tool_calls=tool_calls,
@@ -424,11 +454,10 @@ class InferenceEngine:
             prompt_tokens = usage.prompt_tokens if usage else sum(
                 litellm.token_counter(model="gpt-4o", text=t) for t in call["input"])
         latency = time.perf_counter() - started
-        gpu_s = gpu_seconds(deployment, latency)
-        return CallOutcome(
+        return CallOutcome(  # GPU time and cost: ``_charged``, from the call's share of the deployment
             route=route, deployment=deployment, content="", finish_reason="stop", prompt_tokens=prompt_tokens,
-            completion_tokens=0, ttft_ms=None, latency_ms=latency * 1000, gpu_seconds=gpu_s,
-            cost=price_call(deployment, prompt_tokens, 0, gpu_s), fallback_from=None, embeddings=vectors,
+            completion_tokens=0, ttft_ms=None, latency_ms=latency * 1000, gpu_seconds=0.0,
+            cost=price_call(deployment, prompt_tokens, 0, 0.0), fallback_from=None, embeddings=vectors,
         )
 
     async def _streamed(

@@ -36,7 +36,7 @@ def test_the_default_local_deployment_is_priced_at_its_gpu_class_rate() -> None:
     """Inference's estimate (the deployment's field) and the ledger's price agree by default."""
     local = CONFIG.deployments_for("local-vllm")[0]
     book = PriceBook(CONFIG)
-    gpu_s = gpu_seconds(local, latency_s=1.5)
+    gpu_s = gpu_seconds(local, 1.5)
     event = usage(1, route="local-vllm", deployment=local.name, gpu_seconds=gpu_s, cost=0.0)
     charge = book.charge(event)
     assert charge.source == "price_table"

@@ -43,6 +43,6 @@ def test_prices_from_the_config() -> None:
     api = config.deployments_for("api-gpt52")[0]
     local = config.deployments_for("local-vllm")[0]
     assert price_call(api, 1000, 1000, 0.0) == api.input_price_per_1k + api.output_price_per_1k
-    gpu_s = gpu_seconds(local, latency_s=1.8)
+    gpu_s = gpu_seconds(local, 1.8)
     assert gpu_s == 1.8 * local.gpu_share
     assert price_call(local, 1000, 1000, gpu_s) == round(gpu_s / 3600 * local.gpu_hour_rate, 8)
