@@ -6,16 +6,28 @@ Key layout
 - ``provider_health``: ``<route>.<worker_id>`` → ``ProviderHealthState`` (one per inference worker)
 - ``capacity``:        ``<deployment>``        → ``CapacityState`` (from the vLLM /metrics)
                        ``quota.<route>``       → ``QuotaState`` (tokens per quota window of external APIs)
+- ``keys``:            ``<key_id>``            → ``KeyRecord`` (API keys as data, issue 14; hashes only)
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 import msgspec
 
 from schemas.events import utcnow
-from schemas.vocabulary import Ident, ProviderHealth, Route, Timestamp
+from schemas.vocabulary import (
+    BudgetClass,
+    DataSensitivity,
+    Ident,
+    ProviderHealth,
+    QualityTier,
+    Route,
+    Sha256,
+    Timestamp,
+    UsecaseClass,
+)
 
 BudgetScope = Literal["tenant", "business_unit", "usecase", "endpoint"]
 BudgetPeriod = Literal["day", "month"]
@@ -66,3 +78,42 @@ class QuotaState(msgspec.Struct, kw_only=True):
     @property
     def remaining(self) -> float:
         return max(0.0, self.limit - self.used)
+
+
+KeySource = Literal["config", "cli"]
+
+
+class KeyRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An API key as the mesh stores it (KV ``keys``, issue 14): its SHA-256, never the key.
+
+    The attribute fields are ``services.runtime.settings.ApiKey``'s, so a key of the YAML
+    config imports as it is. A key is valid while not ``revoked`` and before ``expires_at``;
+    a rotated key gets an ``expires_at`` at the end of its grace period and names its
+    successor in ``rotated_to``."""
+
+    key_id: Ident
+    key_sha256: Sha256
+    tenant: Ident
+    business_unit: Ident
+    user_role: Ident
+    usecase_class: UsecaseClass = "chat"
+    budget_class: BudgetClass = "standard"
+    max_budget_class: BudgetClass = "standard"
+    quality_tier: QualityTier = "standard"
+    max_quality_tier: QualityTier = "high"
+    sensitivity_floor: DataSensitivity = "internal"
+    pseudonymize: bool = False
+    # May the application forward its end user (``X-Stellwerk-End-User``)? Issue 14.
+    forward_end_user: bool = False
+    expires_at: Timestamp | None = None
+    created_by: Ident
+    created_at: Timestamp = msgspec.field(default_factory=utcnow)
+    source: KeySource = "cli"
+    revoked: bool = False
+    revoked_by: Ident | None = None
+    revoked_at: Timestamp | None = None
+    rotated_from: Ident | None = None
+    rotated_to: Ident | None = None
+
+    def valid(self, now: datetime | None = None) -> bool:
+        return not self.revoked and (self.expires_at is None or (now or utcnow()) < self.expires_at)

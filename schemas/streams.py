@@ -161,4 +161,5 @@ KV_PROVIDER_HEALTH: Final = "provider_health"
 KV_CAPACITY: Final = "capacity"
 KV_RATELIMITS: Final = "ratelimits"
 KV_APPROVALS: Final = "approvals"
-KV_BUCKETS: Final = (KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS)
+KV_KEYS: Final = "keys"  # API keys as data (issue 14): ``<key_id>`` → ``schemas.kv.KeyRecord``
+KV_BUCKETS: Final = (KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS, KV_KEYS)

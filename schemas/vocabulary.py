@@ -43,6 +43,7 @@ Stage = Literal[
     "approval",
     "audit",
     "client",
+    "identity",  # issue 14: API key changes by operators (``stellwerk keys``) and their bootstrap import
 ]
 
 # Machine-readable reason codes. Error bodies and audit records carry these, never free text

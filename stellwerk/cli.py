@@ -20,6 +20,7 @@ from schemas.vocabulary import DataSensitivity, QualityTier, UsecaseClass
 from services.audit.cli import app as audit_app
 from services.dlp.cli import app as dlp_app
 from services.finops.cli import app as finops_app
+from services.gateway.keys_cli import app as keys_app
 from services.kernel.cli_conventions import MESH_UNREACHABLE, OutputFormat, unreachable
 from services.router.cli import app as route_app
 from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
@@ -41,6 +42,7 @@ app.add_typer(finops_app, name="finops", help="FinOps: cost reports, budgets, re
 app.add_typer(audit_app, name="audit", help="Audit trail: verify, show, replay, export.")
 app.add_typer(tools_app, name="tools", help="Tool gateway: what a role may call; call a tool.")
 app.add_typer(approvals_app, name="approvals", help="Human approval of critical tool calls.")
+app.add_typer(keys_app, name="keys", help="API keys as data: create, list, revoke, rotate (docs/identity.md).")
 console = Console()
 err = Console(stderr=True)
 

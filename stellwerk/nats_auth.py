@@ -51,6 +51,7 @@ from schemas.streams import (
     KV_APPROVALS,
     KV_BUCKETS,
     KV_BUDGETS,
+    KV_KEYS,
     STREAMS,
     USAGE,
     ConsumerDef,
@@ -239,10 +240,11 @@ def principals() -> tuple[Principal, ...]:
             _inbox("operator")
             | _pub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$SRV.>",
                    ch.POLICY_PUSH.pattern, ch.TOOL_DECIDE.pattern, ch.TOOL_LIST.pattern, ch.TOOL_CALL.pattern)
-            | topology() | audit_stages("finops", "approval") | kv_write(KV_BUDGETS) | kv_read(KV_APPROVALS)
+            | topology() | audit_stages("finops", "approval", "identity") | kv_write(KV_BUDGETS)
+            | kv_read(KV_APPROVALS) | kv_write(KV_KEYS)
             | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
             | read_stream(FINOPS.name) | read_stream(APPROVALS.name),
-            stages=("finops", "approval"),
+            stages=("finops", "approval", "identity"),
         ),
     )
 

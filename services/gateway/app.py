@@ -47,8 +47,9 @@ from schemas.vocabulary import UsecaseClass
 from services.gateway import errors as gateway_errors
 from services.gateway import limits
 from services.gateway.attributes import InvalidAttribute, resolve_attributes, resolve_pseudonymize
-from services.gateway.guard import GatewayGuard, key_lookup
+from services.gateway.guard import GatewayGuard
 from services.gateway.health import RETRY_AFTER_S, BusHealth
+from services.gateway.keys import KeyRing, KeyStore
 from services.gateway.openai_api import (
     ChatCompletionRequest,
     EmbeddingsRequest,
@@ -138,6 +139,8 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     state: dict[str, Any] = {}
     backlog = [0]  # requests waiting for the first pipeline stage, refreshed in the background
     bus = BusHealth(metrics.registry)  # issue 19: readiness, fail fast, the disconnected gauge
+    # Issue 14: keys as data (KV ``keys``, watched); the config's keys seed it until it is read.
+    keyring = KeyRing(config.api_keys)
 
     async def watch_backlog(js: JetStreamContext) -> None:
         # Also exports every consumer's queue, so dashboards need no separate NATS exporter.
@@ -170,9 +173,14 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         # a bus that went away mid-call costs a caller two seconds, not five. (A disconnected
         # bus is answered at once by the connection check; 0.75 s misfired under heavy load.)
         state["limiter_js"] = nc.jetstream(timeout=2.0)
+        keystore = await KeyStore.open(nc.jetstream())
+        await keystore.import_keys(config.api_keys)  # the bootstrap set; idempotent
+        keys_watch = asyncio.create_task(keyring.watch(keystore.kv))
+        await asyncio.wait_for(keyring.loaded.wait(), 10)
         watcher = asyncio.create_task(watch_backlog(nc.jetstream(timeout=1.0)))
         yield
         watcher.cancel()
+        keys_watch.cancel()
         await nc.drain()
 
     app = FastAPI(title="Stellwerk gateway", version="0.1.0", lifespan=lifespan)
@@ -204,7 +212,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     app.add_middleware(
         GatewayGuard,
         limits=config.gateway_limits,
-        key_of=key_lookup({k.key_sha256: k.key_id for k in config.api_keys}),
+        key_of=keyring.key_id_of,
         on_error=count_error,
         on_in_flight=lambda key_id, count: metrics.key_in_flight.labels(api_key=key_id).set(count),
     )
@@ -236,7 +244,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models(request: Request) -> Any:
-        if config.key_for(_bearer(request)) is None:
+        if keyring.lookup(_bearer(request)) is None:
             return error(401, "invalid_api_key", "Incorrect API key provided.")
         # "stellwerk" lets the policy choose; every route may be named instead (the policy
         # still decides whether this request may have it: 403 route_not_allowed if not).
@@ -306,7 +314,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     ) -> Admission | JSONResponse:
         """What every model endpoint checks before it submits: key, limits, attributes,
         deadline, capacity and the bus — each refusal OpenAI-shaped."""
-        key = config.key_for(_bearer(request))
+        key = keyring.lookup(_bearer(request))
         if key is None:
             return error(401, "invalid_api_key", "Incorrect API key provided.")
         # --- input limits (issue 18) -----------------------------------------------------------

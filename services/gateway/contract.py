@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from schemas import contracts as c
-from schemas.streams import KV_RATELIMITS
+from schemas.streams import KV_KEYS, KV_RATELIMITS
 
 CONTRACT: Final = c.ServiceContract(
     name="gateway",
@@ -13,10 +13,10 @@ CONTRACT: Final = c.ServiceContract(
     publishes=(
         c.Publishes(c.REQUEST_SUBMITTED),
         c.Publishes(c.CANCEL),
-        c.Publishes(c.AUDIT_EVENT, {"stage": ("gateway",)}),
+        c.Publishes(c.AUDIT_EVENT, {"stage": ("gateway", "identity")}),
     ),
     listens=(c.Listens(c.RESULT), c.Listens(c.DELTA)),
-    kv_writes=(KV_RATELIMITS,),
+    kv_writes=(KV_RATELIMITS, KV_KEYS),  # keys: the bootstrap import (issue 14)
     worker=False,
     reads_backlog=True,
 )

@@ -110,6 +110,9 @@ class ApiKey(BaseModel):
     # Personal data found in prompts: pseudonymised (placeholders the caller's answer gets
     # restored) instead of redacted, unless a request says otherwise (header or metadata).
     pseudonymize: bool = False
+    # Issue 14 (docs/identity.md): the application may name its end user in the header
+    # ``X-Stellwerk-End-User`` (hashed per tenant at once); refused (403) for other keys.
+    forward_end_user: bool = False
 
 
 class RouteSpec(BaseModel):
