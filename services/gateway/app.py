@@ -79,6 +79,7 @@ from services.runtime.requests import RequestClient as StellwerkClient
 from services.runtime.settings import ApiKey, MeshSettings, PlatformConfig, load_config
 
 TIMEOUT_HEADER = "x-stellwerk-timeout"
+END_USER_HEADER = "x-stellwerk-end-user"  # issue 14: keys with forward_end_user only
 tracer = trace.get_tracer("stellwerk.gateway")
 
 
@@ -288,9 +289,12 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         prompt_tokens: int
         max_tokens: int | None
         max_tokens_param: str
+        end_user: str | None = None  # the forwarded end user, hashed per tenant (issue 14)
 
         def submitted(self, messages: list[ChatMessage], params: GenerationParams) -> RequestSubmitted:
             request_id = new_id()
+            if self.end_user is not None:  # the application's assertion wins over the body's ``user``
+                params.user = self.end_user
             return RequestSubmitted(
                 request_id=request_id,
                 correlation_id=self.correlation_id or request_id,
@@ -331,6 +335,17 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             return error(400, "invalid_request", "Invalid X-Correlation-Id header: 1 to 128 characters of "
                          "A-Z a-z 0-9 _ . : @ / < > = + -.", param="x-correlation-id")
         # --- end input limits ------------------------------------------------------------------
+        end_user: str | None = None
+        forwarded = request.headers.get(END_USER_HEADER)
+        if forwarded is not None:
+            if not key.forward_end_user:
+                return error(403, "end_user_not_allowed", "This API key may not forward an end user: "
+                             "X-Stellwerk-End-User needs a key with forward_end_user.", param=END_USER_HEADER)
+            forwarded = forwarded.strip()
+            if not 1 <= len(forwarded) <= 256:
+                return error(400, "invalid_request", "Invalid X-Stellwerk-End-User header: 1 to 256 characters.",
+                             param=END_USER_HEADER)
+            end_user = end_user_hash(key.tenant, forwarded)
         try:
             usecase, attributes = resolve_attributes(key, request.headers, metadata or {})
             pseudonymize = resolve_pseudonymize(request.headers, metadata or {}, key.pseudonymize)
@@ -349,7 +364,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         if not bus.connected:  # issue 19: fail fast, never queue a request behind a reconnect
             return bus_unavailable()
         return Admission(key, usecase, attributes, pseudonymize, timeout_s, correlation_id, prompt_tokens,
-                         max_tokens, max_tokens_param)
+                         max_tokens, max_tokens_param, end_user)
 
     def unknown_model(model: str | None, attributes: RequestAttributes) -> JSONResponse | None:
         """Issue 13: ``model`` may name a route, a class or an alias; the policy still decides
@@ -362,9 +377,12 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         attributes.requested_model = config.resolve_model(model)
         return None
 
-    async def rate_limited(admission: Admission, submitted: RequestSubmitted, model: str | None) -> JSONResponse | None:
-        """Rate limits (issue 5, FinOps): per key, team and endpoint, shared via KV."""
-        endpoint = limits.rate_limit_endpoint(model, (d.route for d in config.deployments))
+    endpoints = {name for r in config.routes for name in (r.name, r.route_class)}
+
+    async def rate_limited(admission: Admission, submitted: RequestSubmitted) -> JSONResponse | None:
+        """Rate limits (issue 5, FinOps): per key, team, end user and endpoint, shared via KV.
+        The endpoint is what ``model`` resolved to (a route or class), never the raw string."""
+        endpoint = limits.rate_limit_endpoint(submitted.attributes.requested_model, endpoints)
         refusal = await check_rate_limits(state["limiter_js"], config, admission.key, submitted, endpoint)
         if refusal is None:
             return None
@@ -463,7 +481,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         if refusal is not None:
             return refusal
         submitted = admission.submitted(mesh_messages(body), mesh_params(body, admission.key.tenant))
-        if (refusal := await rate_limited(admission, submitted, body.model)) is not None:
+        if (refusal := await rate_limited(admission, submitted)) is not None:
             return refusal
         # Answers with several choices or a schema are screened (and validated) whole, then
         # streamed to the caller as chunks: a JSON document is only valid once complete. Text
@@ -498,7 +516,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             user=end_user_hash(admission.key.tenant, body.user) if body.user else None,
         )
         submitted = admission.submitted([ChatMessage(role="user", content=text) for text in inputs], params)
-        if (refusal := await rate_limited(admission, submitted, body.model)) is not None:
+        if (refusal := await rate_limited(admission, submitted)) is not None:
             return refusal
         received(admission, submitted, operation="embeddings", inputs=str(len(inputs)))
         result = await answered(submitted, "stellwerk.gateway.embeddings")

@@ -141,11 +141,13 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def rate_limit_endpoint(model: str | None, routes: Iterable[str]) -> str:
-    """The endpoint a request counts against: a route it names, else ``stellwerk``. Any other
-    ``model`` is advisory and must not create a rate-limit document of its own (one per
-    distinct string a client invents)."""
-    return model if model is not None and model in set(routes) else "stellwerk"
+def rate_limit_endpoint(resolved: str | None, endpoints: Iterable[str]) -> str:
+    """The endpoint a request counts against (issue 14): the route or route class its ``model``
+    *resolved* to (``PlatformConfig.resolve_model``: an alias, a deployment's model id, a
+    route's name or class), else ``stellwerk`` — never the client's own string. ``endpoints``
+    are the configured route names and classes, so the limit documents stay bounded whatever
+    a client sends."""
+    return resolved if resolved is not None and resolved in set(endpoints) else "stellwerk"
 
 
 # --- the request's shape ---------------------------------------------------------------------

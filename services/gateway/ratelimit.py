@@ -40,7 +40,7 @@ from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.settings import ApiKey, LimitSpec, PlatformConfig, RateLimits
 
 Metric = Literal["requests", "tokens"]
-Scope = Literal["user", "team", "endpoint"]
+Scope = Literal["user", "team", "endpoint", "end_user"]
 CAS_ATTEMPTS: Final = 64
 
 
@@ -104,8 +104,11 @@ def _spec(table: dict[str, LimitSpec], *names: str) -> LimitSpec | None:
     return None
 
 
-def plan(limits: RateLimits, key: ApiKey, endpoint: str, tokens: int) -> dict[str, list[Check]]:
-    """The limits one request counts against, by KV document."""
+def plan(
+    limits: RateLimits, key: ApiKey, endpoint: str, tokens: int, end_user: str | None = None
+) -> dict[str, list[Check]]:
+    """The limits one request counts against, by KV document. ``end_user``: the hashed end
+    user (``GenerationParams.user``), counted per tenant (issue 14)."""
     docs: dict[str, list[Check]] = {}
     team = f"{key.tenant}.{key.business_unit}"
     subjects_of: list[tuple[Scope, str, str, LimitSpec | None]] = [
@@ -114,6 +117,9 @@ def plan(limits: RateLimits, key: ApiKey, endpoint: str, tokens: int) -> dict[st
          _spec(limits.teams, team, key.business_unit)),
         ("endpoint", endpoint, f"endpoint.{subjects.token(endpoint)}", _spec(limits.endpoints, endpoint)),
     ]
+    if end_user is not None:
+        subjects_of.append(("end_user", end_user, f"enduser.{subjects.token(key.tenant)}.{subjects.token(end_user)}",
+                            _spec(limits.end_users, key.key_id, key.tenant)))
     for scope, subject, kv_key, spec in subjects_of:
         if spec is None:
             continue
@@ -155,8 +161,8 @@ class KvRateLimiter:
             lock = self._locks[kv_key] = asyncio.Lock()
         return lock
 
-    async def admit(self, key: ApiKey, endpoint: str, tokens: int) -> Refusal | None:
-        docs = plan(self.limits, key, endpoint, tokens)
+    async def admit(self, key: ApiKey, endpoint: str, tokens: int, end_user: str | None = None) -> Refusal | None:
+        docs = plan(self.limits, key, endpoint, tokens, end_user)
         if not docs:
             return None
         outcomes = await asyncio.gather(*(self._charge(kv_key, checks) for kv_key, checks in docs.items()))
@@ -223,14 +229,14 @@ async def check(
     reached the request is refused with 503 — fail closed, like every other guard.
     """
     limits = config.rate_limits
-    if not (limits.users or limits.teams or limits.endpoints):
+    if not (limits.users or limits.teams or limits.endpoints or limits.end_users):
         return None
     try:
         limiter = _limiters.get(js)
         if limiter is None:
             limiter = _limiters[js] = KvRateLimiter(await js.key_value(KV_RATELIMITS), limits)
         tokens = estimate_tokens(submitted.messages, submitted.params.max_tokens, limits.completion_tokens_estimate)
-        refusal = await limiter.admit(key, endpoint, tokens)
+        refusal = await limiter.admit(key, endpoint, tokens, submitted.params.user)
     except (nats.errors.Error, TimeoutError, OSError):
         return Refusal("limiter", "unavailable", 1.0, 0.0, status=503, code="overloaded")
     if refusal is not None and refusal.code == "rate_limited":

@@ -194,6 +194,8 @@ class PlatformConfig(BaseModel):
     stream_idle_timeout_s: float = 5.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    # The operators' web console (issue 15; stellwerk/console), on the gateway's host.
+    console_port: int = 8090
     # Load shedding: above this many requests waiting for DLP input screening the gateway
     # answers 503 with Retry-After instead of queueing more work into the pipeline.
     max_pipeline_backlog: int = 1000
@@ -367,6 +369,9 @@ class RateLimits(BaseModel):
     users: dict[str, LimitSpec] = Field(default_factory=dict)
     teams: dict[str, LimitSpec] = Field(default_factory=dict)
     endpoints: dict[str, LimitSpec] = Field(default_factory=dict)
+    # Per end user (issue 14): keyed on the hashed end user (``user`` or X-Stellwerk-End-User);
+    # entries name an API key id, a tenant or ``"*"``. Requests without an end user do not count.
+    end_users: dict[str, LimitSpec] = Field(default_factory=dict)
     completion_tokens_estimate: int = Field(default=512, ge=0)  # charged when max_tokens is absent
 
 

@@ -17,6 +17,8 @@ from tests.integration.mesh import running_mesh, write_test_config
 API_KEY = "sk-stellwerk-demo"
 TIGHT_KEY = "sk-stellwerk-tight"  # 20,000 tokens per minute
 TIGHT_TOKENS = 20_000
+END_USER_KEY = "sk-stellwerk-enduser"  # may forward end users; 3 requests per end user and minute
+END_USER_REQUESTS = 3
 MAX_CONCURRENT_PER_KEY = 4
 # Short timeouts so the slow-client tests end quickly; every other limit is the default.
 LIMITS: dict[str, Any] = {
@@ -35,6 +37,11 @@ def hardened_config(directory: Path) -> Path:
     tight.update(key_id="tight-claims", key_sha256=hashlib.sha256(TIGHT_KEY.encode()).hexdigest())
     config["api_keys"].append(tight)
     config["rate_limits"]["users"]["tight-claims"] = {"tokens": TIGHT_TOKENS, "per_s": 60}
+    end_user_app = dict(config["api_keys"][0])
+    end_user_app.update(key_id="enduser-app", key_sha256=hashlib.sha256(END_USER_KEY.encode()).hexdigest(),
+                        forward_end_user=True)
+    config["api_keys"].append(end_user_app)
+    config["rate_limits"]["end_users"] = {"enduser-app": {"requests": END_USER_REQUESTS, "per_s": 60}}
     path.write_text(yaml.safe_dump(config))
     return path
 

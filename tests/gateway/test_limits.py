@@ -138,10 +138,11 @@ def test_unknown_fields_images_and_function_messages_are_refused() -> None:
 
 
 def test_only_known_routes_name_a_rate_limit_endpoint() -> None:
-    routes = ["local-vllm", "api-gpt52"]
-    assert limits.rate_limit_endpoint("api-gpt52", routes) == "api-gpt52"
-    assert limits.rate_limit_endpoint("gpt-4o-mini", routes) == "stellwerk"
-    assert limits.rate_limit_endpoint(None, routes) == "stellwerk"
+    endpoints = ["local-vllm", "api-gpt52", "standard", "high"]
+    assert limits.rate_limit_endpoint("api-gpt52", endpoints) == "api-gpt52"
+    assert limits.rate_limit_endpoint("high", endpoints) == "high"
+    assert limits.rate_limit_endpoint("gpt-4o-mini", endpoints) == "stellwerk"
+    assert limits.rate_limit_endpoint(None, endpoints) == "stellwerk"
     assert _refusal_type({"messages": MESSAGES, "model": "ä model"}) == "string_pattern_mismatch"
 
 
