@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -358,15 +358,18 @@ class AuditRecord(msgspec.Struct, kw_only=True):
     hash_version: int = 1
 
 
-SealAlgorithm = Literal["sha256", "hmac-sha256"]
+SealAlgorithm = Literal["sha256", "hmac-sha256", "ed25519"]
+# A checkpoint seal: hex, 64 digits (SHA-256, HMAC-SHA256) or 128 (an Ed25519 signature).
+SealValue = Annotated[str, msgspec.Meta(pattern=r"^(sha256:)?[0-9a-f]{16,128}$")]
 
 
 class AuditCheckpoint(msgspec.Struct, kw_only=True):
     """A sealed statement "record ``seq`` of chain ``partition`` has hash ``head_hash``".
 
-    Written periodically by the audit service next to the chain. ``seal`` is an HMAC-SHA256
-    over the other fields when a seal key is configured (``seal_alg`` hmac-sha256, ``key_id``
-    names the key), otherwise their plain SHA-256.
+    Written periodically by the audit service next to the chain. ``seal`` is an Ed25519
+    signature over the other fields when a signing key is configured (``seal_alg`` ed25519,
+    ``key_id`` names the key pair), an HMAC-SHA256 with the older shared-secret setting
+    (``seal_alg`` hmac-sha256), otherwise their plain SHA-256.
     """
 
     partition: Ident
@@ -377,7 +380,7 @@ class AuditCheckpoint(msgspec.Struct, kw_only=True):
     sealed_by: Ident
     seal_alg: SealAlgorithm
     key_id: Ident | None = None
-    seal: Sha256
+    seal: SealValue
 
 
 class FinopsAlert(Envelope, kw_only=True):

@@ -30,7 +30,7 @@ from nats.js.errors import APIError
 from schemas import subjects
 from schemas.events import AuditEvent, AuditRecord, decode, encode, new_id
 from services.audit.chain import extend, next_record
-from services.audit.checkpoint import SealKey, crosses_boundary, seal_checkpoint
+from services.audit.checkpoint import SigningKey, crosses_boundary, seal_checkpoint
 from services.audit.metrics import AuditMetrics
 from services.audit.reader import last_message, scan
 from services.audit.stored import StoredMsg
@@ -73,7 +73,7 @@ class Appender:
         stream: str,
         metrics: AuditMetrics,
         sealed_by: str,
-        key: SealKey | None = None,
+        key: SigningKey | None = None,
         checkpoint_every: int = 1000,
         atomic_batches: bool = True,
     ) -> None:

@@ -96,17 +96,26 @@ def verify(
     output: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
     stream: Stream = "AUDIT",
     nats_url: NatsUrl = DEFAULT_URL,
+    public_keys: Annotated[list[Path] | None, typer.Option(
+        "--public-key", help="Ed25519 public key (PEM) the seals must verify with; repeat for rotated keys.",
+    )] = None,
 ) -> None:
     """Recompute every chain and check the sealed checkpoints; exit 1 at the first break.
 
     With --since, each partition is checked from its last checkpoint before that time.
-    Seals are HMACs when STELLWERK_AUDIT_SEAL_KEY is set for the audit service; set it here too
-    to check them.
+    Seals are Ed25519 signatures: give the public key with --public-key (or
+    STELLWERK_AUDIT_SEAL_PUBLIC_KEY_FILE). Checkpoints sealed earlier with the HMAC secret
+    verify when STELLWERK_AUDIT_SEAL_KEY is set here too. With any key given, every checkpoint
+    must verify under one of them.
     """
     from services.audit.settings import AuditSettings
     from services.audit.trail import verify_file, verify_stream
 
-    key = AuditSettings().key()
+    try:
+        key = AuditSettings().keyring(public_keys or ())
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot read the seal verification key: {exc}", err=True)
+        raise typer.Exit(2) from exc
     if file is not None:
         import msgspec
 
@@ -156,9 +165,33 @@ def _print_report(report: VerifyReport, output: ReportFormat) -> None:
         table.add_row(p.partition, str(p.records), start, str(p.last_seq or "-"), str(p.checkpoints_matched), status)
     console = Console()
     console.print(table)
-    unverifiable = f"; {report.unverifiable_seals} sealed with a key not given here" if report.unverifiable_seals else ""
+    unverifiable = (f"; {report.unverifiable_seals} seals not checked (no key given)"
+                    if report.unverifiable_seals else "")
     verdict = "[green]intact[/]" if report.ok else "[red]broken[/]"
     console.print(f"{report.records} records, {report.checkpoints} checkpoints{unverifiable}: {verdict}")
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Directory for seal-signing.pem and seal-public.pem.")] = Path("."),
+) -> None:
+    """Make an Ed25519 key pair for checkpoint seals.
+
+    seal-signing.pem (mode 0600) goes only to the audit service
+    (STELLWERK_AUDIT_SEAL_SIGNING_KEY_FILE); seal-public.pem to every verifier.
+    """
+    from services.audit.checkpoint import Ed25519Signer
+
+    signer = Ed25519Signer.generate()
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = out / "seal-signing.pem", out / "seal-public.pem"
+    if private.exists():
+        typer.echo(f"error: {private} exists; move it away first (rotation: docs/audit.md)", err=True)
+        raise typer.Exit(1)
+    private.touch(mode=0o600)
+    private.write_bytes(signer.private_pem())
+    public.write_bytes(signer.public_pem())
+    typer.echo(f"key id {signer.key_id}: signing key {private}, public key {public}")
 
 
 @app.command()

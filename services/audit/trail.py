@@ -18,7 +18,7 @@ from nats.js.errors import NotFoundError
 
 from schemas import subjects
 from schemas.events import AuditCheckpoint, AuditRecord
-from services.audit.checkpoint import SealKey
+from services.audit.checkpoint import VerifyingKey
 from services.audit.query import Selection
 from services.audit.reader import scan
 from services.audit.stored import StoredMsg, kind_of, partition_of_subject, read_lines, to_ns
@@ -107,7 +107,7 @@ async def verify_stream(
     *,
     partition: str | None = None,
     since: datetime | None = None,
-    key: SealKey | None = None,
+    key: VerifyingKey | None = None,
 ) -> VerifyReport:
     """Recompute the chains in ``stream``: all of them, or from the checkpoint before ``since``."""
     malformed: list[StoredMsg] = []
@@ -144,7 +144,7 @@ def stored_in_file(path: Path) -> Iterator[StoredMsg]:
     return read_lines(path)
 
 
-def verify_file(path: Path, *, partition: str | None = None, key: SealKey | None = None) -> VerifyReport:
+def verify_file(path: Path, *, partition: str | None = None, key: VerifyingKey | None = None) -> VerifyReport:
     """Verify an export: checkpoints in a first pass, records in a second (a file can be re-read)."""
 
     def wanted(msg: StoredMsg, kind: str) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from schemas.events import AuditCheckpoint, AuditRecord
 from services.audit.chain import ChainBreak, ChainCursor, Problem, record_hash
-from services.audit.checkpoint import SealKey, check_seal
+from services.audit.checkpoint import VerifyingKey, check_seal
 
 
 @dataclass(slots=True)
@@ -61,7 +61,7 @@ class ChainVerifier:
         self,
         checkpoints: Iterable[AuditCheckpoint] = (),
         *,
-        key: SealKey | None = None,
+        key: VerifyingKey | None = None,
         anchors: Mapping[str, AuditCheckpoint] | None = None,
     ) -> None:
         """``anchors``: per partition, a checkpoint to start from instead of genesis (``--since``)."""
@@ -79,7 +79,7 @@ class ChainVerifier:
             state = self._partitions[partition] = _Partition(PartitionReport(partition))
         return state
 
-    def add_checkpoint(self, checkpoint: AuditCheckpoint, key: SealKey | None = None) -> None:
+    def add_checkpoint(self, checkpoint: AuditCheckpoint, key: VerifyingKey | None = None) -> None:
         state = self._state(checkpoint.partition)
         self._checkpoints += 1
         seal = check_seal(checkpoint, key)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from schemas.events import AuditCheckpoint, AuditEvent, AuditRecord, EntityCount, deadline_in
 from schemas.vocabulary import Stage
 from services.audit.chain import next_record
-from services.audit.checkpoint import SealKey, seal_checkpoint
+from services.audit.checkpoint import SigningKey, seal_checkpoint
 
 
 def event(i: int, tenant: str = "acme", stage: Stage = "router", outcome: str = "routed", **fields: object) -> AuditEvent:
@@ -27,5 +27,5 @@ def chain(n: int, partition: str = "acme", start: datetime | None = None) -> lis
     return records
 
 
-def checkpoint_of(record: AuditRecord, key: SealKey | None = None) -> AuditCheckpoint:
+def checkpoint_of(record: AuditRecord, key: SigningKey | None = None) -> AuditCheckpoint:
     return seal_checkpoint(record, head_stream_seq=record.seq, sealed_by="test", key=key)
