@@ -140,6 +140,8 @@ def _print_banner(mesh: object) -> None:
     console.print(table)
     console.print(f"NATS      {mesh.url}")
     console.print(f"Gateway   {mesh.gateway_url}/v1  (OpenAI-compatible)")
+    if mesh.scale.get("console", 0):
+        console.print(f"Console   {mesh.console_url}/  (sign in with an operator key, e.g. sk-stellwerk-operator)")
     console.print(f"Logs      {mesh.logs}")
     console.print("\nTry it:\n")
     console.print(

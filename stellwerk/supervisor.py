@@ -27,7 +27,7 @@ from stellwerk.discovery import ping_workers
 
 BUS_SERVICES = ("dlp", "router", "inference", "finops", "audit", "toolgateway")
 DEFAULT_SCALE = {
-    "dlp": 1, "router": 1, "inference": 1, "finops": 1, "audit": 1, "toolgateway": 1, "gateway": 1,
+    "dlp": 1, "router": 1, "inference": 1, "finops": 1, "audit": 1, "toolgateway": 1, "gateway": 1, "console": 1,
 }
 
 
@@ -115,7 +115,8 @@ class Mesh:
     state_dir: Path
     nats_url: str | None = None
     nats_port: int = 4222
-    scale: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SCALE))
+    # The web console only where asked (``stellwerk up`` does): test meshes need no browser UI.
+    scale: dict[str, int] = field(default_factory=lambda: {**DEFAULT_SCALE, "console": 0})
     extra_env: dict[str, str] = field(default_factory=dict)
     start_simulators: bool = True
     # Give every worker its own Prometheus port (``Part.metrics_port``); off by default.
@@ -136,6 +137,10 @@ class Mesh:
     @property
     def gateway_url(self) -> str:
         return f"http://{self.config.gateway_host}:{self.config.gateway_port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.config.gateway_host}:{self.config.console_port}/console"
 
     def env(self) -> dict[str, str]:
         return {
@@ -192,6 +197,8 @@ class Mesh:
         wanted = [(s.port, f"simulator {s.name}") for s in self.config.simulators if self.start_simulators]
         if self.scale.get("gateway", 0):
             wanted.append((self.config.gateway_port, "gateway"))
+        if self.scale.get("console", 0):
+            wanted.append((self.config.console_port, "console"))
         if self.nats_url is None:
             wanted.append((self.nats_port, "NATS (pass --nats-url to use a running server)"))
         for port, what in wanted:
@@ -234,6 +241,11 @@ class Mesh:
                         self.logs / "gateway-1.log")
             part.start()
             self.parts.append(part)
+        if self.scale.get("console", 0):
+            part = Part("console-1", [sys.executable, "-m", "stellwerk.console"], self.env(),
+                        self.logs / "console-1.log")
+            part.start()
+            self.parts.append(part)
 
     async def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -266,6 +278,8 @@ class Mesh:
             urls += [f"http://127.0.0.1:{s.port}/health" for s in self.config.simulators]
         if self.scale.get("gateway", 0):
             urls.append(self.gateway_url + "/readyz")
+        if self.scale.get("console", 0):
+            urls.append(self.console_url + "/healthz")
         if self.scale.get("toolgateway", 0):
             urls += [s.health_url for s in self.config.tool_servers if s.launch and s.health_url]
         for url in urls:
