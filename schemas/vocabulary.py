@@ -8,7 +8,7 @@ from typing import Annotated, Final, Literal, get_args
 import msgspec
 
 DataSensitivity = Literal["public", "internal", "confidential", "highly_confidential"]
-UsecaseClass = Literal["chat", "summarization", "extraction", "coding", "decision_support"]
+UsecaseClass = Literal["chat", "summarization", "extraction", "coding", "decision_support", "ticket_triage"]
 QualityTier = Literal["standard", "high"]
 ContextLengthBucket = Literal["<8k", "8-32k", ">32k"]
 BudgetClass = Literal["low", "standard", "premium"]
@@ -38,6 +38,7 @@ Stage = Literal[
     "router",
     "inference",
     "dlp_output",
+    "guard",  # issue 16: guardrail decisions (injection, topics, moderation), a layer of the DLP service
     "finops",
     "toolgateway",
     "approval",
@@ -79,6 +80,10 @@ ErrorCode = Literal[
     "route_not_allowed",  # the request named a route the policy does not allow it (403)
     "output_schema_violation",  # the model's answer did not match response_format, even re-asked
     "unsupported_by_route",  # the chosen route cannot honour a parameter the request set
+    # Guardrails (issue 16).
+    "guard_blocked_input",  # prompt injection / jailbreak or a denied topic (400)
+    "guard_blocked_output",  # output moderation withheld the answer (422; streamed: content_filter)
+    "guard_unavailable",  # a detector or the guardrail policy failed: refused, fail closed (503)
 ]
 
 SENSITIVITY_ORDER: Final[tuple[DataSensitivity, ...]] = get_args(DataSensitivity)

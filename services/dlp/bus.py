@@ -18,7 +18,14 @@ from __future__ import annotations
 from schemas.events import DlpDecision, RequestSubmitted, ResponseGenerated, ResponseStreaming
 from schemas.streams import DLP_INPUT, DLP_OUTPUT, DLP_STREAM
 from services.dlp.guard import DlpGuard, DlpSettings
-from services.dlp.handlers import policy_context, screen_input, screen_output, screen_tool_calls
+from services.dlp.guardrails import GuardDecision, Guardrails
+from services.dlp.handlers import (
+    moderate_stream,
+    policy_context,
+    screen_input,
+    screen_output,
+    screen_tool_calls,
+)
 from services.dlp.screen_service import serve_screening
 from services.dlp.stream_window import StreamScreen, hold_back_for
 from services.dlp.streaming import StreamScreening
@@ -40,16 +47,31 @@ def build(worker: Worker) -> None:
         for entity in decision.entities:
             metrics.dlp_entities.labels(decision.direction, entity.type).inc(entity.count)
 
+    def observe_guard(decision: GuardDecision) -> None:
+        metrics.guard_decisions.labels(decision.direction, decision.action, decision.rule_id).inc()
+        for category in decision.categories:
+            if category.score >= 0.5:
+                metrics.guard_categories.labels(decision.direction, category.name, decision.action).inc()
+        if decision.action == "review":  # let through; ops alert on the counter, a human looks
+            metrics.guard_reviews.labels(decision.direction, decision.rule_id).inc()
+            worker.log.warning("guard_review", direction=decision.direction, rule_id=decision.rule_id,
+                               policy_version=decision.policy_version)
+
+    # Guardrails (issue 16): the same worker and texts as DLP, no extra hop; fail closed.
+    guardrails = Guardrails(guard.settings.guard_policy_dir, observe=observe_guard)
+
     async def on_submitted(event: RequestSubmitted) -> Effects:
-        return screen_input(guard, event, observe)
+        return screen_input(guard, event, observe, guardrails)
 
     async def on_generated(event: ResponseGenerated) -> Effects:
-        return screen_output(guard, event, observe)
+        return screen_output(guard, event, observe, guardrails)
 
     async def reload_rules() -> None:
         # Org identifier patterns and the sensitivity policy take effect without a restart.
         if guard.reload():
             worker.log.warning("dlp_rules_reloaded", policy_version=guard.policy_version)
+        if guardrails.reload():
+            worker.log.warning("guard_policy_reloaded", policy_version=guardrails.policy_version)
 
     worker.every(RELOAD_INTERVAL_S, reload_rules)
 
@@ -71,5 +93,6 @@ def build(worker: Worker) -> None:
             guard, policy_context(event), event.pseudonyms, screen_every=STREAM_SCREEN_EVERY
         ),
         lambda event, calls: screen_tool_calls(guard, event, calls),
+        moderate=lambda event, text: moderate_stream(guardrails, event, text),
     )
     worker.consume(DLP_STREAM, ResponseStreaming, screen_stream, max_in_flight=256)

@@ -26,6 +26,13 @@ from schemas.events import (
 )
 from schemas.vocabulary import Stage, max_sensitivity
 from services.dlp.guard import DlpGuard, DlpUnavailable, PolicyContext, restore_pseudonyms
+from services.dlp.guardrails import (
+    Guardrails,
+    GuardUnavailable,
+    closing_audit,
+    guard_audit,
+    input_texts,
+)
 from services.dlp.texts import TextSlots, choice_slots, message_slots
 from services.runtime.effects import Effects, Fail, Publish, Record, Reply
 
@@ -58,7 +65,22 @@ def decision_audit(event: Envelope, stage: Stage, decision: DlpDecision) -> Audi
     )
 
 
-def screen_input(guard: DlpGuard, event: RequestSubmitted, observe: Observe = _ignore) -> Effects:
+def screen_input(
+    guard: DlpGuard, event: RequestSubmitted, observe: Observe = _ignore, guardrails: Guardrails | None = None
+) -> Effects:
+    # The guardrails first (issue 16), on the original user and tool messages: an injection
+    # or a denied topic ends the request before DLP spends time on it.
+    guarded: list[AuditEvent] = []
+    if guardrails is not None:
+        try:
+            verdict = guardrails.check(input_texts(event.messages), direction="input", context=policy_context(event))
+        except GuardUnavailable:
+            return [Fail("guard_unavailable", "dlp_input",
+                         audits=[closing_audit(event, "dlp_input", None, "guard_unavailable")])]
+        guarded.append(guard_audit(event, verdict))
+        if verdict.action == "block":
+            return [Fail("guard_blocked_input", "dlp_input", status="blocked", rule_id=verdict.rule_id,
+                         audits=[*guarded, closing_audit(event, "dlp_input", verdict, "guard_blocked_input")])]
     # Every text the model will read: contents, tool results, earlier tool calls' arguments.
     slots, rebuild = message_slots(event.messages)
     try:
@@ -80,7 +102,7 @@ def screen_input(guard: DlpGuard, event: RequestSubmitted, observe: Observe = _i
                 "dlp_input",
                 status="blocked",
                 rule_id=decision.rule_id,
-                audits=[audit],
+                audits=[*guarded, audit],
                 result_fields={"dlp_input": decision},
             )
         ]
@@ -94,18 +116,37 @@ def screen_input(guard: DlpGuard, event: RequestSubmitted, observe: Observe = _i
         params=event.params,
         pseudonymize=event.pseudonymize,
         stream=event.stream,
-        trail=[*event.trail, audit],
+        trail=[*event.trail, *guarded, audit],
         dlp_input=decision,
         pseudonyms=screening.pseudonyms,
     )
     return [Publish(subjects.REQUEST_SCREENED, screened, f"{event.request_id}:screened")]
 
 
-def screen_output(guard: DlpGuard, event: ResponseGenerated, observe: Observe = _ignore) -> Effects:
+def screen_output(
+    guard: DlpGuard, event: ResponseGenerated, observe: Observe = _ignore, guardrails: Guardrails | None = None
+) -> Effects:
     # Every choice's text and every tool call's arguments: the model wrote them all.
     first = GeneratedChoice(index=0, content=event.content, finish_reason=event.finish_reason,
                             tool_calls=event.tool_calls)
-    slots, rebuild = choice_slots([first, *event.more_choices])
+    more_choices = event.more_choices
+    guarded: list[AuditEvent] = []
+    if guardrails is not None:  # output moderation (issue 16) before DLP: a replaced answer is screened too
+        texts = [c.content for c in (first, *more_choices) if c.content]
+        try:
+            verdict = guardrails.check(texts, direction="output", context=policy_context(event))
+        except GuardUnavailable:
+            return [Fail("guard_unavailable", "dlp_output", result_fields={"routing": event.routing},
+                         audits=[closing_audit(event, "dlp_output", None, "guard_unavailable")])]
+        guarded.append(guard_audit(event, verdict))
+        if verdict.action == "block":
+            return [Fail("guard_blocked_output", "dlp_output", status="blocked", rule_id=verdict.rule_id,
+                         audits=[*guarded, closing_audit(event, "dlp_output", verdict, "guard_blocked_output")],
+                         result_fields={"dlp_input": event.dlp_input, "routing": event.routing})]
+        if verdict.action == "replace" and verdict.safe_answer is not None:
+            first = GeneratedChoice(index=0, content=verdict.safe_answer, finish_reason="content_filter")
+            more_choices = []
+    slots, rebuild = choice_slots([first, *more_choices])
     try:
         screening = guard.screen(slots.texts, direction="output", context=policy_context(event))
     except DlpUnavailable:
@@ -120,7 +161,7 @@ def screen_output(guard: DlpGuard, event: ResponseGenerated, observe: Observe = 
                 "dlp_output",
                 status="blocked",
                 rule_id=decision.rule_id,
-                audits=[audit],
+                audits=[*guarded, audit],
                 result_fields={"dlp_input": event.dlp_input, "routing": event.routing, "dlp_output": decision},
             )
         ]
@@ -133,7 +174,7 @@ def screen_output(guard: DlpGuard, event: ResponseGenerated, observe: Observe = 
         **envelope_fields(event),
         status="ok",
         content=choices[0].content,
-        finish_reason=event.finish_reason,
+        finish_reason=first.finish_reason,
         tool_calls=choices[0].tool_calls,
         more_choices=choices[1:],
         dlp_input=event.dlp_input,
@@ -144,7 +185,7 @@ def screen_output(guard: DlpGuard, event: ResponseGenerated, observe: Observe = 
         cost=event.cost,
         currency=event.currency,
     )
-    return [Record([*event.trail, audit]), Reply(result)]
+    return [Record([*event.trail, *guarded, audit]), Reply(result)]
 
 
 def screen_tool_calls(
@@ -163,3 +204,27 @@ def screen_tool_calls(
         texts = [restore_pseudonyms(text, event.pseudonyms) for text in texts]
     slots.fill(texts)
     return screened(), screening.decision
+
+
+def moderate_stream(guardrails: Guardrails, event: ResponseStreaming, text: str) -> Effects | None:
+    """Output moderation of streamed text about to be released (``streaming.Moderate``): the
+    effects that end the stream with ``content_filter``, or None. A ``replace`` decision ends
+    it too — text already released cannot be taken back, so the fixed answer is for whole
+    answers only; ``flag``/``review`` let it through (counted in the metrics)."""
+    try:
+        verdict = guardrails.check([text], direction="output", context=policy_context(event))
+    except GuardUnavailable:
+        return [Fail("guard_unavailable", "dlp_output", result_fields={"routing": event.routing},
+                     audits=[closing_audit(event, "dlp_output", None, "guard_unavailable")])]
+    if verdict.action not in ("block", "replace"):
+        return None
+    return [
+        Fail(
+            "guard_blocked_output",
+            "dlp_output",
+            status="blocked",
+            rule_id=verdict.rule_id,
+            audits=[guard_audit(event, verdict), closing_audit(event, "dlp_output", verdict, "guard_blocked_output")],
+            result_fields={"dlp_input": event.dlp_input, "routing": event.routing, "finish_reason": "content_filter"},
+        )
+    ]

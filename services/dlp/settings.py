@@ -18,6 +18,8 @@ class DlpSettings(BaseSettings):
 
     # Rego sensitivity policy: *.rego modules plus data.json (thresholds).
     policy_dir: Path = PACKAGE_DIR / "policies"
+    # Guardrail policy (issue 16): injection, topics per use case, output moderation.
+    guard_policy_dir: Path = PACKAGE_DIR / "guard_policies"
     # Organisation-specific identifiers (customer/employee numbers ...); re-read on reload().
     org_identifiers_file: Path = DATA_DIR / "org_identifiers.yaml"
     # Detection tuning: min scores per direction, allowlists, identifying types, operators.

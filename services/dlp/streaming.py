@@ -67,6 +67,10 @@ class Window(Protocol):
 
 
 ScreenCalls = Callable[[ResponseStreaming, list[ToolCall]], tuple[list[ToolCall] | None, DlpDecision]]
+# Output moderation (issue 16) of text the window is about to release, read with the tail of
+# what was released before: the effects that end the stream, or None to release it.
+Moderate = Callable[[ResponseStreaming, str], Effects | None]
+MODERATION_TAIL = 400
 
 
 class StreamScreening:
@@ -78,7 +82,9 @@ class StreamScreening:
         *,
         idle_timeout_s: float = 30.0,
         heartbeat_s: float = 1.0,
+        moderate: Moderate | None = None,
     ) -> None:
+        self.moderate = moderate
         self.worker = worker
         self.window_for = window_for
         self.screen_calls = screen_calls
@@ -109,6 +115,7 @@ class StreamScreening:
         expected = 0
         decision: DlpDecision | None = None
         blocked_by: DlpDecision | None = None
+        moderated = False  # ended by output moderation (the caller has its answer)
         try:
             while True:
                 timeout = max(0.1, min(self.idle_timeout_s, event.remaining_s()))
@@ -123,7 +130,7 @@ class StreamScreening:
                 if chunk.final:
                     break
                 digest.update(chunk.text.encode())
-                if blocked_by is not None:
+                if blocked_by is not None or moderated:
                     continue  # drained for the call's records; nothing more is released
                 release = window.feed(chunk.text)
                 decision = release.decision or decision
@@ -131,8 +138,13 @@ class StreamScreening:
                     blocked_by = decision
                     await worker.carry_out(event, self._blocked(event, decision))
                     continue
+                stop = self._moderated(event, released, release.text)
+                if stop is not None:
+                    moderated = True
+                    await worker.carry_out(event, stop)
+                    continue
                 await emit(release.text)
-            if blocked_by is not None:  # the caller has its answer; record the call as well
+            if blocked_by is not None or moderated:  # the caller has its answer; record the call as well
                 return [Record(chunk.trail)] if chunk.trail else []
             if chunk.failed is not None:
                 return [Fail(chunk.failed, "inference", audits=chunk.trail,
@@ -143,6 +155,9 @@ class StreamScreening:
             decision = release.decision or decision
             if release.blocked:
                 return self._blocked(event, decision)
+            stop = self._moderated(event, released, release.text)
+            if stop is not None:
+                return stop
             await emit(release.text)
             tool_calls, calls_decision = None, None
             if chunk.tool_calls:
@@ -181,6 +196,18 @@ class StreamScreening:
             currency=chunk.currency,
         )
         return [Record([*event.trail, *chunk.trail, *audits]), Reply(result)]
+
+    def _moderated(self, event: ResponseStreaming, released: list[str], text: str) -> Effects | None:
+        if self.moderate is None or not text:
+            return None
+        tail: list[str] = []
+        size = 0
+        for piece in reversed(released):
+            tail.append(piece)
+            size += len(piece)
+            if size >= MODERATION_TAIL:
+                break
+        return self.moderate(event, "".join(reversed(tail))[-MODERATION_TAIL:] + text)
 
     def _blocked(self, event: ResponseStreaming, decision: DlpDecision | None) -> Effects:
         audits = [decision_audit(event, "dlp_output", decision)] if decision is not None else []

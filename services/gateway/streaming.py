@@ -182,7 +182,7 @@ async def sse_events(
                         }})
                 else:
                     assert result.error is not None
-                    finish = "content_filter" if result.error.code == "dlp_blocked_output" else "error"
+                    finish = "content_filter" if result.error.code in ("dlp_blocked_output", "guard_blocked_output") else "error"
                     yield chunk({}, finish, stellwerk=governance_summary(result))
                     yield _sse(error_payload(result.error.code, rid, result.error.rule_id))
                 break

@@ -34,6 +34,9 @@ MESSAGES: Final[dict[ErrorCode, str]] = {
     "output_schema_violation": "The model's answer did not match the requested response_format, "
     "also when asked again.",
     "unsupported_by_route": "The chosen model route cannot honour a parameter of this request.",
+    "guard_blocked_input": "The request was refused by the guardrail policy.",
+    "guard_blocked_output": "The model's answer was withheld by the guardrail policy.",
+    "guard_unavailable": "The guardrails could not check the request; it was refused.",
 }
 
 HTTP_STATUS: Final[dict[ErrorCode, int]] = {
@@ -63,6 +66,9 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     "route_not_allowed": 403,
     "output_schema_violation": 502,
     "unsupported_by_route": 400,
+    "guard_blocked_input": 400,
+    "guard_blocked_output": 422,
+    "guard_unavailable": 503,
 }
 
 

@@ -45,6 +45,25 @@ class WorkerMetrics:
             ["direction", "entity_type"],
             registry=self.registry,
         )
+        # Guardrails (issue 16): decisions, categories that scored, and the reviews ops alert on.
+        self.guard_decisions = Counter(
+            "stellwerk_guard_decisions",
+            "Guardrail decisions by direction, action and rule",
+            ["direction", "action", "rule_id"],
+            registry=self.registry,
+        )
+        self.guard_categories = Counter(
+            "stellwerk_guard_categories",
+            "Guardrail categories that scored (>= 0.5) by direction, category and the decision's action",
+            ["direction", "category", "action"],
+            registry=self.registry,
+        )
+        self.guard_reviews = Counter(
+            "stellwerk_guard_reviews",
+            "Requests let through with action review: a human should look (alert on the rate)",
+            ["direction", "rule_id"],
+            registry=self.registry,
+        )
         self.routing_decisions = Counter(
             "stellwerk_routing_decisions",
             "Routing decisions by route and rule",
