@@ -10,10 +10,14 @@ The raw text not yet released waits in a buffer. A screening covers that text pl
 raise its score, and a value is never re-released), and chooses a cut; everything before the
 cut is released. The cut
 
-* lies at least ``hold_back`` characters before the end of the text received so far: a value
-  that contains whitespace (an IBAN in groups, a phone number, a name, an address) is at most
-  that long, so it has arrived completely — and is detected — before any part of it could be
-  released. ``hold_back`` is derived from the recognizers (``hold_back_for``);
+* lies before the earliest position where a detection may still be growing into the text not
+  yet received (``GrowthModel``, ``growth_for``: partial matches of the recognizers' patterns
+  reaching the end, the trailing run of words that may still be a name, restored pseudonyms),
+  and never more than ``hold_back`` characters before the end: a value that contains
+  whitespace (an IBAN in groups, a phone number, a name, an address) is at most that long, so
+  it has arrived completely — and is detected — before any part of it could be released.
+  ``hold_back`` is derived from the recognizers (``hold_back_for``); without a growth model
+  the cut lies exactly ``hold_back`` before the end;
 * lies after whitespace, never inside a run of non-whitespace characters: an e-mail address,
   an IBAN or an ID written without spaces is never cut, however long and however chunked;
 * never lies inside a detected value or a medical term: the cut moves to its start.
@@ -23,8 +27,8 @@ released text (counted once, when released) plus those of the unreleased tail, a
 ``DlpGuard.screen`` aggregates them over one text. Once it says block, nothing more is ever
 released. At ``finish()`` the decision covers the whole answer.
 
-Cost: a screening runs when at least ``screen_every`` new characters have arrived (and at the
-end), over a window of about ``context_chars + hold_back + screen_every`` characters; it is
+Cost: the first screening runs at the first whitespace, the next after 8, 16, 32, …
+(``first_step`` doubling) new characters, then every ``screen_every`` (and at the end); it is
 skipped while nothing could be released anyway. docs/dlp.md (Streaming) has the numbers.
 
 Nothing here logs, and no exception message carries text.
@@ -35,14 +39,37 @@ from __future__ import annotations
 import re
 import warnings
 import weakref
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+import regex
+
 from schemas.events import DlpDecision, EntityCount
 from services.dlp.guard import DlpGuard, Finding, PolicyContext
 from services.dlp.medical import MedicalMatch, MedicalScan
+from services.dlp.normalize import (
+    _AT_BARE,
+    _AT_BRACKETED,
+    _AT_SPACED,
+    _DOT,
+    _LABEL,
+    _LOCAL_WORD,
+    normalize,
+)
+from services.dlp.recognizers.identifiers import ocr_view
+from services.dlp.recognizers.person import _ABBREVIATIONS as ABBREVIATIONS
+from services.dlp.recognizers.person import _TITLES as TITLES
+from services.dlp.recognizers.person import (
+    GREETINGS,
+    HONORIFICS,
+    PARTICLES,
+    NameLists,
+    PersonGazetteerRecognizer,
+    fold,
+)
 from services.dlp.redaction import PSEUDONYM, restore_pseudonyms
 
 __all__ = [
@@ -50,12 +77,15 @@ __all__ = [
     "DECLARED_EXTENTS",
     "SCREEN_EVERY",
     "Extent",
+    "Growth",
+    "GrowthModel",
     "GuardScreener",
     "Release",
     "Screener",
     "StreamScreen",
     "Tally",
     "WindowScan",
+    "growth_for",
     "hold_back_for",
     "recognizer_extents",
 ]
@@ -65,6 +95,7 @@ __all__ = [
 # 30 for "Bestellnr.". Extended to the start of the word it falls into.
 CONTEXT_CHARS: Final = 64
 SCREEN_EVERY: Final = 128  # cost vs. granularity: docs/dlp.md (Streaming)
+FIRST_STEP: Final = 8  # the cadence's ramp after the first screening: 8, 16, 32, … characters
 
 # Recognizers whose values may contain whitespace and whose length no regex bounds (code, not
 # a pattern, or an unbounded repetition). The bound each is held to, in characters:
@@ -144,10 +175,18 @@ class StreamScreen:
         pseudonyms: Mapping[str, str] | None = None,
         context_chars: int = CONTEXT_CHARS,
         screen_every: int = SCREEN_EVERY,
+        growth: Growth | None = None,
+        first_step: int = FIRST_STEP,
     ) -> None:
-        if hold_back < 0 or context_chars < 0 or screen_every < 1:
-            raise ValueError("hold_back and context_chars must be >= 0, screen_every >= 1")
+        if hold_back < 0 or context_chars < 0 or screen_every < 1 or first_step < 1:
+            raise ValueError("hold_back and context_chars must be >= 0, screen_every and first_step >= 1")
         self._screener = screener
+        self._growth = growth
+        # The cadence ramps up: the first screening as soon as a word is complete, then after
+        # first_step, 2 × first_step, … new characters, up to screen_every (see _step).
+        self._first_step = first_step
+        self._steps = 0
+        self._space_at = -1  # absolute offset of the last whitespace character received
         self._pseudonyms = dict(pseudonyms or {})
         self.hold_back = hold_back
         self._context_chars = context_chars
@@ -164,6 +203,7 @@ class StreamScreen:
         self.decision: DlpDecision | None = None
         self.screenings = 0  # how many times the screener ran (for the cost measurement)
         self.screened_chars = 0
+        self.growth_checks = 0
 
     @classmethod
     def for_guard(
@@ -174,13 +214,16 @@ class StreamScreen:
         *,
         context_chars: int = CONTEXT_CHARS,
         screen_every: int = SCREEN_EVERY,
+        growth: bool = True,
     ) -> StreamScreen:
+        """``growth=False``: the fixed hold-back only (the cut ``hold_back`` before the end)."""
         return cls(
             GuardScreener(guard, context),
             hold_back=hold_back_for(guard),
             pseudonyms=pseudonyms,
             context_chars=context_chars,
             screen_every=screen_every,
+            growth=growth_for(guard) if growth else None,
         )
 
     @property
@@ -194,12 +237,29 @@ class StreamScreen:
             return Release("", blocked=True, decision=self.decision)
         if delta:
             self._incoming.append(delta)
+            space = _last_space(delta)
+            if space >= 0:
+                self._space_at = self._length + space
             self._length += len(delta)
-        if self._length - self._screened_at < self._screen_every:
+        if self._length - self._screened_at < self._step():
             return Release("", decision=self.decision)
-        if self._length - self.hold_back <= self._released:
-            return Release("", decision=self.decision)  # nothing could be released yet
+        if self._growth is None:
+            if self._length - self.hold_back <= self._released:
+                return Release("", decision=self.decision)  # nothing could be released yet
+        elif self._space_at < self._released:
+            return Release("", decision=self.decision)  # no cut possible: no whitespace since
         return self._screen(final=False)
+
+    def _step(self) -> int:
+        """New characters before the next screening: with a growth model the first screening
+        runs at the first whitespace (a word is complete), then after 8, 16, 32, …
+        (``first_step`` doubling) up to ``screen_every`` — the first release is not delayed by
+        the cadence, the cost stays ~``log2(screen_every / first_step)`` extra screenings."""
+        if self._growth is None:
+            return self._screen_every
+        if self._steps == 0:
+            return 1
+        return min(self._screen_every, self._first_step << (self._steps - 1))
 
     def finish(self) -> Release:
         if self._finished:
@@ -216,6 +276,7 @@ class StreamScreen:
             self._buf += "".join(self._incoming)
             self._incoming.clear()
         self._screened_at = self._length
+        self._steps += 1
         released, end = self._released, self._length
         if released == end:  # nothing unreleased (only at finish): decide on what was released
             return self._decided(self._committed)
@@ -235,7 +296,7 @@ class StreamScreen:
         if release.blocked:
             return release
         spans = [(f.start, f.end) for f in findings] + [(m.start, m.end) for m in medical]
-        cut = end if final else self._cut(end - self.hold_back, spans)
+        cut = end if final else self._cut(self._limit(window, start, released, end), spans)
         if cut <= released:
             return release
         piece = self._at(released, cut)
@@ -254,6 +315,25 @@ class StreamScreen:
         if self._pseudonyms:
             piece = restore_pseudonyms(piece, self._pseudonyms)
         return Release(piece, decision=self.decision)
+
+    def _limit(self, window: str, start: int, released: int, end: int) -> int:
+        """The latest cut the hold-back allows: ``hold_back`` before the end, or — with a
+        growth model — the earliest position where a value may still be growing into the
+        text not yet received, never earlier than ``end - hold_back``."""
+        fixed = end - self.hold_back
+        if self._growth is None:
+            return fixed
+        self.growth_checks += 1
+        limit = start + self._growth.hold_from(window, released - start)
+        if self._pseudonyms:
+            # A placeholder goes out restored — the value itself. It is held as long as the
+            # fixed hold-back would hold it: a medical term close behind it still blocks the
+            # answer before the name is out (as screening the whole answer would).
+            for placeholder in PSEUDONYM.finditer(window, max(0, released - start)):
+                if start + placeholder.start() >= fixed:
+                    limit = min(limit, start + placeholder.start())
+                    break
+        return max(fixed, limit)
 
     def _decided(self, tally: Tally) -> Release:
         self.decision = self._screener.decide(tally)
@@ -303,6 +383,13 @@ class StreamScreen:
         if keep > self._base:
             self._buf = self._buf[keep - self._base :]
             self._base = keep
+
+
+def _last_space(text: str) -> int:
+    for i in range(len(text) - 1, -1, -1):
+        if text[i].isspace():
+            return i
+    return -1
 
 
 def _shift(finding: Finding, offset: int) -> Finding:
@@ -362,6 +449,241 @@ class GuardScreener:
         return self._guard.redact_findings(text, findings)
 
 
+# -- where a value may still be growing -------------------------------------------------
+
+
+class Growth(Protocol):
+    def hold_from(self, text: str, lo: int) -> int:
+        """The earliest position at or after ``lo`` where a detection may still be growing
+        into text not yet received (``len(text)`` or the start of the trailing run of
+        non-space characters when none may)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Partial:
+    regex: regex.Pattern[str]
+    reach: int  # how far before the end a match that reaches the end may start
+
+
+_TOKEN_RUN: Final = re.compile(r"\S+")
+_CLOSERS: Final = ".!?;:"
+_PUNCT: Final = ".,;:!?()[]{}<>\"'«»„“”‚‘’*_/|"
+# Words that may stand inside a name or before it (honorifics, titles, particles: "Herr Prof.
+# Dr. med. von und zu Hohenberg"), in any case.
+_NAME_JOINERS: Final = frozenset(
+    w.rstrip(".") for w in HONORIFICS | TITLES | PARTICLES | {"und", "and"}
+)
+
+
+class GrowthModel:
+    """Where a value may still be growing, from the configured recognizers (``growth_for``):
+
+    * every pattern that can match whitespace or looks ahead (Presidio patterns, identifiers,
+      phone, address, date, Handelsregister …, the obfuscated e-mail form the normaliser
+      rejoins, multi-word medical terms): the earliest start of a match that reaches the end
+      of the text received so far — ``regex`` partial matching (``fullmatch(text, p,
+      partial=True)``: the text from ``p`` is a match or the prefix of one), on the
+      normalised text and its OCR view (a trailing ``O``/``l`` counts as the digit it may
+      turn into);
+    * names (the gazetteer recognizer; case is weak evidence, German capitalises every noun):
+      the start of the trailing run of words that could still be part of a name —
+      capitalised or all-caps words, honorifics, titles, particles, and lower-case words that
+      are known names — cut at a sentence end ("Weber. ") that no name crosses;
+    * recognizers this model does not understand (code without patterns, e.g. spaCy NER when
+      switched on): a fixed hold-back of their declared extent.
+
+    Each source looks back at most its reach (a pattern's maximum width, or the declared
+    extent); the window never holds back more than ``hold_back``.
+    """
+
+    def __init__(self, partials: Sequence[_Partial], names: NameLists | None, name_reach: int,
+                 fixed: int) -> None:
+        self.partials = list(partials)
+        self._names = names
+        self._name_reach = name_reach
+        self.fixed = fixed
+
+    def hold_from(self, text: str, lo: int) -> int:
+        end = len(text)
+        hold = max(lo, end - self.fixed) if self.fixed else end
+        last_space = _last_space(text)
+        boundary = last_space + 1  # a cut never goes beyond the last whitespace
+        if boundary <= lo:
+            return lo  # no whitespace after lo: nothing could be cut anyway
+        hold = min(hold, boundary)
+        normalized = normalize(text)
+        views: list[tuple[str, tuple[int, ...] | None]] = [(normalized.text, normalized.starts)]
+        if normalized.starts is not None:
+            views.append((text, None))
+        if any(ch.isdigit() for ch in normalized.text):
+            ocr = ocr_view(normalized.text + "0")[:-1]  # a trailing "O" may yet be a digit
+            if ocr != normalized.text:
+                views.append((ocr, normalized.starts))
+        for view, starts in views:
+            n = len(view)
+            vlo = lo if starts is None else bisect_left(starts, lo)
+            vhold = _to_view(hold, starts, n)
+            for partial in self.partials:
+                vhold = min(vhold, _earliest_partial(partial, view, max(vlo, n - partial.reach), vhold))
+            if self._names is not None:
+                vhold = min(vhold, max(self._name_run(view, vlo), n - self._name_reach))
+            hold = min(hold, vhold if starts is None or vhold >= n else starts[vhold])
+        return max(hold, lo)
+
+    def _name_run(self, text: str, lo: int) -> int:
+        """Start of the trailing run of words that may still belong to a name growing into
+        the text not yet received (``len(text)`` if none): the run of name-like words at the
+        end, from its first word that may open a name ("Hallo", "Die" may not)."""
+        tokens = list(_TOKEN_RUN.finditer(text, lo))
+        start = len(text)
+        complete = bool(text) and text[-1].isspace()
+        for index in range(len(tokens) - 1, -1, -1):
+            token = tokens[index].group()
+            if index == len(tokens) - 1 and not complete:
+                start = tokens[index].start()  # still arriving: may become anything
+                continue
+            if index < len(tokens) - 1 and token[-1] in _CLOSERS and not _abbreviation(token):
+                break  # "Weber. Danke": no name runs across a sentence end
+            if not self._name_like(token):
+                break
+            if self._may_open(token):
+                start = tokens[index].start()
+        return start
+
+    def _name_like(self, token: str) -> bool:
+        if "@" in token or any(ch.isdigit() for ch in token):
+            return False
+        core = token.strip(_PUNCT)
+        if not core:
+            return True  # "&", "-": may join
+        if any(ch.isupper() for ch in core):
+            return True
+        lowered = core.lower()
+        if lowered.rstrip(".") in _NAME_JOINERS:
+            return True
+        names = self._names
+        assert names is not None
+        folded = [fold(part) for part in re.split(r"[^\w']+", lowered) if part]
+        # as the recognizer reads lower case: a known name and no common word ("mich", "bei")
+        return any(
+            (f in names.first_folded or f in names.last_folded) and f not in names.not_folded
+            for f in folded
+        )
+
+    def _may_open(self, token: str) -> bool:
+        core = token.strip(_PUNCT)
+        names = self._names
+        assert names is not None
+        return core.lower() not in GREETINGS and core not in names.function_words
+
+
+def _abbreviation(token: str) -> bool:
+    """ "Dr.", "Prof.", "h.c.": a period that ends no sentence."""
+    words = token.lower().strip(_PUNCT.replace(".", "")).split(".")
+    return all(w + "." in ABBREVIATIONS for w in words[:-1] if w) and not words[-1]
+
+
+def _to_view(position: int, starts: tuple[int, ...] | None, n: int) -> int:
+    if starts is None:
+        return position
+    return min(n, bisect_left(starts, position))
+
+
+def _earliest_partial(partial: _Partial, text: str, pos: int, before: int) -> int:
+    """The earliest ``p`` in ``[pos, before)`` where a match of the pattern starting at ``p``
+    reaches the end of ``text`` (complete there, or a prefix of a longer match), else
+    ``before``. ``search(partial=True)`` finds the candidates (positions where anything
+    matches), ``fullmatch(partial=True)`` decides."""
+    compiled, n = partial.regex, len(text)
+    while pos < before:
+        found = compiled.search(text, pos, n, partial=True)
+        if found is None or found.start() >= before:
+            return before
+        p = found.start()
+        if found.partial or compiled.fullmatch(text, p, n, partial=True) is not None:
+            return p
+        pos = p + 1
+    return before
+
+
+_growths: weakref.WeakKeyDictionary[object, GrowthModel] = weakref.WeakKeyDictionary()
+
+
+def growth_for(guard: DlpGuard) -> GrowthModel:
+    """The growth model of the guard's recognizers (cached per detector, like the hold-back)."""
+    detector = guard._detector
+    cached = _growths.get(detector)
+    if cached is None:
+        cached = _build_growth(guard)
+        _growths[detector] = cached
+    return cached
+
+
+_EMAIL_SPELLED_OUT: Final = (
+    rf"(?<![\w.@]){_LOCAL_WORD}(?:{_DOT}{_LOCAL_WORD})*(?:{_AT_BRACKETED}|{_AT_SPACED}|{_AT_BARE})"
+    rf"{_LABEL}(?:{_DOT}{_LABEL})*{_DOT}[a-z]{{2,24}}(?![\w@])"
+)
+
+
+def _build_growth(guard: DlpGuard) -> GrowthModel:
+    hold_back = hold_back_for(guard)
+    detector = guard._detector
+    seen: set[tuple[str, int]] = set()
+    partials: list[_Partial] = []
+    names: NameLists | None = None
+    fixed = 0
+
+    def add(pattern: str, flags: int) -> bool:
+        if (pattern, flags) in seen:
+            return True
+        seen.add((pattern, flags))
+        width = _whitespace_width(pattern)
+        if width == 0 and "(?=" not in pattern:
+            return True  # never spans whitespace: the cut rule alone keeps it whole
+        try:
+            compiled = regex.compile(pattern, flags & _REGEX_FLAGS)
+        except Exception:  # noqa: BLE001 - a dialect difference: fall back to the fixed hold-back
+            return False
+        reach = hold_back if width in (0, None) else min(hold_back, width)
+        partials.append(_Partial(compiled, reach))
+        return True
+
+    for recognizers in detector._recognizers.values():
+        for recognizer in recognizers:
+            if isinstance(recognizer, PersonGazetteerRecognizer):
+                names = recognizer._names
+                continue
+            specs = list(_pattern_flags(recognizer))
+            if not specs:
+                fixed = max(fixed, _declared(recognizer.supported_entities, hold_back))
+                continue
+            if not all([add(pattern, flags) for pattern, flags in specs]):
+                fixed = max(fixed, _declared(recognizer.supported_entities, hold_back))
+    add(_EMAIL_SPELLED_OUT, re.IGNORECASE)
+    for lexicon in guard._medical._lexicons.values():
+        for *_, phrases in lexicon._categories:
+            if phrases is not None:
+                add(phrases.pattern, phrases.flags)
+    return GrowthModel(partials, names, DECLARED_EXTENTS["PERSON"][0], min(fixed, hold_back))
+
+
+_REGEX_FLAGS: Final = re.IGNORECASE | re.MULTILINE | re.DOTALL | re.VERBOSE | re.ASCII | re.UNICODE
+
+
+def _declared(entities: Iterable[str], fallback: int) -> int:
+    return max((DECLARED_EXTENTS[e][0] if e in DECLARED_EXTENTS else fallback for e in entities),
+               default=fallback)
+
+
+def _pattern_flags(recognizer: object) -> Iterable[tuple[str, int]]:
+    flags = getattr(recognizer, "global_regex_flags", None)
+    for pattern in getattr(recognizer, "patterns", None) or []:  # Presidio PatternRecognizer
+        yield str(pattern.regex), int(flags if flags is not None else re.DOTALL | re.MULTILINE | re.IGNORECASE)
+    for pattern in getattr(recognizer, "_patterns", None) or []:  # IdentifierRecognizer
+        yield str(pattern.regex.pattern), int(pattern.regex.flags)
+
+
 # -- the hold-back, from the recognizers --------------------------------------------------
 
 
@@ -384,8 +706,8 @@ def recognizer_extents(guard: DlpGuard) -> list[Extent]:
     out: dict[str, Extent] = {}
     for recognizers in detector._recognizers.values():
         for recognizer in recognizers:
-            for name, regex in _patterns(recognizer):
-                width = _whitespace_width(regex)
+            for name, pattern in _patterns(recognizer):
+                width = _whitespace_width(pattern)
                 if width == 0:
                     continue
                 for entity in recognizer.supported_entities:

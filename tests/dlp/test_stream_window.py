@@ -8,6 +8,7 @@ on released text compute booleans first, so a failure never prints a value (conf
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -23,7 +24,10 @@ from services.dlp.stream_window import (
     StreamScreen,
     Tally,
     WindowScan,
+    _earliest_partial,
+    _Partial,
     _whitespace_width,
+    growth_for,
     hold_back_for,
     recognizer_extents,
 )
@@ -119,15 +123,72 @@ def test_values_in_clear_in_the_answer_are_found_by_the_check(guard: DlpGuard) -
     assert all(leaks(answer) > 0 for answer, values in CORPUS if values)
 
 
-def test_nothing_is_released_while_the_hold_back_is_not_full(guard: DlpGuard) -> None:
+def test_fixed_hold_back_releases_nothing_while_it_is_not_full(guard: DlpGuard) -> None:
     hold_back = hold_back_for(guard)
     text = "Ein kurzer Satz ohne Daten. " * 3
     assert len(text) < hold_back
-    window = StreamScreen.for_guard(guard, CONTEXT, screen_every=1)
+    window = StreamScreen.for_guard(guard, CONTEXT, screen_every=1, growth=False)
     releases, final = run(window, list(text))
     assert all(r.text == "" for r in releases)
     assert final.text == text
     assert window.screenings == 1  # skipped while nothing could be released
+
+
+def test_clean_text_is_released_at_the_first_safe_boundary(guard: DlpGuard) -> None:
+    text = "Hallo, gern helfe ich Ihnen weiter. " * 3
+    window = StreamScreen.for_guard(guard, CONTEXT, screen_every=128)
+    out, first_at = "", None
+    for received, ch in enumerate(text, 1):
+        piece = window.feed(ch).text
+        if piece and first_at is None:
+            first_at = received
+        out += piece
+    out += window.finish().text
+    assert out == text
+    assert first_at == len("Hallo, ")  # "Hallo, " goes out at once: no value can start there
+    assert window.screenings <= len(text) // 128 + 6  # the ramp: a few early screenings
+
+
+@pytest.mark.parametrize(
+    ("text", "held"),
+    [
+        ("Hallo, ", ""),
+        ("Die IBAN lautet DE89 3704 ", "DE89 3704 "),  # a grouped IBAN still growing
+        ("Die Antwort lautet: DE89 ", "DE89 "),
+        ("Ihre Ansprechpartnerin ist Frau Anna ", "Frau Anna "),  # a name may go on
+        ("Ich melde mich bei anna ", "anna "),  # a known name in lower case
+        ("Schreiben Sie an erika (at) ", "erika (at) "),  # an address spelled out
+        ("Rufen Sie an unter 030 123 ", "030 123 "),
+        ("Please call (212) 555-", "(212) 555-"),
+        ("Geboren am 12. ", "12. "),  # "12. März 2024"
+        ("Jonas Weber. Danke ", "Danke "),  # no name runs across a sentence end
+        ("Die Nummer ist 12 345 67O ", "12 345 67O "),  # OCR: the O may be a 0 between digits
+    ],
+)
+def test_the_growth_model_holds_back_what_may_still_grow(guard: DlpGuard, text: str, held: str) -> None:
+    hold = growth_for(guard).hold_from(text, 0)
+    cut = hold
+    while cut > 0 and not text[cut - 1].isspace():
+        cut -= 1
+    assert text[cut:] == held
+
+
+def test_partial_search_finds_the_earliest_start_a_per_position_scan_finds() -> None:
+    import random
+
+    import regex
+
+    patterns = [r"\d{3}(?: \d{2,4})+", r"(?<!\w)[A-Z]{2} ?\d{2}(?: ?\d{4}){2}", r"\d{5}(?= [A-Z])", r"ab\b"]
+    rng = random.Random(7)
+    for _ in range(400):
+        text = "".join(rng.choice("0123 ABab\n") for _ in range(rng.randint(0, 24)))
+        for pattern in patterns:
+            partial = _Partial(regex.compile(pattern), reach=len(text) + 1)
+            scan = next(
+                (p for p in range(len(text)) if partial.regex.fullmatch(text, p, partial=True) is not None),
+                len(text),
+            )
+            assert _earliest_partial(partial, text, 0, len(text)) == scan
 
 
 def test_a_block_mid_stream_releases_nothing_after_the_decision(guard: DlpGuard) -> None:
@@ -151,7 +212,13 @@ def test_a_block_mid_stream_releases_nothing_after_the_decision(guard: DlpGuard)
     assert all(r.decision == final.decision for r in releases[blocked_at:])
     shown = ("Diabetes" in before, "Metformin" in before, leaks(before) > 0)
     assert shown == (False, False, False)
-    assert answer.startswith(before)  # what went out is the clean start, unchanged
+    # what went out is the start of the answer, values in it redacted (the growth model may
+    # release the name and the address, redacted, before the medical terms arrive)
+    position = 0
+    for segment in re.split(r"<[A-Z_]+>", before):
+        found = answer.find(segment, position)
+        assert found >= position
+        position = found + len(segment)
     with pytest.raises(RuntimeError):
         window.feed("more")
 
@@ -186,7 +253,7 @@ def test_screening_cost_stays_bounded_for_one_character_events(guard: DlpGuard) 
     answer = " ".join(a for a, _ in CORPUS) * 3  # ~2,000 characters
     window = StreamScreen.for_guard(guard, CONTEXT, screen_every=64)
     run(window, list(answer))
-    assert window.screenings <= len(answer) // 64 + 2
+    assert window.screenings <= len(answer) // 64 + 6  # + the ramp (first screenings early)
     # each character is screened about (context + hold-back + every) / every times, not once per event
     assert window.screened_chars <= 5 * len(answer)
 
@@ -245,6 +312,6 @@ def test_cuts_only_after_whitespace_and_behind_the_hold_back(text: str, cuts: li
         released += len(out)
         if out:
             assert text[released - 1].isspace()  # never inside a run of non-space characters
-            assert received - released >= hold_back
+            assert received - released >= hold_back  # without a growth model: the fixed hold-back
     final = window.finish().text
     assert text[:released] + final == text
