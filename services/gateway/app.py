@@ -50,6 +50,13 @@ from services.gateway.attributes import InvalidAttribute, resolve_attributes, re
 from services.gateway.guard import GatewayGuard
 from services.gateway.health import RETRY_AFTER_S, BusHealth
 from services.gateway.keys import KeyRing, KeyStore
+from services.gateway.oidc import (
+    IdentityNotMapped,
+    IdpUnavailable,
+    OidcVerifier,
+    TokenRejected,
+    looks_like_jwt,
+)
 from services.gateway.openai_api import (
     ChatCompletionRequest,
     EmbeddingsRequest,
@@ -142,6 +149,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     bus = BusHealth(metrics.registry)  # issue 19: readiness, fail fast, the disconnected gauge
     # Issue 14: keys as data (KV ``keys``, watched); the config's keys seed it until it is read.
     keyring = KeyRing(config.api_keys)
+    oidc = OidcVerifier(config.oidc) if config.oidc is not None else None  # issue 14: SSO tokens
 
     async def watch_backlog(js: JetStreamContext) -> None:
         # Also exports every consumer's queue, so dashboards need no separate NATS exporter.
@@ -245,8 +253,8 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models(request: Request) -> Any:
-        if keyring.lookup(_bearer(request)) is None:
-            return error(401, "invalid_api_key", "Incorrect API key provided.")
+        if isinstance(refusal := await authenticate(request), JSONResponse):
+            return refusal
         # "stellwerk" lets the policy choose; every route may be named instead (the policy
         # still decides whether this request may have it: 403 route_not_allowed if not).
         return {
@@ -309,7 +317,28 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                 pseudonymize=self.pseudonymize,
             )
 
-    def admit(
+    async def authenticate(request: Request) -> ApiKey | JSONResponse:
+        """The caller: an API key of the ``keys`` bucket, or (with ``oidc`` configured) a bearer
+        token of the issuer, its claims mapped to what a key grants (docs/identity.md)."""
+        presented = _bearer(request)
+        if oidc is not None and looks_like_jwt(presented):
+            try:
+                key, _ = await oidc.authenticate(presented)
+            except TokenRejected as exc:
+                return error(401, "invalid_api_key", f"Invalid bearer token: {exc.reason}.", reason=exc.reason)
+            except IdentityNotMapped as exc:
+                return error(403, "identity_not_mapped", f"The token's claims give no {exc.field}; see the "
+                             "gateway's oidc.claims and oidc.defaults.", field=exc.field)
+            except IdpUnavailable:
+                return error(503, "idp_unavailable", "The identity provider's keys could not be fetched; "
+                             "retry shortly.", retry_after=2)
+            return key
+        found = keyring.lookup(presented)
+        if found is None:
+            return error(401, "invalid_api_key", "Incorrect API key provided.")
+        return found
+
+    async def admit(
         request: Request,
         texts: list[str],
         metadata: dict[str, Any] | None,
@@ -318,9 +347,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     ) -> Admission | JSONResponse:
         """What every model endpoint checks before it submits: key, limits, attributes,
         deadline, capacity and the bus — each refusal OpenAI-shaped."""
-        key = keyring.lookup(_bearer(request))
-        if key is None:
-            return error(401, "invalid_api_key", "Incorrect API key provided.")
+        key = await authenticate(request)
+        if isinstance(key, JSONResponse):
+            return key
         # --- input limits (issue 18) -----------------------------------------------------------
         prompt_tokens = limits.estimate_prompt_tokens(texts)
         violation = (
@@ -469,7 +498,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                      "and delete have nothing to act on.", param="response_id")
 
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:
-        admission = admit(request, message_texts(body), body.metadata, body.max_completion_tokens or body.max_tokens,
+        admission = await admit(request, message_texts(body), body.metadata, body.max_completion_tokens or body.max_tokens,
                           body.max_tokens_param)
         if isinstance(admission, JSONResponse):
             return admission
@@ -504,7 +533,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingsRequest, request: Request) -> Any:
         inputs = body.texts()
-        admission = admit(request, inputs, None)
+        admission = await admit(request, inputs, None)
         if isinstance(admission, JSONResponse):
             return admission
         admission.attributes.operation = "embeddings"

@@ -220,6 +220,9 @@ class PlatformConfig(BaseModel):
     tool_servers: list[ToolServer] = Field(default_factory=list)
     tool_rate_limits: ToolRateLimits = Field(default_factory=lambda: ToolRateLimits())
     tool_approvals: ToolApprovals = Field(default_factory=lambda: ToolApprovals())
+    # Bearer tokens of an OpenID Connect issuer at the gateway (issue 14; model at the end of
+    # this file, docs/identity.md). None: API keys only.
+    oidc: OidcConfig | None = None
 
     def key_for(self, presented: str) -> ApiKey | None:
         digest = hashlib.sha256(presented.encode()).hexdigest()
@@ -440,6 +443,50 @@ class GatewayLimits(BaseModel):
     body_read_timeout_s: float = Field(default=30.0, gt=0)  # max wait for each body chunk; 408
     send_timeout_s: float = Field(default=30.0, gt=0)  # a client that reads nothing this long is cut off
     max_concurrent_per_key: int = Field(default=256, gt=0)  # requests in flight per API key; 429 (a key may serve a whole UI)
+
+
+# --- OIDC at the gateway (issue 14, docs/identity.md) -----------------------------------------
+
+
+class OidcClaims(BaseModel):
+    """Which claim of a token carries what. A list-valued claim (Entra ``roles``, Keycloak
+    ``groups``) gives its first value that ``OidcConfig.roles`` maps, else its first value."""
+
+    subject: str = "sub"
+    tenant: str = "tenant"
+    business_unit: str = "business_unit"
+    role: str = "roles"
+    usecase: str | None = "usecase"
+
+
+class OidcConfig(BaseModel):
+    """Tokens of one issuer, verified against its published keys (discovery + JWKS, cached;
+    an unknown ``kid`` fetches the keys again, so a rotation at the provider is honoured)."""
+
+    issuer: str  # exactly the token's ``iss`` (and the discovery document's ``issuer``)
+    audience: list[str]  # the token's ``aud`` must name one of these
+    discovery_url: str | None = None  # default: <issuer>/.well-known/openid-configuration
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256"])
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+    jwks_min_refresh_s: float = Field(default=1.0, ge=0)  # at most one refetch per interval on unknown kids
+    leeway_s: float = Field(default=30.0, ge=0)  # clock skew allowed on exp / nbf / iat
+    claims: OidcClaims = Field(default_factory=OidcClaims)
+    # Used where a token lacks the claim (e.g. one tenant per issuer).
+    defaults: dict[Literal["tenant", "business_unit", "role", "usecase"], str] = Field(default_factory=dict)
+    # IdP role or group value → Stellwerk role, e.g. {"Stellwerk.Approver": "approver"}.
+    roles: dict[str, str] = Field(default_factory=dict)
+    # What an OIDC identity may ask for: ApiKey fields (sensitivity_floor, max_quality_tier, ...).
+    grants: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_audience(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("audience"), str):
+            return {**data, "audience": [data["audience"]]}
+        return data
+
+    def discovery(self) -> str:
+        return self.discovery_url or self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 # Once, after every model PlatformConfig names (FinOps and tool gateway) is defined.
