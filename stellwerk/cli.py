@@ -19,6 +19,7 @@ from schemas.events import ChatMessage, GenerationParams, RequestAttributes, Req
 from schemas.vocabulary import DataSensitivity, QualityTier, UsecaseClass
 from services.audit.cli import app as audit_app
 from services.dlp.cli import app as dlp_app
+from services.dlp.guard_cli import app as guard_app
 from services.finops.cli import app as finops_app
 from services.gateway.keys_cli import app as keys_app
 from services.kernel.cli_conventions import MESH_UNREACHABLE, OutputFormat, unreachable
@@ -38,6 +39,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(route_app, name="route", help="Routing policy: explain decisions.")
 app.add_typer(dlp_app, name="dlp", help="DLP guard: check text from stdin.")
+app.add_typer(guard_app, name="guard", help="Guardrails: injection, topics, moderation; check text from stdin.")
 app.add_typer(finops_app, name="finops", help="FinOps: cost reports, budgets, rebuild from USAGE.")
 app.add_typer(audit_app, name="audit", help="Audit trail: verify, show, replay, export.")
 app.add_typer(tools_app, name="tools", help="Tool gateway: what a role may call; call a tool.")
