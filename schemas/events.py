@@ -533,6 +533,10 @@ class ApprovalDecisionRequested(msgspec.Struct, kw_only=True):
     approve: bool
     approver: Ident
     reason: Ident | None = None  # required to deny; a code, never prose (it is audited)
+    # Issue 14: the approver's credential — an API key of the ``keys`` bucket or an OIDC token.
+    # The tool gateway verifies it (role, tenant, not the requester) and records the identity
+    # it proves as the approver. Core request-reply only: never stored, logged or audited.
+    credential: str | None = None
 
 
 class ApprovalDecisionReply(msgspec.Struct, kw_only=True):

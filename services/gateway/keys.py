@@ -279,6 +279,16 @@ class KeyRing:
         if old is not None and self._by_hash.get(old.key_sha256) is old:
             del self._by_hash[old.key_sha256]
 
+    def apply(self, key_id: str, value: bytes | None) -> None:
+        """One change of the bucket (``Worker.watch``'s callback): a record, or None if deleted."""
+        if value is None:
+            self._drop(key_id)
+            return
+        try:
+            self._put(_decode(value))
+        except msgspec.DecodeError:
+            log.warning("keys_record_malformed", key_id=key_id)
+
     def record_for(self, presented: str, now: datetime | None = None) -> KeyRecord | None:
         """The valid key presented (None: unknown, revoked or expired)."""
         if not presented:

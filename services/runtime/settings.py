@@ -419,6 +419,10 @@ class ToolApprovals(BaseModel):
     execution_lease_s: float = Field(default=120.0, gt=0)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     keep_decided_s: float = Field(default=7 * 86_400.0, gt=0)  # then the KV record goes (APPROVALS keeps the events)
+    # Issue 14 (docs/identity.md): a decision must carry a credential (operator API key or OIDC
+    # token) whose role is ``approver_role``, of the call's tenant, not the requester's.
+    require_approver_identity: bool = False
+    approver_role: str = "approver"
 
 
 # --- Gateway input limits (issue 18) ---------------------------------------------------------

@@ -35,11 +35,14 @@ from schemas.events import (
     decode,
     encode,
 )
-from schemas.streams import KV_APPROVALS, KV_RATELIMITS
+from schemas.streams import KV_APPROVALS, KV_KEYS, KV_RATELIMITS
+from services.gateway.keys import KeyRing
+from services.gateway.oidc import OidcVerifier
 from services.runtime.telemetry import inject_headers
 from services.runtime.worker import Worker
 from services.toolgateway.approval_store import RECORD_PREFIX, ApprovalStore, decode_record
 from services.toolgateway.approvals import ApprovalRecord
+from services.toolgateway.approvers import Approvers
 from services.toolgateway.gateway import ToolGateway
 from services.toolgateway.limiter import ToolRateLimiter
 from services.toolgateway.mcp_pool import McpPool
@@ -82,6 +85,10 @@ def build(worker: Worker) -> None:
     pool = McpPool(config.tool_servers, settings.refresh_interval_s)
     policy = ToolPolicy(settings.policy_dir, settings.policy_check_interval_s)
     board: dict[str, ApprovalRecord] = {}  # every approval record in KV, kept current by a watch
+    # Issue 14: approvers prove who they are with a key of the ``keys`` bucket or an OIDC token.
+    keyring = KeyRing(config.api_keys)
+    worker.watch(KV_KEYS, keyring.apply)
+    approvers = Approvers(keyring, OidcVerifier(config.oidc) if config.oidc else None, config.tool_approvals)
     gateway: ToolGateway | None = None
 
     async def start() -> None:
@@ -102,6 +109,7 @@ def build(worker: Worker) -> None:
             metrics=metrics,
             servers=config.tool_servers,
             approval_rules=config.tool_approvals,
+            approvers=approvers,
         )
 
     worker.on_start(start)  # first: the watch and the sweep below use the gateway

@@ -311,7 +311,11 @@ def approvals_list(
 
 
 def _decide(approval_id: str, approve: bool, approver: str, reason: str | None, nats_url: str | None) -> None:
-    request = ApprovalDecisionRequested(approval_id=approval_id, approve=approve, approver=approver, reason=reason)
+    # Issue 14: the approver's credential (an operator API key or an OIDC token) from the
+    # environment, never a flag (shell history); the tool gateway records the identity it proves.
+    credential = os.environ.get("STELLWERK_APPROVER_CREDENTIAL") or None
+    request = ApprovalDecisionRequested(approval_id=approval_id, approve=approve, approver=approver, reason=reason,
+                                        credential=credential)
     reply: ApprovalDecisionReply = _run(_settings(nats_url), lambda nc: decide_approval(nc, request))
     if reply.accepted:
         console.print(f"{approval_id}: {reply.state}")

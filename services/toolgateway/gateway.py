@@ -47,6 +47,7 @@ from services.runtime.settings import ToolApprovals, ToolServer
 from services.toolgateway import approvals
 from services.toolgateway.approval_store import ApprovalStore
 from services.toolgateway.approvals import ApprovalRecord, Rejection
+from services.toolgateway.approvers import Approvers, may_decide
 from services.toolgateway.injection import scan
 from services.toolgateway.limiter import LimiterUnavailable, ToolRateLimiter
 from services.toolgateway.mcp_pool import McpPool, ToolServerUnavailable, ToolSpec
@@ -113,6 +114,7 @@ class ToolGateway:
         servers: list[ToolServer],
         approval_rules: ToolApprovals,
         clock: Callable[[], datetime] = utcnow,
+        approvers: Approvers | None = None,
     ) -> None:
         self.pool = pool
         self.policy = policy
@@ -125,6 +127,7 @@ class ToolGateway:
         self.servers = {s.name: s for s in servers}
         self.approval_rules = approval_rules
         self.clock = clock
+        self.approvers = approvers  # issue 14: who may decide (None: names as given, as before)
         self._resuming: set[asyncio.Task[None]] = set()
 
     # --- a call ------------------------------------------------------------------------
@@ -368,11 +371,32 @@ class ToolGateway:
         )
         self.metrics.approvals_pending.inc()
 
+    async def _approver(self, request: ApprovalDecisionRequested) -> str | Rejection:
+        """Who decides: the identity the credential proves (issue 14), else the name given
+        where ``require_approver_identity`` is off and no credential came."""
+        if request.credential is None and not self.approval_rules.require_approver_identity:
+            return request.approver
+        if self.approvers is None:
+            return Rejection("identity_unavailable")
+        identity = await self.approvers.identify(request.credential)
+        if isinstance(identity, Rejection):
+            return identity
+        found = await self.approvals.get(request.approval_id)
+        if found is None:
+            return Rejection("not_found")
+        refusal = may_decide(identity, found[0], self.approval_rules.approver_role)
+        return refusal if refusal is not None else identity.key_id
+
     async def decide(self, request: ApprovalDecisionRequested) -> ApprovalDecisionReply:
         now = self.clock()
+        approver = await self._approver(request)
+        if isinstance(approver, Rejection):
+            found = await self.approvals.get(request.approval_id)
+            return ApprovalDecisionReply(approval_id=request.approval_id, accepted=False, reason=approver.reason,
+                                         state=found[0].state if found else None)
         outcome = await self.approvals.transition(
             request.approval_id,
-            lambda r: approvals.decide(r, approve=request.approve, approver=request.approver,
+            lambda r: approvals.decide(r, approve=request.approve, approver=approver,
                                        reason=request.reason, now=now),
         )
         if isinstance(outcome, Rejection):

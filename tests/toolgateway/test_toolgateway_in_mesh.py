@@ -350,3 +350,41 @@ async def test_no_parameter_value_appears_in_the_audit(nc: Client) -> None:
     assert approved.tool is not None and approved.tool.approver and approved.tool.approval_wait_ms is not None
     violation = next(e for e in tool_events if e.reason_code == "tool_schema_violation")
     assert violation.tool is not None and violation.tool.schema_path == "/properties/ticket_id/type"
+
+
+async def test_a_credential_decides_only_as_an_approver_of_the_tenant_other_than_the_requester(nc: Client) -> None:
+    """Issue 14: four eyes with identities. The decision records the identity the credential
+    proves (its key id), not the name the client typed."""
+    from schemas.events import ApprovalDecided
+    from services.gateway.keys import KeyStore
+    from tests.integration.mesh import stored
+
+    keys = await KeyStore.open(nc.jetstream())
+    approver_key, approver = await keys.create(tenant="acme-insurance", business_unit="claims", role="approver",
+                                               actor="test")
+    analyst_key, _ = await keys.create(tenant="acme-insurance", business_unit="claims", role="analyst", actor="test")
+    foreign_key, _ = await keys.create(tenant="st-marien-klinikum", business_unit="cardiology", role="approver",
+                                       actor="test")
+    bot_key, bot = await keys.create(tenant="acme-insurance", business_unit="claims", role="approver", actor="test")
+    support = agent(nc, "support-agent", user="erika", agent_id=bot.key_id)
+    call = asyncio.create_task(support.call("tickets.create_ticket", {"title": "Pangolin Zugang"}, timeout_s=60))
+    record = await pending_approval(nc, bot.key_id)
+
+    async def decided(credential: str) -> tuple[bool, str | None]:
+        reply = await decide_approval(nc, ApprovalDecisionRequested(
+            approval_id=record.approval_id, approve=True, approver="typed-name", credential=credential))
+        return reply.accepted, reply.reason
+
+    async def seen() -> bool:  # the tool gateway's watch of the keys bucket has the new keys
+        return await decided(analyst_key) != (False, "invalid_credential")
+
+    await eventually(seen, timeout_s=5)
+    assert await decided(analyst_key) == (False, "not_an_approver")
+    assert await decided(foreign_key) == (False, "wrong_tenant")
+    assert await decided(bot_key) == (False, "self_approval")  # the agent cannot approve its own call
+    assert await decided("sk-stellwerk-not-a-key") == (False, "invalid_credential")
+    assert await decided(approver_key) == (True, None)
+    result = await call
+    assert result.status == "ok", result.error
+    events = [decode(data, ApprovalDecided) for data in await stored(nc.jetstream(), subjects.TOOL_APPROVAL_DECIDED)]
+    assert [e.approver for e in events if e.approval_id == record.approval_id] == [approver.key_id]
