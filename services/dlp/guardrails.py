@@ -13,6 +13,7 @@ action raises ``GuardUnavailable``; callers refuse with ``guard_unavailable``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,16 +106,19 @@ class Guardrails:
                 "tenant": context.tenant,
                 "business_unit": context.business_unit,
                 "user_role": context.user_role,
+                # Scores floored to steps of 0.05 (thresholds in data.json are multiples of
+                # 0.05, so every comparison stays exact), zeros left out: inputs recur, and a
+                # recurring input is answered from the compiled policy's decision memo.
                 "injection": {
-                    "score": injection.score,
-                    "quoted_score": injection.quoted_score,
+                    "score": _step(injection.score),
+                    "quoted_score": _step(injection.quoted_score),
                     "rule_severity": injection.rule_severity,
                     "signals": list(injection.signals),
                     "quoted_signals": list(injection.quoted_signals),
                     "encoded": injection.encoded,
                 },
-                "topics": topic,
-                "moderation": harm,
+                "topics": {k: _step(v) for k, v in topic.items() if _step(v)},
+                "moderation": {k: _step(v) for k, v in harm.items() if _step(v)},
             }
         )
         action, rule_id, answer_key = out.get("action"), out.get("rule_id"), out.get("safe_answer")
@@ -145,6 +149,11 @@ class Guardrails:
 
 
 _NO_INJECTION: Final = InjectionScan(0.0, (), "none", False)
+POLICY_STEP: Final = 20  # scores reach the policy in steps of 1/20
+
+
+def _step(score: float) -> float:
+    return round(math.floor(score * POLICY_STEP + 1e-9) / POLICY_STEP, 2)
 
 
 def input_texts(messages: Sequence[ChatMessage]) -> list[str]:

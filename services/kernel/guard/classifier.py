@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -62,8 +63,7 @@ def segments(folded: str, size: int = SEGMENT_CHARS) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class LinearModel:
-    idf: dict[str, float]
-    weight: dict[str, float]
+    table: dict[str, tuple[float, float]]  # n-gram -> (idf, weight)
     intercept: float
     version: str
 
@@ -76,25 +76,22 @@ class LinearModel:
         version = document.get("version", "unversioned")
         if not isinstance(table, dict) or not isinstance(intercept, float | int):
             raise ValueError("malformed guard model")
-        idf = {str(k): float(v[0]) for k, v in table.items()}
-        weight = {str(k): float(v[1]) for k, v in table.items() if v[1]}
-        return cls(idf, weight, float(intercept), str(version))
+        return cls({str(k): (float(v[0]), float(v[1])) for k, v in table.items()}, float(intercept), str(version))
 
     def score(self, folded: str) -> float:
         """Probability that ``folded`` text is an injection or jailbreak attempt."""
-        idf, weight = self.idf, self.weight
-        counts: dict[str, int] = {}
-        for feature in features(folded):
-            if feature in idf:
-                counts[feature] = counts.get(feature, 0) + 1
-        if not counts:
-            return _sigmoid(self.intercept)
+        table = self.table
         norm = 0.0
         dot = 0.0
-        for feature, tf in counts.items():
-            value = (1.0 + math.log(tf)) * idf[feature]
+        for feature, tf in Counter(features(folded)).items():  # Counter counts in C
+            entry = table.get(feature)
+            if entry is None:
+                continue
+            value = entry[0] if tf == 1 else (1.0 + math.log(tf)) * entry[0]
             norm += value * value
-            dot += value * weight.get(feature, 0.0)
+            dot += value * entry[1]
+        if not norm:
+            return _sigmoid(self.intercept)
         return _sigmoid(dot / math.sqrt(norm) + self.intercept)
 
     def max_score(self, folded: str) -> float:

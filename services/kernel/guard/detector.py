@@ -21,7 +21,7 @@ from typing import Final, Literal
 
 from services.kernel.guard.classifier import LinearModel, load_model
 from services.kernel.guard.lexicon import moderation_scores, topic_scores
-from services.kernel.guard.normalize import INVISIBLE, TAGS, fold, payloads, split_quotes
+from services.kernel.guard.normalize import INVISIBLE, TAGS, fold, payloads, rot13, split_quotes
 from services.kernel.guard.rules import Severity, signals
 
 Level = Literal["none", "suspicious", "high"]
@@ -30,7 +30,8 @@ SUSPICIOUS_SCORE: Final = 0.5
 HIGH_SCORE: Final = 0.85
 JOIN_LAST: Final = 3  # texts concatenated for instructions split across messages
 _JOIN_PART: Final = 300
-_ROT13_HINT: Final = re.compile(r"\brot ?-?13\b|\bc(?:ae|ä)sar")
+# "rot13" folds to "rotie" (leetspeak inside a word); both spellings count.
+_ROT13_HINT: Final = re.compile(r"\brot ?-?(?:13|ie)\b|\bc(?:ae|ä)sar")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +81,20 @@ def scan_injection(texts: Sequence[str], model: LinearModel | None = None, *, jo
         for passage in passages:
             quoted.update(signals(passage))
             quoted_score = max(quoted_score, model.max_score(passage))
-        for payload in payloads(text):
+        for payload in payloads(text, rot13=False):
             hidden = fold(payload.text)
             hits = signals(hidden)
-            if payload.kind == "rot13" and not hits and not _ROT13_HINT.search(text.casefold()):
-                continue  # ROT13 needs the model told to decode it; otherwise only the rules read it
+            hidden_score = model.max_score(hidden)
+            if hits or hidden_score >= SUSPICIOUS_SCORE:
+                found.update(hits)
+                found["encoded_instruction"] = "high"
+                encoded = True
+                score = max(score, hidden_score)
+        # The ROT13 reading of the folded text (folding commutes with ROT13): the rules read
+        # it always, the classifier only when the text tells the model to decode ROT13.
+        hidden = rot13(folded)
+        hits = signals(hidden)
+        if hits or _ROT13_HINT.search(folded):
             hidden_score = model.max_score(hidden)
             if hits or hidden_score >= SUSPICIOUS_SCORE:
                 found.update(hits)

@@ -17,6 +17,7 @@ import binascii
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 # Zero-width, soft hyphen, bidi controls, word joiners, BOM: they hide text from a reviewer.
@@ -56,6 +57,7 @@ def strip_invisible(text: str) -> str:
     return INVISIBLE.sub("", TAGS.sub("", text))
 
 
+@lru_cache(maxsize=256)  # the injection scan and the topic lexicon read the same texts
 def fold(text: str) -> str:
     """The canonical form every detector reads (see the module docstring)."""
     text = unicodedata.normalize("NFKC", text)
@@ -88,7 +90,11 @@ def _readable(text: str) -> bool:
     return letters / len(text) > 0.8 and " " in text.strip()
 
 
-def payloads(text: str) -> list[Payload]:
+def rot13(text: str) -> str:
+    return text.translate(_ROT13)
+
+
+def payloads(text: str, *, rot13: bool = True) -> list[Payload]:
     """Text hidden inside ``text``: tag characters, base64 that decodes to words, ROT13."""
     found: list[Payload] = []
     for match in TAGS.finditer(text):
@@ -106,7 +112,8 @@ def payloads(text: str) -> list[Payload]:
         if _readable(decoded):
             found.append(Payload("base64", decoded))
     # ROT13 is its own inverse; the rules decide whether the reading says anything.
-    found.append(Payload("rot13", text.translate(_ROT13)))
+    if rot13:
+        found.append(Payload("rot13", text.translate(_ROT13)))
     return found
 
 
