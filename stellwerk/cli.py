@@ -98,12 +98,13 @@ def up(
     """Start the whole mesh (embedded NATS unless --nats-url), supervise it, stop on Ctrl-C."""
     from stellwerk.supervisor import Mesh, Part, StartupError, parse_scale
 
+    config_file = (config or Path(os.environ.get("STELLWERK_CONFIG_FILE", DEFAULT_CONFIG))).resolve()
+    _warn_plaintext_secrets(config_file)
     try:
         plan = parse_scale(scale)
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    config_file = (config or Path(os.environ.get("STELLWERK_CONFIG_FILE", DEFAULT_CONFIG))).resolve()
     mesh = Mesh(config_file=config_file, state_dir=state_dir.resolve(), nats_url=nats_url,
                 nats_port=nats_port, scale=plan)
 
@@ -128,6 +129,21 @@ def up(
     except StartupError as exc:
         err.print(f"[red]stellwerk up failed:[/] {exc}")
         raise typer.Exit(1) from exc
+
+
+def _warn_plaintext_secrets(config_file: Path) -> None:
+    """Issue 14: provider keys belong in the environment or a mounted file, not in the config."""
+    import yaml
+
+    from services.runtime.settings import plaintext_secrets
+
+    try:
+        raw = yaml.safe_load(config_file.read_text())
+    except (OSError, yaml.YAMLError):
+        return  # the mesh's own start reports an unreadable config
+    for name in plaintext_secrets(raw):
+        err.print(f"[yellow]warning:[/] deployment {name}: api_key is plaintext in {config_file.name}; use "
+                  "os.environ/NAME or file:/path (docs/identity.md#secrets-by-reference)", highlight=False)
 
 
 def _print_banner(mesh: object) -> None:

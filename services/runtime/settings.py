@@ -9,10 +9,10 @@ import ssl
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.vocabulary import (
@@ -142,7 +142,10 @@ class Deployment(BaseModel):
     route: Route
     model: str
     api_base: str
-    api_key: str = "sk-unused"
+    # A secret by reference (issue 14, docs/identity.md): ``os.environ/NAME`` or ``file:/path``,
+    # resolved when the config is loaded; plaintext still works (``stellwerk up`` warns). Never
+    # in a repr, so never in a log line that prints the config.
+    api_key: str = Field(default="sk-unused", repr=False)
     provider: Literal["openai", "hosted_vllm", "azure"] = "openai"
     model_version: str
     config_version: str = "v1"
@@ -166,6 +169,45 @@ class Deployment(BaseModel):
     # Circuit breaker: consecutive failed calls that take the route down, and for how long.
     breaker_failures: int = 3
     breaker_cooldown_s: float = 15.0
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _secret_by_reference(cls, value: Any) -> Any:
+        return resolve_secret(value) if isinstance(value, str) else value
+
+
+SECRET_REFERENCES: Final = ("os.environ/", "file:")
+
+
+def resolve_secret(value: str) -> str:
+    """``os.environ/NAME`` → the variable's value, ``file:/path`` → the file's content (stripped),
+    anything else as it is. Errors name the variable or the path, never a value."""
+    if value.startswith("os.environ/"):
+        name = value.removeprefix("os.environ/")
+        found = os.environ.get(name)
+        if not found:
+            raise ValueError(f"secret reference {value!r}: the environment variable {name} is not set or empty")
+        return found
+    if value.startswith("file:"):
+        path = Path(value.removeprefix("file:")).expanduser()
+        try:
+            content = path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"secret reference {value!r}: cannot read {path} ({type(exc).__name__})") from None
+        if not content:
+            raise ValueError(f"secret reference {value!r}: {path} is empty")
+        return content
+    return value
+
+
+def plaintext_secrets(raw: Any) -> list[str]:
+    """Deployments of a raw (YAML) config whose ``api_key`` is written out in plaintext."""
+    deployments = raw.get("deployments") if isinstance(raw, dict) else None
+    return [
+        str(d.get("name", "?")) for d in deployments or []
+        if isinstance(d, dict) and isinstance(d.get("api_key"), str)
+        and not d["api_key"].startswith(SECRET_REFERENCES) and d["api_key"] != "sk-unused"
+    ]
 
 
 class SimulatorSpec(BaseModel):
