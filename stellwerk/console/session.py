@@ -25,6 +25,9 @@ PAGES: Final[dict[str, frozenset[str]]] = {
     "requests": frozenset({"operator", "dpo", "approver"}),
     "budgets": frozenset({"operator", "budget_owner"}),
     "dlp": frozenset({"operator", "dpo"}),
+    "status": frozenset({"operator"}),
+    "routing": frozenset({"operator", "dpo"}),
+    "keys": frozenset({"operator"}),
 }
 CONSOLE_ROLES: Final = frozenset().union(*PAGES.values())
 
@@ -52,6 +55,14 @@ class Sessions:
         payload = json.dumps({"k": operator.key_id, "r": operator.role, "t": operator.tenant,
                               "e": int(time.time()) + SESSION_S}).encode()
         return base64.urlsafe_b64encode(payload).decode() + "." + self._sign(payload)
+
+    def csrf(self, cookie: str | None) -> str:
+        """The form token of a session: forms carry it, and a POST without the session's own
+        token is refused (a page of another site cannot know it)."""
+        return self._sign(b"csrf:" + (cookie or "").encode())
+
+    def csrf_ok(self, cookie: str | None, token: str) -> bool:
+        return bool(cookie) and hmac.compare_digest(self.csrf(cookie), token)
 
     def read(self, cookie: str | None) -> Operator | None:
         if not cookie or "." not in cookie:

@@ -5,8 +5,11 @@ spend, and an approval decided by clicking (issue 15)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +28,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 OPERATOR, APPROVER, ANALYST = "sk-stellwerk-operator", "sk-stellwerk-approver", "sk-stellwerk-demo"
+OTHER_TENANT_APPROVER = "sk-stellwerk-clinic-approver"
+AXE = Path(__file__).parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = Path(os.environ.get("STELLWERK_TEST_ARTIFACTS", ".stellwerk/test-artifacts")) / "console"
 EMAIL = "erika.mustermann@example.org"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -68,7 +74,7 @@ def test_only_console_roles_sign_in(browser: Browser, mesh: Mesh) -> None:
     expect(page.locator("h1")).to_have_text("Not for your role")
 
 
-def test_dlp_playground_shows_what_the_running_service_sees(browser: Browser, mesh: Mesh, tmp_path: Path) -> None:
+def test_dlp_playground_shows_what_the_running_service_sees(browser: Browser, mesh: Mesh) -> None:
     page = signed_in(browser, mesh, OPERATOR)
     page.goto(mesh.console_url + "/dlp")
     page.fill("#text", f"Bitte an {EMAIL} schreiben, IBAN DE89 3704 0044 0532 0130 00.")
@@ -77,7 +83,7 @@ def test_dlp_playground_shows_what_the_running_service_sees(browser: Browser, me
     expect(page.locator("#redacted")).to_contain_text("<EMAIL_ADDRESS>")
     expect(page.locator("#redacted")).not_to_contain_text(EMAIL)
     expect(page.locator("#entities")).to_contain_text("EMAIL_ADDRESS")
-    page.screenshot(path=str(tmp_path / "dlp.png"), full_page=True)
+    shot(page, "dlp")
 
 
 def test_request_story_from_the_audit_trail(browser: Browser, mesh: Mesh) -> None:
@@ -96,6 +102,7 @@ def test_request_story_from_the_audit_trail(browser: Browser, mesh: Mesh) -> Non
     seen = set(stages.all_inner_texts())
     assert {"gateway", "dlp_input", "router", "inference", "dlp_output"} <= seen
     expect(page.locator("#chain")).to_have_text("verified")
+    shot(page, "request-story")
     expect(story).not_to_contain_text("Hallo Konsole")  # the story is metadata only
 
 
@@ -107,6 +114,7 @@ def test_budgets_and_spend(browser: Browser, mesh: Mesh) -> None:
     expect(page.locator("#budgets")).to_contain_text("acme-monthly")
     expect(page.locator("#routes")).to_contain_text("local-vllm")
     expect(page.locator("svg.chart").first).to_be_visible()
+    shot(page, "budgets")
 
 
 def test_an_approver_decides_a_critical_call_by_clicking(browser: Browser, mesh: Mesh) -> None:
@@ -130,7 +138,90 @@ def test_an_approver_decides_a_critical_call_by_clicking(browser: Browser, mesh:
     expect(card).to_contain_text("tickets.create_ticket")
     expect(card).to_contain_text("/title")  # the argument's shape …
     expect(card).not_to_contain_text("Zebrafink")  # … never its value
+    shot(page, "approvals")
+    other = signed_in(browser, mesh, OTHER_TENANT_APPROVER)  # the clinic's approver: another tenant
+    other.goto(mesh.console_url + "/approvals")
+    expect(other.locator("h1")).to_contain_text("Approvals")
+    expect(other.locator(".approval", has_text="console-bot")).to_have_count(0)
     card.locator("button[name=approve]").click()
     expect(page.locator("#notice")).to_have_text("approved")
     caller.join(timeout=60)
     assert result and result[0].status == "ok", result
+
+
+def shot(page: Page, name: str) -> None:
+    """Each page as a test artefact (CI keeps the directory)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_operator_pages_routing_status_and_keys(browser: Browser, mesh: Mesh) -> None:
+    page = signed_in(browser, mesh, OPERATOR)
+    page.goto(mesh.console_url + "/routing")
+    expect(page.locator("#routes")).to_contain_text("local-embeddings")
+    page.select_option("select[name=sensitivity]", "highly_confidential")
+    page.click("#explain button[type=submit]")
+    expect(page.locator("#explained")).to_contain_text("sensitivity.local_only")
+    expect(page.locator("#rules")).to_contain_text("default.local_first")
+    shot(page, "routing")
+    page.goto(mesh.console_url + "/status")
+    expect(page.locator("#workers")).to_contain_text("router")
+    expect(page.locator("#consumers")).to_contain_text("inference")
+    shot(page, "status")
+    page.goto(mesh.console_url + "/keys")
+    page.fill("#create-key input[name=tenant]", "acme-insurance")
+    page.fill("#create-key input[name=business_unit]", "claims")
+    page.fill("#create-key input[name=role]", "analyst")
+    page.click("#create-key button[type=submit]")
+    notice = page.locator("#new-key")
+    expect(notice).to_contain_text("sk-stellwerk-")
+    key = next(word for word in notice.inner_text().split() if word.startswith("sk-stellwerk-"))
+    key_id = page.locator("#new-key code").first.inner_text()
+
+    def status_with(presented: str) -> int:
+        return httpx.get(mesh.gateway_url + "/v1/models", headers={"Authorization": f"Bearer {presented}"}).status_code
+
+    deadline = time.monotonic() + 10
+    while status_with(key) != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status_with(key) == 200  # the gateway follows the keys bucket
+    page.click(f"button[aria-label='Revoke {key_id}']")
+    expect(page.locator("#keys tr", has_text=key_id)).to_contain_text("revoked")
+    deadline = time.monotonic() + 10
+    while status_with(key) != 401 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status_with(key) == 401
+
+
+def test_a_form_from_another_site_is_refused(browser: Browser, mesh: Mesh) -> None:
+    page = signed_in(browser, mesh, OPERATOR)
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    forged = httpx.post(mesh.console_url + "/dlp", data={"text": "x", "csrf": "forged"}, cookies=cookies)
+    assert forged.status_code == 403
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core not installed (npm ci --prefix tests/console/axe)")
+def test_every_page_passes_axe_without_serious_violations(browser: Browser, mesh: Mesh) -> None:
+    page = signed_in(browser, mesh, OPERATOR)
+    found: dict[str, list[str]] = {}
+    for path in ("/", "/approvals", "/requests", "/budgets", "/dlp", "/routing", "/status", "/keys", "/login"):
+        page.goto(mesh.console_url + path)
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => JSON.stringify(await axe.run(document, {resultTypes: ['violations']}))")
+        violations = json.loads(result)["violations"]
+        serious = [v["id"] for v in violations if v["impact"] in ("serious", "critical")]
+        if serious:
+            found[path] = serious
+    assert not found, found
+    page.goto(mesh.console_url + "/dlp")  # keyboard only: tab to the text area, type, submit
+    page.keyboard.press("Tab")
+    for _ in range(12):
+        if page.evaluate("document.activeElement && document.activeElement.id") == "text":
+            break
+        page.keyboard.press("Tab")
+    page.keyboard.type("Mail an erika.mustermann@example.org")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("#action")).to_have_text("redact")
