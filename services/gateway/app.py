@@ -192,7 +192,10 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         keys_watch.cancel()
         await nc.drain()
 
-    app = FastAPI(title="Stellwerk gateway", version="0.1.0", lifespan=lifespan)
+    # No unauthenticated Swagger UI, ReDoc or schema (issue 14): ``gateway_openapi`` serves the
+    # schema at /openapi.json to callers with a valid key or token, and nothing else.
+    app = FastAPI(title="Stellwerk gateway", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
 
     def error(
         status: int,
@@ -250,6 +253,14 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if config.gateway_openapi:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(request: Request) -> Any:
+            if isinstance(refusal := await authenticate(request), JSONResponse):
+                return refusal
+            return app.openapi()
 
     @app.get("/v1/models")
     async def models(request: Request) -> Any:

@@ -236,6 +236,9 @@ class PlatformConfig(BaseModel):
     stream_idle_timeout_s: float = 5.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    # The gateway's OpenAPI schema at /openapi.json, for callers with a valid key (issue 14);
+    # off by default. Swagger UI and ReDoc are never served.
+    gateway_openapi: bool = False
     # The operators' web console (issue 15; stellwerk/console), on the gateway's host.
     console_port: int = 8090
     # Load shedding: above this many requests waiting for DLP input screening the gateway

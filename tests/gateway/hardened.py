@@ -33,6 +33,7 @@ def hardened_config(directory: Path) -> Path:
     path = write_test_config(directory)
     config = yaml.safe_load(path.read_text())
     config["gateway_limits"] = LIMITS
+    config["gateway_openapi"] = True  # the HTTP fuzzer reads the schema (with a key)
     tight = dict(config["api_keys"][0])
     tight.update(key_id="tight-claims", key_sha256=hashlib.sha256(TIGHT_KEY.encode()).hexdigest())
     config["api_keys"].append(tight)
