@@ -299,10 +299,24 @@ _TRAIN_COMBO: Final[dict[str, dict[str, list[str]]]] = {
 }
 
 
+_CONTACT: Final = {
+    "en": ["Write to {m} about case {n}.", "Send the invoice to {m}.", "Forward the minutes to {m} please.",
+           "Please email {m} regarding order {n}.", "Reply to {m} and confirm the appointment for case {n}.",
+           "Ask {m} for the signed contract {n}.", "Share the report with {m} by Friday."],
+    "de": ["Schreib an {m} wegen Vorgang {n}.", "Schick die Rechnung an {m}.", "Leite das Protokoll bitte an {m} weiter.",
+           "Bitte eine Mail an {m} wegen Auftrag {n}.", "Antworte {m} und bestätige den Termin zu Vorgang {n}.",
+           "Frag {m} nach dem unterschriebenen Vertrag {n}.", "Teile den Bericht bis Freitag mit {m}."],
+}
+_MAILS: Final = ["jonas.weber@example.de", "sarah.connor@example.com", "info@firma.example", "team-claims@example.org",
+                 "m.schulz@beispiel.de", "support@example.net"]
+
+
 def _combo_train(rng: random.Random, language: str) -> list[Example]:
     slots = _TRAIN_COMBO[language]
-    out = [Example((f"{v} {o} {q}.",), 0, language, "general")
-           for v in slots["verb"] for o in slots["obj"] for q in rng.sample(slots["qual"], 2)]
+    contacts = [Example((t.replace("{m}", m).replace("{n}", str(rng.randint(100, 99999))),), 0, language, "general")
+                for t in _CONTACT[language] for m in _MAILS]
+    out = contacts + [Example((f"{v} {o} {q}.",), 0, language, "general")
+                      for v in slots["verb"] for o in slots["obj"] for q in rng.sample(slots["qual"], 2)]
     out += [Example((text,), 0, language, "security") for text in slots["sec"]]
     for _ in range(200):
         out.append(Example((" ".join(rng.sample(slots["doc"], rng.randint(2, 4))),), 0, language, "document"))
