@@ -10,13 +10,21 @@ from typing import Any
 
 import litellm
 import msgspec
+from litellm.exceptions import BadRequestError, NotFoundError
 from litellm.exceptions import Timeout as ProviderTimeout
 from opentelemetry import trace
 
 from schemas.events import ChatMessage, GeneratedChoice, GenerationParams, RoutingDecision, ToolCall
 from schemas.vocabulary import ErrorCode, Operation, Route
 from services.inference.breaker import CircuitBreaker
-from services.inference.openai_wire import Collected, OpenAIWire, answer_choices, as_base64, collect_stream
+from services.inference.openai_wire import (
+    Collected,
+    HttpStatusError,
+    OpenAIWire,
+    answer_choices,
+    as_base64,
+    collect_stream,
+)
 from services.inference.openai_wire import ProviderTimeout as WireTimeout
 from services.inference.structured import REASK, violation
 from services.kernel.pricing import GpuClock, gpu_seconds, price_call
@@ -96,6 +104,13 @@ class CallOutcome:
             cost=self.cost + later.cost,
             reasked=True,
         )
+
+
+def _refused_as_invalid(exc: BaseException) -> bool:
+    """A 400/404/422 from the model server (ours or LiteLLM's typed exception)."""
+    if isinstance(exc, HttpStatusError):
+        return exc.status in (400, 404, 422)
+    return isinstance(exc, BadRequestError | NotFoundError)
 
 
 class InferenceFailed(Exception):
@@ -264,6 +279,12 @@ class InferenceEngine:
                 if emitted[0]:
                     raise InferenceFailed("stream_interrupted", attempts) from exc
             except Exception as exc:
+                if _refused_as_invalid(exc) and not emitted[0]:
+                    # The model refused the request itself (a parameter it cannot honour, e.g.
+                    # more embedding dimensions than it has): the client's to fix, not an outage —
+                    # no breaker failure, no fallback that would only be refused again.
+                    attempts.append(AttemptFailure(route, "unsupported_by_route", type(exc).__name__))
+                    raise InferenceFailed("unsupported_by_route", attempts) from exc
                 breaker.record_failure(time.monotonic())
                 attempts.append(AttemptFailure(route, "provider_error", type(exc).__name__))
                 if emitted[0]:

@@ -292,3 +292,11 @@ def test_an_unknown_model_is_a_404(mesh: Mesh) -> None:
     with pytest.raises(openai.NotFoundError) as unknown:
         sync_client(mesh).chat.completions.create(model="gpt-9-ultra", messages=[{"role": "user", "content": "x"}])
     assert unknown.value.code == "model_not_found" and unknown.value.param == "model"
+
+
+def test_a_parameter_the_model_refuses_is_a_400_not_an_outage(mesh: Mesh) -> None:
+    # The embedding model has 384 dimensions: the model server refuses more, the caller gets a
+    # 400 naming the route's refusal — no 502, no breaker failure, no fallback.
+    with pytest.raises(openai.BadRequestError) as refused:
+        sync_client(mesh).embeddings.create(model="stellwerk", input="Sturmschaden", dimensions=4096)
+    assert refused.value.code == "unsupported_by_route"
