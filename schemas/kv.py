@@ -7,12 +7,15 @@ Key layout
 - ``capacity``:        ``<deployment>``        → ``CapacityState`` (from the vLLM /metrics)
                        ``quota.<route>``       → ``QuotaState`` (tokens per quota window of external APIs)
 - ``keys``:            ``<key_id>``            → ``KeyRecord`` (API keys as data, issue 14; hashes only)
+- ``policies``:        ``bundle.<policy>.<hash>`` → ``PolicyBundle`` (every version ever pushed)
+                       ``current.<policy>``    → ``PolicyChange`` with its bundle (what workers run)
+                       ``log.<policy>.<ns>``   → ``PolicyChange`` (push / rollback history)
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -117,3 +120,34 @@ class KeyRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     def valid(self, now: datetime | None = None) -> bool:
         return not self.revoked and (self.expires_at is None or (now or utcnow()) < self.expires_at)
+
+
+PolicyName = Literal["routing", "sensitivity", "tools", "guard"]
+PolicyAction = Literal["push", "rollback"]
+
+
+class PolicyBundle(msgspec.Struct, kw_only=True):
+    """KV ``policies`` ``bundle.<policy>.<hash>``: one policy version, stored once by its
+    content hash (``version`` = ``sha256:`` + the first 16 hex digits over its files), kept
+    forever so every ``policy_version`` in the audit trail resolves to its text."""
+
+    policy: PolicyName
+    version: Ident
+    modules: dict[str, str]
+    data: dict[str, Any]
+    actor: Ident
+    message: str
+    created_at: Timestamp = msgspec.field(default_factory=utcnow)
+
+
+class PolicyChange(msgspec.Struct, kw_only=True):
+    """KV ``policies`` ``log.<policy>.<ns>``: who put which version in force, when and why;
+    ``current.<policy>`` holds the latest change with its bundle (what workers follow)."""
+
+    policy: PolicyName
+    version: Ident
+    action: PolicyAction
+    actor: Ident
+    message: str
+    at: Timestamp = msgspec.field(default_factory=utcnow)
+    bundle: PolicyBundle | None = None  # set in current.<policy>, left out of the log

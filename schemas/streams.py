@@ -162,4 +162,6 @@ KV_CAPACITY: Final = "capacity"
 KV_RATELIMITS: Final = "ratelimits"
 KV_APPROVALS: Final = "approvals"
 KV_KEYS: Final = "keys"  # API keys as data (issue 14): ``<key_id>`` → ``schemas.kv.KeyRecord``
-KV_BUCKETS: Final = (KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS, KV_KEYS)
+# Policy bundles by content hash, the version in force and its history (issue 17): schemas.kv.PolicyBundle
+KV_POLICIES: Final = "policies"
+KV_BUCKETS: Final = (KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS, KV_KEYS, KV_POLICIES)

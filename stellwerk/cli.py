@@ -8,8 +8,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,18 +23,24 @@ from services.dlp.cli import app as dlp_app
 from services.dlp.guard_cli import app as guard_app
 from services.finops.cli import app as finops_app
 from services.gateway.keys_cli import app as keys_app
-from services.kernel.cli_conventions import MESH_UNREACHABLE, OutputFormat, unreachable
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
 from services.router.cli import app as route_app
 from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
 from services.toolgateway.cli import app as tools_app
 from services.toolgateway.cli import approvals_app
+
+if TYPE_CHECKING:
+    from schemas.events import PolicyPushAck
+    from schemas.kv import PolicyName
+
+T = TypeVar("T")
 
 # Locals off on every Typer: a crash must never print what a command was handling (a prompt,
 # a screened text). The top-level app's setting is the one in force for mounted sub-apps.
 app = typer.Typer(help="Stellwerk — governed AI gateway on a NATS mesh.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 schemas_app = typer.Typer(help="Event contracts.", no_args_is_help=True, pretty_exceptions_show_locals=False)
-policy_app = typer.Typer(help="Policies: push a new version to the running mesh.", no_args_is_help=True,
+policy_app = typer.Typer(help="Policy bundles in the mesh: push, history, show, rollback.", no_args_is_help=True,
                          pretty_exceptions_show_locals=False)
 app.add_typer(policy_app, name="policy")
 app.add_typer(schemas_app, name="schemas")
@@ -304,36 +311,156 @@ def status(
     console.print(consumers)
 
 
-@policy_app.command("push")
-def policy_push(
-    directory: Annotated[Path, typer.Argument(help="Policy directory (*.rego, data.json, *_test.json).")],
-    nats_url: NatsUrl = None,
-    wait: Annotated[float, typer.Option(help="Seconds to collect the routers' acknowledgements.")] = 1.0,
-) -> None:
-    """Compile and test a routing policy, then install it in every running router without a restart."""
+PolicyOption = Annotated[str | None, typer.Option(
+    "--policy", help="routing | sensitivity | tools | guard (default: from the directory's <policy>.rego).")]
+ActorOption = Annotated[str | None, typer.Option("--actor", help="Who makes the change (default: the OS user).")]
+MessageOption = Annotated[str, typer.Option("--message", "-m", help="Why: recorded with the version.")]
+OutputOption = Annotated[OutputFormat, typer.Option("--format", help="table, json or jsonl.")]
+
+
+def _policy_name(policy: str | None) -> PolicyName | None:
+    from services.runtime.policy_bundles import POLICIES
+
+    if policy is None:
+        return None
+    if policy not in POLICIES:
+        err.print(f"[red]unknown policy {policy!r}[/]: one of {', '.join(POLICIES)}")
+        raise typer.Exit(INVALID_INPUT)
+    return policy  # type: ignore[return-value]
+
+
+def _on_mesh(nats_url: str | None, work: Callable[[str], Awaitable[T]]) -> T:
     from nats.errors import NoServersError
 
-    from services.router.cli import push
-    from services.runtime.rego import PolicyError
-    from stellwerk.policy_push import push_routing_policy
-
-    try:
-        source = push(directory)
-    except PolicyError as exc:
-        err.print(f"[red]policy rejected:[/] {exc}")
-        raise typer.Exit(2) from exc
     settings = _settings(nats_url)
     try:
-        acks = asyncio.run(push_routing_policy(settings.nats_url, source, wait))
+        return asyncio.run(work(settings.nats_url))
     except (NoServersError, OSError) as exc:
         err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
         raise typer.Exit(MESH_UNREACHABLE) from exc
+
+
+@policy_app.command("push")
+def policy_push(
+    directory: Annotated[Path, typer.Argument(help="Policy directory (*.rego, data.json, *_test.json).")],
+    message: MessageOption = "",
+    actor: ActorOption = None,
+    policy: PolicyOption = None,
+    nats_url: NatsUrl = None,
+    wait: Annotated[float, typer.Option(help="Seconds to collect the routers' acknowledgements.")] = 1.0,
+) -> None:
+    """Compile a policy and run its case tables, store it in the mesh by its content hash (with
+    actor and message) and put it in force: every worker loads it at start and follows it.
+    A routing policy is also pushed to the running routers, which acknowledge it."""
+    from services.runtime.rego import PolicyError
+    from stellwerk.policy_push import check_bundle, default_actor, push_routing_policy, store_bundle
+
+    try:
+        name, source = check_bundle(directory, _policy_name(policy))
+    except PolicyError as exc:
+        err.print(f"[red]policy rejected:[/] {exc}")
+        raise typer.Exit(2) from exc
+    who = actor or default_actor()
+
+    async def work(url: str) -> list[PolicyPushAck]:
+        await store_bundle(url, name, source, who, message)
+        return await push_routing_policy(url, source, wait, who) if name == "routing" else []
+
+    acks = _on_mesh(nats_url, work)
+    console.print(f"{name} policy {source.version}: stored and in force (by {who})")
+    if name != "routing":
+        return
     accepted = [a for a in acks if a.accepted and a.version == source.version]
-    console.print(f"policy {source.version}: installed by {len(accepted)} of {len(acks)} router worker(s)")
+    console.print(f"policy {source.version}: installed by {len(accepted)} of {len(acks)} running router worker(s)"
+                  + ("" if acks else "; routers load it when they start"))
     for ack in acks:
         console.print(f"  {ack.worker_id}: {'ok' if ack.accepted else 'REJECTED'} (in force: {ack.version})")
-    if not acks or len(accepted) != len(acks):
-        raise typer.Exit(1)
+    if len(accepted) != len(acks):
+        raise typer.Exit(FAILED)
+
+
+@policy_app.command("rollback")
+def policy_rollback(
+    version: Annotated[str, typer.Argument(help="A stored version (sha256:…, or a unique prefix of its digits).")],
+    message: MessageOption = "",
+    actor: ActorOption = None,
+    policy: PolicyOption = None,
+    nats_url: NatsUrl = None,
+) -> None:
+    """Put a stored policy version in force again; every worker follows within a second."""
+    from services.runtime.rego import PolicyError
+    from stellwerk.policy_push import default_actor, rollback
+
+    who = actor or default_actor()
+    try:
+        change = _on_mesh(nats_url, lambda url: rollback(url, version, _policy_name(policy), who, message))
+    except PolicyError as exc:
+        err.print(f"[red]stored version does not load:[/] {exc}")
+        raise typer.Exit(FAILED) from exc
+    if change is None:
+        err.print(f"[red]no stored policy version {version}[/] (stellwerk policy history lists them)")
+        raise typer.Exit(FAILED)
+    console.print(f"{change.policy} policy {change.version}: in force again (rollback by {who})")
+
+
+@policy_app.command("history")
+def policy_history(
+    policy: PolicyOption = None,
+    output: OutputOption = OutputFormat.table,
+    nats_url: NatsUrl = None,
+) -> None:
+    """Every push and rollback: when, which version, who, why; the version in force marked."""
+    import msgspec
+
+    from stellwerk.policy_push import history
+
+    changes, in_force = _on_mesh(nats_url, lambda url: history(url, _policy_name(policy)))
+    if output is not OutputFormat.table:
+        _print_document(msgspec.json.encode(
+            {"in_force": in_force, "changes": [msgspec.to_builtins(c) for c in changes]}).decode(), output)
+        return
+    table = Table(title="policy history")
+    for column in ("at", "policy", "action", "version", "actor", "message", ""):
+        table.add_column(column)
+    for change in changes:
+        mark = "in force" if in_force.get(change.policy) == change.version else ""
+        table.add_row(change.at.isoformat(timespec="seconds"), change.policy, change.action, change.version,
+                      change.actor, change.message, mark)
+    console.print(table)
+
+
+@policy_app.command("show")
+def policy_show(
+    version: Annotated[str, typer.Argument(help="The version (sha256:…) as the audit trail names it.")],
+    policy: PolicyOption = None,
+    module: Annotated[str | None, typer.Option("--module", help="Print only this file (e.g. routing.rego, data.json).")] = None,
+    output: OutputOption = OutputFormat.table,
+    nats_url: NatsUrl = None,
+) -> None:
+    """The text of a stored policy version: its modules and data, who pushed it, when, why."""
+    import msgspec
+
+    from stellwerk.policy_push import show
+
+    bundle = _on_mesh(nats_url, lambda url: show(url, version, _policy_name(policy)))
+    if bundle is None:
+        err.print(f"[red]no stored policy version {version}[/]")
+        raise typer.Exit(FAILED)
+    files = {**bundle.modules, "data.json": json.dumps(bundle.data, indent=2, ensure_ascii=False)}
+    if module is not None:
+        if module not in files:
+            err.print(f"[red]no file {module}[/] in {bundle.version}: {', '.join(files)}")
+            raise typer.Exit(FAILED)
+        sys.stdout.write(files[module] if files[module].endswith("\n") else files[module] + "\n")
+        return
+    if output is not OutputFormat.table:
+        _print_document(msgspec.json.encode(bundle).decode(), output)
+        return
+    console.print(f"{bundle.policy} policy {bundle.version}, pushed {bundle.created_at.isoformat(timespec='seconds')} "
+                  f"by {bundle.actor}: {bundle.message or '(no message)'}")
+    for name, text in files.items():
+        console.rule(name)
+        console.print(text, markup=False, highlight=False)
 
 
 @schemas_app.command("export")

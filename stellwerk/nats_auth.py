@@ -52,6 +52,7 @@ from schemas.streams import (
     KV_BUCKETS,
     KV_BUDGETS,
     KV_KEYS,
+    KV_POLICIES,
     STREAMS,
     USAGE,
     ConsumerDef,
@@ -236,12 +237,12 @@ def principals() -> tuple[Principal, ...]:
             _inbox("client") | _pub(ch.REQUEST_SUBMITTED.pattern) | _sub(ch.RESULT.pattern, ch.DELTA.pattern),
         ),
         Principal(
-            "operator", "Operators' CLI: status, audit verify/show/export, finops, policy push, approvals",
+            "operator", "Operators' CLI: status, audit verify/show/export, finops, policy push/rollback, approvals",
             _inbox("operator")
             | _pub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$SRV.>",
                    ch.POLICY_PUSH.pattern, ch.TOOL_DECIDE.pattern, ch.TOOL_LIST.pattern, ch.TOOL_CALL.pattern)
             | topology() | audit_stages("finops", "approval", "identity") | kv_write(KV_BUDGETS)
-            | kv_read(KV_APPROVALS) | kv_write(KV_KEYS)
+            | kv_read(KV_APPROVALS) | kv_write(KV_KEYS) | kv_write(KV_POLICIES)
             | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
             | read_stream(FINOPS.name) | read_stream(APPROVALS.name),
             stages=("finops", "approval", "identity"),

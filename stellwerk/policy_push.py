@@ -1,18 +1,117 @@
-"""Publishing a policy bundle to the running routers and collecting their acknowledgements."""
+"""Policy bundles in the mesh (issue 17): store a checked policy by its content hash with actor
+and message, put it in force, roll back, list and show — and, for the routing policy, publish it
+to the running routers and collect their acknowledgements.
+
+Every worker using a policy loads ``current.<policy>`` from KV ``policies`` at start and
+follows it; the direct push only makes the running routers answer at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
+import re
+from pathlib import Path
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
 
 from schemas import subjects
 from schemas.events import AuditEvent, PolicyPushAck, PolicyPushed, deadline_in, decode, encode, new_id
-from services.runtime.bus import connect
-from services.runtime.rego import PolicySource
+from schemas.kv import PolicyBundle, PolicyChange, PolicyName
+from schemas.streams import KV_POLICIES
+from services.router.policy_store import check_policy_dir
+from services.runtime import policy_bundles
+from services.runtime.bus import connect, ensure_topology
+from services.runtime.rego import PolicyError, PolicySource, read_policy_dir
 
 
-async def push_routing_policy(nats_url: str, source: PolicySource, wait_s: float) -> list[PolicyPushAck]:
+def default_actor() -> str:
+    """The OS user, as an identifier (``--actor`` overrides it)."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return actor_id(name)
+
+
+def actor_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:@/<>=+\-]", "_", name)[:128] or "unknown"
+
+
+def check_bundle(directory: Path, policy: PolicyName | None = None) -> tuple[PolicyName, PolicySource]:
+    """Which policy a directory holds (its ``<policy>.rego``), compiled and its case tables run;
+    raises PolicyError when it does not compile or a case fails."""
+    found = policy or policy_bundles.policy_of(read_policy_dir(directory).modules)
+    if found is None:
+        raise PolicyError(f"{directory} holds none of {', '.join(policy_bundles.MODULE_OF)}: pass --policy")
+    return found, check_policy_dir(directory, policy_bundles.ENTRYPOINTS[found])
+
+
+async def _policies(nc_url: str) -> tuple[Client, KeyValue]:
+    nc = await connect(nc_url, "stellwerk-policy", persistent=False)
+    js = nc.jetstream()
+    try:
+        kv = await js.key_value(KV_POLICIES)
+    except Exception:  # noqa: BLE001 - a mesh older than the bucket: create the topology
+        await ensure_topology(js)
+        kv = await js.key_value(KV_POLICIES)
+    return nc, kv
+
+
+async def store_bundle(nats_url: str, policy: PolicyName, source: PolicySource, actor: str,
+                       message: str) -> PolicyChange:
+    nc, kv = await _policies(nats_url)
+    try:
+        bundle = PolicyBundle(policy=policy, version=source.version, modules=source.modules, data=source.data,
+                              actor=actor, message=message)
+        return await policy_bundles.put_in_force(kv, bundle, "push", actor, message)
+    finally:
+        await nc.close()
+
+
+async def rollback(nats_url: str, version: str, policy: PolicyName | None, actor: str,
+                   message: str) -> PolicyChange | None:
+    """Put a stored version in force again; None if no bundle has that version."""
+    nc, kv = await _policies(nats_url)
+    try:
+        bundle = await policy_bundles.find(kv, version, policy)
+        if bundle is None:
+            return None
+        # The bundle passed its tests when it was pushed; compile it again to be sure it still loads.
+        from services.runtime.rego import CompiledPolicy
+
+        CompiledPolicy(policy_bundles.source_of(bundle), policy_bundles.ENTRYPOINTS[bundle.policy])
+        return await policy_bundles.put_in_force(kv, bundle, "rollback", actor, message)
+    finally:
+        await nc.close()
+
+
+async def show(nats_url: str, version: str, policy: PolicyName | None) -> PolicyBundle | None:
+    nc, kv = await _policies(nats_url)
+    try:
+        return await policy_bundles.find(kv, version, policy)
+    finally:
+        await nc.close()
+
+
+async def history(nats_url: str, policy: PolicyName | None) -> tuple[list[PolicyChange], dict[str, str]]:
+    """Every change, oldest first, and the version now in force per policy."""
+    nc, kv = await _policies(nats_url)
+    try:
+        in_force: dict[str, str] = {}
+        for name in [policy] if policy else policy_bundles.POLICIES:
+            bundle = await policy_bundles.current(kv, name)
+            if bundle is not None:
+                in_force[name] = bundle.version
+        return await policy_bundles.history(kv, policy), in_force
+    finally:
+        await nc.close()
+
+
+async def push_routing_policy(nats_url: str, source: PolicySource, wait_s: float,
+                              actor: str = "unknown", action: str = "push") -> list[PolicyPushAck]:
     nc = await connect(nats_url, "stellwerk-policy-push", persistent=False)
     try:
         acks: list[PolicyPushAck] = []
@@ -43,9 +142,10 @@ async def push_routing_policy(nats_url: str, source: PolicySource, wait_s: float
                     user_role="operator",
                     usecase_class="chat",
                     stage="router",
-                    outcome="policy_pushed",
+                    outcome="policy_pushed" if action == "push" else "policy_rolled_back",
                     policy_version=source.version,
-                    attributes={"accepted": str(sum(a.accepted for a in acks)), "workers": str(len(acks))},
+                    attributes={"accepted": str(sum(a.accepted for a in acks)), "workers": str(len(acks)),
+                                "actor": actor_id(actor)},
                 )
             ),
             headers={"Nats-Msg-Id": f"policy-push:{change_id}"},

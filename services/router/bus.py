@@ -2,6 +2,7 @@
 
 consumes  stellwerk.v1.request.screened  (durable ``router``)
           stellwerk.v1.control.policy.push  (every worker: install a pushed policy)
+loads     KV policies current.routing at start, before the first request, and follows it
 watches   KV provider_health, capacity, budgets (runtime signals, never awaited per request)
 publishes stellwerk.v1.request.routed    (route, rule, policy version, allowed fallbacks; decision on the trail)
           stellwerk.v1.result.<id>       (fallback-policy: typed refusal with retry hint)
@@ -15,11 +16,13 @@ from nats.aio.msg import Msg
 
 from schemas import subjects
 from schemas.events import PolicyPushAck, PolicyPushed, RequestScreened, decode, encode
-from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_PROVIDER_HEALTH, ROUTER
+from schemas.kv import PolicyBundle
+from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_POLICIES, KV_PROVIDER_HEALTH, ROUTER
 from services.router.context_length import load_encoding
 from services.router.decision import RouterSettings, RoutingEngine
 from services.router.handlers import route_request
 from services.router.signals import SignalBoard
+from services.runtime import policy_bundles
 from services.runtime.effects import Effects
 from services.runtime.rego import PolicyError, PolicySource
 from services.runtime.worker import Worker
@@ -33,6 +36,34 @@ def build(worker: Worker) -> None:
     worker.watch(KV_PROVIDER_HEALTH, board.apply_health)
     worker.watch(KV_CAPACITY, board.apply_capacity)
     worker.watch(KV_BUDGETS, board.apply_budget, keys="state.>")
+
+    def install(bundle: PolicyBundle | None, how: str) -> None:
+        if bundle is None or bundle.version == engine.policy_version:
+            return
+        try:
+            engine.replace(policy_bundles.source_of(bundle))
+        except PolicyError as exc:  # a stored bundle passed its tests when pushed; keep the old one
+            worker.log.error("policy_bundle_rejected", version=bundle.version, error=type(exc).__name__)
+            return
+        worker.log.warning("policy_bundle_installed", version=bundle.version, how=how)
+
+    async def load_bundle() -> None:
+        # The version in force in the mesh, not the one baked into the image: a router that
+        # starts after a push (a scale-out, a restart) decides like the others.
+        try:
+            install(await policy_bundles.current(await worker.kv(KV_POLICIES), "routing"), "start")
+        except Exception as exc:  # noqa: BLE001 - no bucket yet / not allowed: the shipped policy
+            worker.log.error("policy_bundle_unavailable", error=type(exc).__name__)
+
+    def follow_bundle(key: str, value: bytes | None) -> None:
+        if value is not None:
+            try:
+                install(policy_bundles.decode_current(value), "watch")
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                worker.log.error("policy_bundle_rejected", error=type(exc).__name__)
+
+    worker.on_start(load_bundle)
+    worker.watch(KV_POLICIES, follow_bundle, keys=policy_bundles.current_key("routing"))
 
     async def subscribe_pushes() -> None:
         await worker.nc.subscribe(subjects.CONTROL_POLICY_PUSH, cb=on_push)
