@@ -51,8 +51,10 @@ from schemas.streams import (
     KV_APPROVALS,
     KV_BUCKETS,
     KV_BUDGETS,
+    KV_CAPACITY,
     KV_KEYS,
     KV_POLICIES,
+    KV_PROVIDER_HEALTH,
     STREAMS,
     USAGE,
     ConsumerDef,
@@ -246,6 +248,18 @@ def principals() -> tuple[Principal, ...]:
             | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
             | read_stream(FINOPS.name) | read_stream(APPROVALS.name),
             stages=("finops", "approval", "identity"),
+        ),
+        Principal(
+            "console", "The operators' web console (stellwerk/console): the operator's reads and decisions, "
+            "DLP screening for the playground, routing signals",
+            _inbox("console")
+            | _pub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$SRV.>",
+                   ch.TOOL_DECIDE.pattern, ch.DLP_SCREEN.pattern)
+            | topology() | audit_stages("identity") | kv_read(KV_APPROVALS) | kv_write(KV_KEYS)
+            | kv_read(KV_BUDGETS) | kv_read(KV_PROVIDER_HEALTH) | kv_read(KV_CAPACITY)
+            | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
+            | read_stream(FINOPS.name),
+            stages=("identity",),
         ),
     )
 
