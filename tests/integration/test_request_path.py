@@ -25,7 +25,9 @@ from stellwerk.supervisor import Mesh
 from tests.integration.mesh import eventually, stored
 
 API_KEY = "sk-stellwerk-demo"
-PIPELINE_STAGES = {"gateway", "dlp_input", "router", "inference", "dlp_output"}
+PIPELINE_STAGES = {"gateway", "dlp_input", "router", "inference", "dlp_output", "guard"}
+# The guardrails (issue 16) write one record for the prompt and one for the answer.
+CHAINED_STAGES = sorted([*PIPELINE_STAGES, "guard"])
 SECRET_EMAIL = "erika.mustermann@example.org"
 
 
@@ -55,7 +57,7 @@ async def test_plain_completion_travels_every_stage(mesh: Mesh, nc: Client) -> N
         lambda: _when(chain_records(nc, request_id), lambda r: {x.event.stage for x in r} >= PIPELINE_STAGES)
     )
     stages = sorted(r.event.stage for r in records)
-    assert stages == sorted(PIPELINE_STAGES), "exactly one chained record per stage"
+    assert stages == CHAINED_STAGES, "exactly one chained record per stage (the guard: input and output)"
 
     kv = await nc.jetstream().key_value(KV_BUDGETS)
 
