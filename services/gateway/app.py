@@ -49,14 +49,6 @@ from services.gateway import limits
 from services.gateway.attributes import InvalidAttribute, resolve_attributes, resolve_pseudonymize
 from services.gateway.guard import GatewayGuard
 from services.gateway.health import RETRY_AFTER_S, BusHealth
-from services.gateway.keys import KeyRing, KeyStore
-from services.gateway.oidc import (
-    IdentityNotMapped,
-    IdpUnavailable,
-    OidcVerifier,
-    TokenRejected,
-    looks_like_jwt,
-)
 from services.gateway.openai_api import (
     ChatCompletionRequest,
     EmbeddingsRequest,
@@ -81,6 +73,14 @@ from services.gateway.responses_api import (
 from services.gateway.streaming import LiveStream, sse_events
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
+from services.runtime.keys import KeyRing, KeyStore
+from services.runtime.oidc import (
+    IdentityNotMapped,
+    IdpUnavailable,
+    OidcVerifier,
+    TokenRejected,
+    looks_like_jwt,
+)
 from services.runtime.requests import BusUnavailable, DeadlineExceeded
 from services.runtime.requests import RequestClient as StellwerkClient
 from services.runtime.settings import ApiKey, MeshSettings, PlatformConfig, load_config

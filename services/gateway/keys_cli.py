@@ -30,9 +30,9 @@ from rich.table import Table
 from schemas.events import utcnow
 from schemas.kv import KeyRecord
 from schemas.vocabulary import UsecaseClass
-from services.gateway.keys import KeyChangeRefused, KeyStore, parse_duration, valid_actor, valid_key_id
 from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
 from services.runtime.bus import connect, ensure_topology
+from services.runtime.keys import KeyChangeRefused, KeyStore, parse_duration, valid_actor, valid_key_id
 from services.runtime.settings import MeshSettings
 
 app = typer.Typer(help="API keys as data in the mesh: create, list, revoke, rotate.", no_args_is_help=True,

@@ -10,8 +10,8 @@ name the client typed.
 
 from __future__ import annotations
 
-from services.gateway.keys import KeyRing
-from services.gateway.oidc import (
+from services.runtime.keys import KeyRing
+from services.runtime.oidc import (
     IdentityNotMapped,
     IdpUnavailable,
     OidcVerifier,

@@ -36,8 +36,8 @@ from schemas.events import (
     encode,
 )
 from schemas.streams import KV_APPROVALS, KV_KEYS, KV_RATELIMITS
-from services.gateway.keys import KeyRing
-from services.gateway.oidc import OidcVerifier
+from services.runtime.keys import KeyRing
+from services.runtime.oidc import OidcVerifier
 from services.runtime.telemetry import inject_headers
 from services.runtime.worker import Worker
 from services.toolgateway.approval_store import RECORD_PREFIX, ApprovalStore, decode_record

@@ -26,7 +26,6 @@ from schemas.vocabulary import (
     QualityTier,
     UsecaseClass,
 )
-from services.gateway.keys import KeyChangeRefused, KeyRing, KeyStore
 from services.router.decision import (
     RouterSettings,
     RoutingEngine,
@@ -35,6 +34,7 @@ from services.router.decision import (
     route_catalogue,
 )
 from services.runtime.bus import connect
+from services.runtime.keys import KeyChangeRefused, KeyRing, KeyStore
 from services.runtime.settings import MeshSettings, load_config
 from stellwerk.console import data
 from stellwerk.console.session import CONSOLE_ROLES, COOKIE, SESSION_S, Operator, Sessions

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from schemas.kv import KeyRecord
-from services.gateway.keys import KeyStore, hash_key
 from services.kernel.cli_conventions import FAILED, INVALID_INPUT
 from services.runtime.bus import connect, ensure_topology
+from services.runtime.keys import KeyStore, hash_key
 from services.runtime.settings import ApiKey
 from stellwerk.supervisor import Mesh, free_port, port_in_use
 from tests.integration.mesh import audit_events

@@ -356,7 +356,7 @@ async def test_a_credential_decides_only_as_an_approver_of_the_tenant_other_than
     """Issue 14: four eyes with identities. The decision records the identity the credential
     proves (its key id), not the name the client typed."""
     from schemas.events import ApprovalDecided
-    from services.gateway.keys import KeyStore
+    from services.runtime.keys import KeyStore
     from tests.integration.mesh import stored
 
     keys = await KeyStore.open(nc.jetstream())

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas.events import utcnow
-from services.gateway.keys import KeyRing, hash_key, parse_duration
 from services.gateway.keys_cli import actor_of, app
 from services.kernel.cli_conventions import INVALID_INPUT
+from services.runtime.keys import KeyRing, hash_key, parse_duration
 from services.runtime.settings import ApiKey
 
 

@@ -10,6 +10,9 @@ restart. A token must be signed with one of the configured asymmetric ``algorith
 Its claims are mapped to what an API key grants (``OidcConfig.claims``, ``defaults``,
 ``roles``, ``grants``): the result is an ``ApiKey`` whose ``key_id`` is ``oidc:<sub>``, so the
 gateway's admission, rate limits and audit treat it like any key.
+
+In the runtime, not the gateway: the gateway and the tool gateway (approver tokens) verify
+the same tokens, and services do not import each other.
 """
 
 from __future__ import annotations
