@@ -61,6 +61,7 @@ def build(worker: Worker) -> None:
 
     # Guardrails (issue 16): the same worker and texts as DLP, no extra hop; fail closed.
     guardrails = Guardrails(guard.settings.guard_policy_dir, observe=observe_guard)
+    guardrails.warm_up()
 
     async def on_submitted(event: RequestSubmitted) -> Effects:
         return screen_input(guard, event, observe, guardrails)

@@ -83,6 +83,14 @@ class Guardrails:
     def reload(self) -> bool:
         return self._policy.reload()
 
+    def warm_up(self) -> None:
+        """Load the classifier and evaluate the policy once per direction now, so a worker's
+        first request does not pay for it (~0.1–0.5 s) — and a broken model or policy stops
+        the worker at start instead of failing requests."""
+        context = PolicyContext(usecase_class="chat", tenant="warm-up", business_unit="warm-up", user_role="warm-up")
+        for direction in ("input", "output"):
+            self._check(["Guten Tag, bitte fassen Sie den Vorgang zusammen."], direction, context)
+
     def check(self, texts: Sequence[str], *, direction: Direction, context: PolicyContext) -> GuardDecision:
         """Input: injection and topics; output: moderation. One decision for all texts."""
         try:
