@@ -268,6 +268,8 @@ class PlatformConfig(BaseModel):
     # Bearer tokens of an OpenID Connect issuer at the gateway (issue 14; model at the end of
     # this file, docs/identity.md). None: API keys only.
     oidc: OidcConfig | None = None
+    # Sign-in to the console with that issuer (issue 15, docs/console.md); needs ``oidc``.
+    console_oidc: ConsoleOidcConfig | None = None
 
     def key_for(self, presented: str) -> ApiKey | None:
         digest = hashlib.sha256(presented.encode()).hexdigest()
@@ -536,6 +538,17 @@ class OidcConfig(BaseModel):
 
     def discovery(self) -> str:
         return self.discovery_url or self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+class ConsoleOidcConfig(BaseModel):
+    """The console as an OIDC client (authorization code + PKCE); issuer and claim mapping
+    come from ``oidc``. ``redirect_base_url``: the console's public origin, e.g.
+    ``https://console.example.org`` (default: the URL the request came in on)."""
+
+    client_id: str
+    client_secret: SecretStr | None = None  # None: a public client (PKCE only)
+    redirect_base_url: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
 
 
 # Once, after every model PlatformConfig names (FinOps and tool gateway) is defined.

@@ -5,6 +5,7 @@ another approver shows up within seconds."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from services.runtime.keys import KeyChangeRefused, KeyRing, KeyStore
 from services.runtime.settings import MeshSettings, load_config
 from stellwerk.console import data
 from stellwerk.console.session import CONSOLE_ROLES, COOKIE, SESSION_S, Operator, Sessions
+from stellwerk.console.sso import STATE_COOKIE, STATE_PURPOSE, STATE_TTL_S, ConsoleSso, SsoRefused
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # Reasons are codes, not prose: they are audited, and the audit holds no free text.
@@ -51,6 +53,8 @@ def create_console(settings: MeshSettings | None = None) -> FastAPI:
     secret = os.environ.get("STELLWERK_CONSOLE_SECRET")
     sessions = Sessions(secret.encode() if secret else None)
     state: dict[str, Any] = {}
+    # Single sign-on with the gateway's issuer, when the config names the console as a client.
+    sso = ConsoleSso(config.oidc, config.console_oidc) if config.oidc and config.console_oidc else None
 
     def router_engine() -> RoutingEngine:
         # The routing policy as the routers run it (explain evaluates it here, as
@@ -77,7 +81,8 @@ def create_console(settings: MeshSettings | None = None) -> FastAPI:
 
     def page(request: Request, template: str, operator: Operator | None, **context: Any) -> HTMLResponse:
         csrf = sessions.csrf(request.cookies.get(COOKIE))
-        return TEMPLATES.TemplateResponse(request, template, {"operator": operator, "csrf": csrf, **context},
+        return TEMPLATES.TemplateResponse(request, template, {"operator": operator, "csrf": csrf,
+                                                              "sso": sso is not None, **context},
                                           headers={"Cache-Control": "no-store"})
 
     def acting(request: Request, page_name: str, csrf: str) -> Operator | Response:
@@ -111,7 +116,54 @@ def create_console(settings: MeshSettings | None = None) -> FastAPI:
         target = next if next.startswith("/console/") else "/console/"
         response = RedirectResponse(target, 303)
         response.set_cookie(COOKIE, sessions.issue(operator), max_age=SESSION_S, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https")
+                            secure=secure(request))
+        return response
+
+    def secure(request: Request) -> bool:
+        return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+
+    @app.get("/console/login/oidc")
+    async def login_oidc(request: Request, next: str = "/console/") -> Response:
+        if sso is None:
+            return RedirectResponse("/console/login", 303)
+        try:
+            url, kept = await sso.start(sso.redirect_uri(str(request.base_url)),
+                                        next if next.startswith("/console/") else "/console/")
+        except SsoRefused as exc:
+            return page(request, "login.html", None, next=next, error=str(exc))
+        response = RedirectResponse(url, 303)
+        # Lax, not Strict: the provider's redirect back is a navigation from another site.
+        response.set_cookie(STATE_COOKIE, sessions.seal(STATE_PURPOSE, kept, STATE_TTL_S), max_age=STATE_TTL_S,
+                            path="/console/login/oidc", httponly=True, samesite="lax", secure=secure(request))
+        return response
+
+    @app.get("/console/login/oidc/callback", response_class=HTMLResponse)
+    async def login_oidc_callback(request: Request, code: str = "", state: str = "", error: str = "") -> Response:
+        if sso is None:
+            return RedirectResponse("/console/login", 303)
+        kept = sessions.unseal(STATE_PURPOSE, request.cookies.get(STATE_COOKIE))
+        message: str | None = None
+        operator: Operator | None = None
+        if error:
+            message = "The identity provider did not sign you in."
+        elif kept is None or not state or not hmac.compare_digest(kept["state"], state) or not code:
+            message = "The sign-in could not be matched to this browser (state); start it again."
+        else:
+            try:
+                operator = await sso.finish(code, kept, sso.redirect_uri(str(request.base_url)))
+            except SsoRefused as exc:
+                message = str(exc)
+        if operator is None:
+            response: Response = page(request, "login.html", None, next="/console/", error=message)
+            response.status_code = 403
+        else:
+            # A page, not a redirect: the session cookie is SameSite=Strict, and a redirect chain
+            # that began at the provider would not carry it; this page's own navigation does.
+            target = (kept or {}).get("next", "/console/")
+            response = page(request, "signed_in.html", None, target=target)
+            response.set_cookie(COOKIE, sessions.issue(operator), max_age=SESSION_S, httponly=True,
+                                samesite="strict", secure=secure(request))
+        response.delete_cookie(STATE_COOKIE, path="/console/login/oidc")
         return response
 
     @app.post("/console/logout")

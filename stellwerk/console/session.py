@@ -64,6 +64,27 @@ class Sessions:
     def csrf_ok(self, cookie: str | None, token: str) -> bool:
         return bool(cookie) and hmac.compare_digest(self.csrf(cookie), token)
 
+    def seal(self, purpose: str, data: dict[str, str], ttl_s: int) -> str:
+        """A short-lived signed value for one ``purpose`` (the single sign-on state cookie);
+        never valid as a session cookie, nor for another purpose."""
+        payload = json.dumps({**data, "_e": int(time.time()) + ttl_s}).encode()
+        return base64.urlsafe_b64encode(payload).decode() + "." + self._sign(purpose.encode() + b":" + payload)
+
+    def unseal(self, purpose: str, value: str | None) -> dict[str, str] | None:
+        if not value or "." not in value:
+            return None
+        encoded, signature = value.rsplit(".", 1)
+        try:
+            payload = base64.urlsafe_b64decode(encoded.encode())
+        except ValueError:
+            return None
+        if not hmac.compare_digest(self._sign(purpose.encode() + b":" + payload), signature):
+            return None
+        data = json.loads(payload)
+        if not isinstance(data, dict) or data.pop("_e", 0) < time.time():
+            return None
+        return {str(k): str(v) for k, v in data.items()}
+
     def read(self, cookie: str | None) -> Operator | None:
         if not cookie or "." not in cookie:
             return None
