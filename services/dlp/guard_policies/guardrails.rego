@@ -110,8 +110,19 @@ default decision := {"action": "allow", "rule_id": "guard.allow", "safe_answer":
 
 decision := {"action": "block", "rule_id": "guard.block.invalid_input", "safe_answer": ""} if not valid_input
 
+# An action the policy does not know (a typo in data.json) would drop out of ``best_rank``
+# and leave the default allow: answer an action no caller accepts instead, so the request
+# is refused (fail closed, ``guard_unavailable``).
+unknown_actions := {c.action | some c in candidates; not object.get(rank, c.action, -1) >= 0}
+
+decision := {"action": "unknown", "rule_id": "guard.unknown_action", "safe_answer": ""} if {
+	valid_input
+	count(unknown_actions) > 0
+}
+
 decision := {"action": action, "rule_id": chosen, "safe_answer": answer} if {
 	valid_input
+	count(unknown_actions) == 0
 	count(candidates) > 0
 	some c in candidates
 	c.rule_id == chosen
