@@ -51,8 +51,11 @@ STORIES = {
 }
 
 
-async def _send(http: httpx.AsyncClient, mesh: Mesh, prompt: str, timeout_s: str | None = None) -> httpx.Response:
+async def _send(http: httpx.AsyncClient, mesh: Mesh, prompt: str, timeout_s: str | None = None,
+                usecase: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {API_KEY}"}
+    if usecase:
+        headers["X-Stellwerk-Usecase-Class"] = usecase
     if timeout_s:
         headers["X-Stellwerk-Timeout"] = timeout_s
     return await http.post(mesh.gateway_url + "/v1/chat/completions", headers=headers, timeout=30,
@@ -86,7 +89,10 @@ async def test_canary_data_never_leaves_the_request_path(mesh: Mesh, nc: Client)
     responses: dict[str, httpx.Response] = {}
     async with httpx.AsyncClient() as http:
         for path in ("allowed", "redacted", "blocked"):
-            responses[path] = await _send(http, mesh, PROMPTS[path])
+            # A therapy question is decision support: the guardrails refuse medical advice in
+            # the plain chat use case (services/dlp/guard_policies), and this path must pass.
+            responses[path] = await _send(http, mesh, PROMPTS[path],
+                                          usecase="decision_support" if path == "allowed" else None)
         for url in faults:
             await http.post(url, json={"ttft_ms": 3000})
         try:
@@ -115,7 +121,8 @@ async def test_canary_data_never_leaves_the_request_path(mesh: Mesh, nc: Client)
             dlp = next(s for s in steps if s.stage == "dlp_input")
             assert "EMAIL_ADDRESS:1" in dlp.detail and "IBAN_CODE:1" in dlp.detail
         if path == "blocked":
-            assert "rule=dlp.block.pii_with_medical" in steps[1].detail
+            dlp = next(s for s in steps if s.stage == "dlp_input")  # after the guard's own record
+            assert "rule=dlp.block.pii_with_medical" in dlp.detail
         if path == "failed":
             failure = next(s for s in steps if s.outcome == "failed")
             assert "reason=deadline_exceeded" in failure.detail or "reason=provider_timeout" in failure.detail
