@@ -635,6 +635,19 @@ class ScreenRequest(Envelope, kw_only=True):
 
     direction: Direction
     texts: list[str]
+    # Also return where each entity was found and how sure (the console's playground): spans
+    # and scores, never values.
+    detail: bool = False
+
+
+class ScreenFinding(msgspec.Struct, kw_only=True):
+    """One detected entity of a screened text: type, span, score — never its value."""
+
+    type: Ident
+    text_index: int
+    start: int
+    end: int
+    score: float
 
 
 class ScreenReply(msgspec.Struct, kw_only=True):
@@ -646,6 +659,8 @@ class ScreenReply(msgspec.Struct, kw_only=True):
     decision: DlpDecision | None = None
     texts: list[str] | None = None
     error: ErrorCode | None = None
+    findings: list[ScreenFinding] | None = None  # only when asked for (``detail``)
+    medical_categories: list[Ident] | None = None  # only when asked for (``detail``)
 
 
 EVENT_TYPES = (*EVENT_TYPES, ScreenRequest, ScreenReply)

@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from schemas import subjects
-from schemas.events import DlpDecision, ScreenReply, ScreenRequest, encode
+from schemas.events import DlpDecision, ScreenFinding, ScreenReply, ScreenRequest, encode
 from services.dlp.guard import DlpGuard, DlpUnavailable
 from services.dlp.handlers import policy_context
 
@@ -50,7 +50,12 @@ def answer(guard: DlpGuard, data: bytes, observe: Callable[[DlpDecision], None] 
     except DlpUnavailable:
         return ScreenReply(error="dlp_unavailable")
     observe(screening.decision)
-    return ScreenReply(decision=screening.decision, texts=screening.texts)
+    if not request.detail:
+        return ScreenReply(decision=screening.decision, texts=screening.texts)
+    findings = [ScreenFinding(type=f.type, text_index=f.text_index, start=f.start, end=f.end, score=round(f.score, 3))
+                for f in screening.findings]
+    return ScreenReply(decision=screening.decision, texts=screening.texts, findings=findings,
+                       medical_categories=screening.medical_categories)
 
 
 async def serve_screening(

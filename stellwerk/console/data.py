@@ -145,6 +145,7 @@ async def screen(nc: Client, text: str, direction: str, usecase: str, tenant: st
         business_unit="console", user_role="dpo", usecase_class=usecase,  # type: ignore[arg-type]
         direction=direction,  # type: ignore[arg-type]
         texts=[text],
+        detail=True,  # spans and scores for the playground
     )
     reply = await nc.request(subjects.DLP_SCREEN, encode(request), timeout=10)
     return decode(reply.data, ScreenReply)

@@ -83,6 +83,8 @@ def test_dlp_playground_shows_what_the_running_service_sees(browser: Browser, me
     expect(page.locator("#redacted")).to_contain_text("<EMAIL_ADDRESS>")
     expect(page.locator("#redacted")).not_to_contain_text(EMAIL)
     expect(page.locator("#entities")).to_contain_text("EMAIL_ADDRESS")
+    expect(page.locator("#entities")).to_contain_text("IBAN_CODE")  # with its span and score
+    expect(page.locator("#entities tr", has_text="EMAIL_ADDRESS")).to_contain_text("9–37")
     shot(page, "dlp")
 
 
