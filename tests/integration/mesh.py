@@ -91,9 +91,9 @@ async def audit_events(js: JetStreamContext) -> list[AuditEvent]:
     # Shared meshes also hold what the bus fuzzer published on audit subjects: the audit
     # service dead-letters those; here they are skipped.
     for data in await stored(js, subjects.AUDIT_EVENTS):
-        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        with contextlib.suppress(ValueError, msgspec.MsgspecError):  # incl. invalid UTF-8
             events.append(decode(data, AuditEvent))
     for data in await stored(js, subjects.AUDIT_TRAILS):
-        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        with contextlib.suppress(ValueError, msgspec.MsgspecError):  # incl. invalid UTF-8
             events.extend(decode(data, AuditTrail).events)
     return events
