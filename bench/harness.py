@@ -150,6 +150,41 @@ def cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
     return result
 
 
+def rss_bytes(roots: Mapping[str, int]) -> dict[str, int]:
+    """Resident memory (VmRSS) of each named process and its live descendants."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    result: dict[str, int] = {}
+    for name, root in roots.items():
+        total, stack = 0, [root]
+        while stack:
+            pid = stack.pop()
+            stack.extend(children.get(pid, ()))
+            try:
+                with open(f"/proc/{pid}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"VmRSS:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except OSError:
+                continue
+        result[name] = total
+    return result
+
+
+async def peak_rss(roots: Mapping[str, int], stop: asyncio.Event, every_s: float = 0.2) -> dict[str, int]:
+    """The highest resident memory of each process, sampled until ``stop`` is set."""
+    peak: dict[str, int] = {}
+    while not stop.is_set():
+        for name, value in rss_bytes(roots).items():
+            peak[name] = max(peak.get(name, 0), value)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+    return peak
+
+
 def own_cpu_seconds() -> float:
     """This process alone (its children are the measured processes, counted separately)."""
     times = os.times()

@@ -59,8 +59,10 @@ from bench.harness import (
     machine_info,
     parse_concurrency,
     pct,
+    peak_rss,
     prompt_text,
     ratio,
+    rss_bytes,
     run_async,
     workdir,
     write_json,
@@ -206,10 +208,28 @@ async def measure_path(target: Target, body: dict[str, Any], sequential: int, re
             if count <= 0:
                 continue
             with out.status(f"{target.title}: {count} streams at {concurrency} concurrent…"):
+                idle_rss = rss_bytes(target.processes())
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(peak_rss(target.processes(), stop))
                 before = CpuSnapshot.take(target.processes())
                 run = await drive(call, count, concurrency)
+                stop.set()
+                peak = await sampler
                 await asyncio.sleep(SETTLE_S)
                 cpu = before.until(CpuSnapshot.take(target.processes()))
+            if concurrency > 1:
+                # Memory per open stream: what the path's processes grew by while `concurrency`
+                # streams were open, divided by them (issue 12).
+                grown = sum(peak.values()) - sum(idle_rss.values())
+                info.setdefault("memory", {})[str(concurrency)] = {
+                    "idle_mib": round(sum(idle_rss.values()) / 2**20, 1),
+                    "peak_mib": round(sum(peak.values()) / 2**20, 1),
+                    "kib_per_open_stream": round(max(grown, 0) / 1024 / concurrency, 1),
+                    "per_process_peak_mib": {k: round(v / 2**20, 1) for k, v in peak.items()},
+                }
+                out.print(f"  {target.title} @{concurrency}: memory {sum(idle_rss.values()) / 2**20:.0f} MiB idle, "
+                          f"{sum(peak.values()) / 2**20:.0f} MiB peak → "
+                          f"{max(grown, 0) / 1024 / concurrency:.0f} KiB per open stream")
             phase = Phase(target.key, concurrency, count, run, cpu)
             phases.append(phase)
             errors = f", {sum(run.errors.values())} errors ({run.first_error})" if run.errors else ""
