@@ -18,7 +18,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -112,6 +112,7 @@ class _Chunk(msgspec.Struct):
     usage: WireUsage | None = None
 
 
+T = TypeVar("T")
 _completion = msgspec.json.Decoder(_Completion)
 _chunk = msgspec.json.Decoder(_Chunk)
 _encode = msgspec.json.Encoder().encode
@@ -173,13 +174,21 @@ class OpenAIWire:
     async def complete(
         self, api_base: str, api_key: str, body: dict[str, Any], timeout_s: float, retries: int = 1
     ) -> WireAnswer:
+        return await self._retrying(lambda remaining: self._once(api_base, api_key, body, remaining),
+                                    timeout_s, retries)
+
+    async def _retrying(
+        self, once: Callable[[float], Awaitable[T]], timeout_s: float, retries: int
+    ) -> T:
+        """``once(remaining_s)`` again where retrying helps (a transport error, 408/429/5xx),
+        within one deadline; a timeout or any other error is final."""
         deadline = time.monotonic() + timeout_s
         for attempt in range(retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProviderTimeout("deadline")
             try:
-                return await self._once(api_base, api_key, body, remaining)
+                return await once(remaining)
             except ProviderError as exc:
                 retryable = isinstance(exc.__cause__, httpx.TransportError) or (
                     isinstance(exc, HttpStatusError) and exc.status in self.RETRYABLE
@@ -191,7 +200,7 @@ class OpenAIWire:
     async def _once(self, api_base: str, api_key: str, body: dict[str, Any], timeout_s: float) -> WireAnswer:
         started = time.perf_counter()
         url = f"{api_base.rstrip('/')}/chat/completions"
-        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        headers = _headers(api_key)
         try:
             if body.get("stream"):
                 async with self._http.stream("POST", url, content=_encode(body), headers=headers,
@@ -235,7 +244,7 @@ class OpenAIWire:
         failure before the first piece raises like ``complete``; the engine may fall back."""
         started = time.perf_counter()
         url = f"{api_base.rstrip('/')}/chat/completions"
-        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        headers = _headers(api_key)
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         try:
             async with self._http.stream(
@@ -253,23 +262,15 @@ class OpenAIWire:
     ) -> WireEmbeddings:
         """``POST /embeddings``; vectors asked for (and kept) as base64 float32."""
         url = f"{api_base.rstrip('/')}/embeddings"
-        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         content = _encode({**body, "encoding_format": "base64"})
-        deadline = time.monotonic() + timeout_s
-        for attempt in range(retries + 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ProviderTimeout("deadline")
+
+        async def once(remaining: float) -> WireEmbeddings:
             try:
-                response = await self._http.post(url, content=content, headers=headers, timeout=remaining)
+                response = await self._http.post(url, content=content, headers=_headers(api_key), timeout=remaining)
             except httpx.TimeoutException as exc:
                 raise ProviderTimeout(type(exc).__name__) from exc
             except httpx.TransportError as exc:
-                if attempt == retries:
-                    raise ProviderError(type(exc).__name__) from exc
-                continue
-            if response.status_code in self.RETRYABLE and attempt < retries:
-                continue
+                raise ProviderError(type(exc).__name__) from exc
             _raise_for_status(response)
             try:
                 parsed = _embeddings.decode(response.content)
@@ -278,10 +279,15 @@ class OpenAIWire:
             ordered = sorted(parsed.data, key=lambda e: e.index)
             return WireEmbeddings(tuple(as_base64(e.embedding) for e in ordered),
                                   parsed.usage.prompt_tokens if parsed.usage else 0)
-        raise ProviderError("unreachable")  # pragma: no cover
+
+        return await self._retrying(once, timeout_s, retries)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
 
 
 class HttpStatusError(ProviderError):
