@@ -131,47 +131,45 @@ def _proc_table() -> dict[int, tuple[int, int, int]]:
     return table
 
 
-def cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system, all threads) of each named process and its live
-    descendants (e.g. the tool gateway's MCP servers) plus the children they have reaped."""
-    table = _proc_table()
+def _trees(roots: Mapping[str, int], table: Mapping[int, tuple[int, int, int]]) -> dict[str, list[int]]:
+    """Each named process and its live descendants (e.g. the tool gateway's MCP servers)."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    result: dict[str, float] = {}
+    trees: dict[str, list[int]] = {}
     for name, root in roots.items():
-        ticks, stack = 0, [root]
+        pids, stack = [], [root]
         while stack:
             pid = stack.pop()
             if pid in table:
-                ticks += table[pid][1] + table[pid][2]
+                pids.append(pid)
                 stack.extend(children.get(pid, ()))
-        result[name] = ticks / CLK_TCK
-    return result
+        trees[name] = pids
+    return trees
+
+
+def cpu_seconds(roots: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system, all threads) of each named process and its live
+    descendants plus the children they have reaped."""
+    table = _proc_table()
+    return {name: sum(table[pid][1] + table[pid][2] for pid in pids) / CLK_TCK
+            for name, pids in _trees(roots, table).items()}
 
 
 def rss_bytes(roots: Mapping[str, int]) -> dict[str, int]:
     """Resident memory (VmRSS) of each named process and its live descendants."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    result: dict[str, int] = {}
-    for name, root in roots.items():
-        total, stack = 0, [root]
-        while stack:
-            pid = stack.pop()
-            stack.extend(children.get(pid, ()))
-            try:
-                with open(f"/proc/{pid}/status", "rb") as f:
-                    for line in f:
-                        if line.startswith(b"VmRSS:"):
-                            total += int(line.split()[1]) * 1024
-                            break
-            except OSError:
-                continue
-        result[name] = total
-    return result
+    return {name: sum(_rss(pid) for pid in pids) for name, pids in _trees(roots, _proc_table()).items()}
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 async def peak_rss(roots: Mapping[str, int], stop: asyncio.Event, every_s: float = 0.2) -> dict[str, int]:

@@ -73,6 +73,16 @@ MAX_CHOICES: Final = 8
 FUNCTION_NAME: Final = r"^[A-Za-z0-9_\-]{1,64}$"
 
 
+def _valid_unicode(data: object) -> object:
+    """``data`` unchanged, or a 400 naming the first string with an unpaired UTF-16 surrogate."""
+    where = lone_surrogate_path(data)
+    if where is not None:
+        raise PydanticCustomError(
+            "invalid_unicode", "a string contains an unpaired UTF-16 surrogate", {"param": param_path(where)}
+        )
+    return data
+
+
 def _same(value: object, neutral: object) -> bool:
     """JSON equality: ``0`` and ``0.0`` are the same number, ``false`` is not ``0``."""
     if isinstance(value, bool) or isinstance(neutral, bool):
@@ -293,12 +303,7 @@ class ChatCompletionRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _screen(cls, data: object) -> object:
-        where = lone_surrogate_path(data)
-        if where is not None:
-            raise PydanticCustomError(
-                "invalid_unicode", "a string contains an unpaired UTF-16 surrogate", {"param": param_path(where)}
-            )
-        return _unsupported(data, NOT_YET_SUPPORTED)
+        return _unsupported(_valid_unicode(data), NOT_YET_SUPPORTED)
 
     @property
     def max_tokens_param(self) -> str:
@@ -524,12 +529,7 @@ class EmbeddingsRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _screen(cls, data: object) -> object:
-        where = lone_surrogate_path(data)
-        if where is not None:
-            raise PydanticCustomError(
-                "invalid_unicode", "a string contains an unpaired UTF-16 surrogate", {"param": param_path(where)}
-            )
-        return data
+        return _valid_unicode(data)
 
     @model_validator(mode="after")
     def _text_inputs(self) -> EmbeddingsRequest:
