@@ -302,16 +302,7 @@ class Simulator:
     ) -> Response:
         completion_tokens = len(tokens)
         kv_tokens = prompt_tokens + completion_tokens
-        scheduler = self.scheduler
-        await scheduler.acquire(kv_tokens)
-        try:
-            if config.ttft_ms:
-                await asyncio.sleep(config.ttft_ms / 1000)
-            self.metrics.time_to_first_token.observe(time.perf_counter() - arrival)
-            if config.itl_ms and completion_tokens > 1:
-                await asyncio.sleep(config.itl_ms * (completion_tokens - 1) / 1000)
-        finally:
-            scheduler.release(kv_tokens)
+        await self._generate(arrival, config, kv_tokens, completion_tokens)
         self._record(arrival, prompt_tokens, completion_tokens)
         body = json_encoder.encode(
             {
