@@ -143,6 +143,16 @@ class DlpDecision(msgspec.Struct, kw_only=True):
     pseudonymized: bool = False
 
 
+class VariantChoice(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The variant of the chosen route a request was given (issue 17: canary and shadow):
+    picked by the router from a hash of the request id, so it is reproducible and audited."""
+
+    name: Ident
+    deployment: Ident | None = None  # None: the route's deployments as usual
+    prompt_template: Ident | None = None  # ``<usecase>/<name>`` of the platform's prompt templates
+    canary: bool = False
+
+
 class RoutingDecision(msgspec.Struct, kw_only=True):
     route: Route
     rule_id: Ident
@@ -150,6 +160,10 @@ class RoutingDecision(msgspec.Struct, kw_only=True):
     fallbacks: list[Route] = msgspec.field(default_factory=list)
     prompt_tokens_estimate: int = 0
     signals: RuntimeSignals | None = None
+    # Issue 17: the route's variant for this request, and the deployment it is mirrored to
+    # (a shadow call whose answer never reaches the caller); both None for plain routes.
+    variant: VariantChoice | None = None
+    shadow: Ident | None = None
 
 
 class RuntimeSignals(msgspec.Struct, kw_only=True):
@@ -307,6 +321,10 @@ class UsageRecorded(Envelope, kw_only=True):
     gpu_seconds: float = 0.0
     cost: float
     currency: Ident = "EUR"
+    # Issue 17: the route variant that served the call; ``shadow`` marks a mirrored call whose
+    # answer went to nobody (booked like any call, reported apart).
+    variant: Ident | None = None
+    shadow: bool = False
 
 
 class AuditEvent(Envelope, kw_only=True):

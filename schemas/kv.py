@@ -10,6 +10,7 @@ Key layout
 - ``policies``:        ``bundle.<policy>.<hash>`` → ``PolicyBundle`` (every version ever pushed)
                        ``current.<policy>``    → ``PolicyChange`` with its bundle (what workers run)
                        ``log.<policy>.<ns>``   → ``PolicyChange`` (push / rollback history)
+- ``rollouts``:        ``<route>.<variant>``   → ``RolloutState`` (a canary rolled back, issue 17)
 """
 
 from __future__ import annotations
@@ -151,3 +152,18 @@ class PolicyChange(msgspec.Struct, kw_only=True):
     message: str
     at: Timestamp = msgspec.field(default_factory=utcnow)
     bundle: PolicyBundle | None = None  # set in current.<policy>, left out of the log
+
+
+class RolloutState(msgspec.Struct, kw_only=True):
+    """KV ``rollouts`` ``<route>.<variant>``: this variant is rolled back (weight 0 on every
+    replica) — by ``system`` when its window breached a threshold, with what was measured.
+    Deleting the key (``stellwerk rollout restore``) gives the variant its weight back."""
+
+    route: Route
+    variant: Ident
+    actor: Ident
+    reason: Ident  # error_rate | p95_latency | operator
+    requests: int = 0
+    error_rate: float = 0.0
+    p95_latency_ms: float = 0.0
+    at: Timestamp = msgspec.field(default_factory=utcnow)

@@ -164,4 +164,9 @@ KV_APPROVALS: Final = "approvals"
 KV_KEYS: Final = "keys"  # API keys as data (issue 14): ``<key_id>`` → ``schemas.kv.KeyRecord``
 # Policy bundles by content hash, the version in force and its history (issue 17): schemas.kv.PolicyBundle
 KV_POLICIES: Final = "policies"
-KV_BUCKETS: Final = (KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS, KV_KEYS, KV_POLICIES)
+# Canary rollbacks in force (issue 17): ``<route>.<variant>`` → schemas.kv.RolloutState; every
+# router and inference replica follows it, so a rolled-back canary gets no traffic anywhere.
+KV_ROLLOUTS: Final = "rollouts"
+KV_BUCKETS: Final = (
+    KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS, KV_KEYS, KV_POLICIES, KV_ROLLOUTS
+)
