@@ -106,7 +106,7 @@ def up(
     from stellwerk.supervisor import Mesh, Part, StartupError, parse_scale
 
     config_file = (config or Path(os.environ.get("STELLWERK_CONFIG_FILE", DEFAULT_CONFIG))).resolve()
-    _warn_plaintext_secrets(config_file)
+    _check_secrets(config_file)
     try:
         plan = parse_scale(scale)
     except ValueError as exc:
@@ -138,19 +138,29 @@ def up(
         raise typer.Exit(1) from exc
 
 
-def _warn_plaintext_secrets(config_file: Path) -> None:
-    """Issue 14: provider keys belong in the environment or a mounted file, not in the config."""
+def _check_secrets(config_file: Path) -> None:
+    """Issue 14: provider keys belong in the environment or a mounted file, not in the config.
+    Plaintext is refused before anything starts (exit 2) unless explicitly allowed for local
+    development, and then still warned about; so is a missing end-user pseudonym key."""
     import yaml
 
-    from services.runtime.settings import plaintext_secrets
+    from services.runtime.settings import plaintext_allowed, plaintext_refusal, plaintext_secrets
 
     try:
         raw = yaml.safe_load(config_file.read_text())
     except (OSError, yaml.YAMLError):
         return  # the mesh's own start reports an unreadable config
-    for name in plaintext_secrets(raw):
-        err.print(f"[yellow]warning:[/] deployment {name}: api_key is plaintext in {config_file.name}; use "
-                  "os.environ/NAME or file:/path (docs/identity.md#secrets-by-reference)", highlight=False)
+    where = plaintext_secrets(raw)
+    if where and not plaintext_allowed(raw):
+        err.print(f"[red]error:[/] {config_file.name}: {plaintext_refusal(where)}", highlight=False)
+        raise typer.Exit(2)
+    for place in where:
+        err.print(f"[yellow]warning:[/] {place}: secret is plaintext in {config_file.name} (allowed for local "
+                  "development); use os.environ/NAME or file:/path (docs/identity.md#secrets-by-reference)",
+                  highlight=False)
+    if isinstance(raw, dict) and not raw.get("end_user_hash_key"):
+        err.print("[yellow]warning:[/] no end_user_hash_key: end users are pseudonymised with an unkeyed hash "
+                  "(docs/identity.md#end-users); set one in production", highlight=False)
 
 
 def _print_banner(mesh: object) -> None:

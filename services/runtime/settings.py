@@ -143,8 +143,8 @@ class Deployment(BaseModel):
     model: str
     api_base: str
     # A secret by reference (issue 14, docs/identity.md): ``os.environ/NAME`` or ``file:/path``,
-    # resolved when the config is loaded; plaintext still works (``stellwerk up`` warns). Never
-    # in a repr, so never in a log line that prints the config.
+    # resolved when the config is loaded; plaintext is refused unless ``allow_plaintext_secrets``
+    # (local development). Never in a repr, so never in a log line that prints the config.
     api_key: str = Field(default="sk-unused", repr=False)
     provider: Literal["openai", "hosted_vllm", "azure"] = "openai"
     model_version: str
@@ -200,14 +200,40 @@ def resolve_secret(value: str) -> str:
     return value
 
 
+# Local simulators and model servers without authentication: not a secret.
+NOT_A_SECRET: Final = "sk-unused"
+ALLOW_PLAINTEXT_ENV: Final = "STELLWERK_ALLOW_PLAINTEXT_SECRETS"
+
+
 def plaintext_secrets(raw: Any) -> list[str]:
-    """Deployments of a raw (YAML) config whose ``api_key`` is written out in plaintext."""
-    deployments = raw.get("deployments") if isinstance(raw, dict) else None
-    return [
-        str(d.get("name", "?")) for d in deployments or []
+    """Where a raw (YAML) config writes a secret out in plaintext: ``deployment NAME`` for a
+    provider ``api_key``, ``end_user_hash_key`` for the end-user pseudonym key."""
+    if not isinstance(raw, dict):
+        return []
+    found = [
+        f"deployment {d.get('name', '?')}" for d in raw.get("deployments") or []
         if isinstance(d, dict) and isinstance(d.get("api_key"), str)
-        and not d["api_key"].startswith(SECRET_REFERENCES) and d["api_key"] != "sk-unused"
+        and not d["api_key"].startswith(SECRET_REFERENCES) and d["api_key"] != NOT_A_SECRET
     ]
+    key = raw.get("end_user_hash_key")
+    if isinstance(key, str) and not key.startswith(SECRET_REFERENCES):
+        found.append("end_user_hash_key")
+    return found
+
+
+def plaintext_allowed(raw: Any) -> bool:
+    """Plaintext secrets are for local development only: the config says so explicitly
+    (``allow_plaintext_secrets: true``), or the environment does (``STELLWERK_ALLOW_PLAINTEXT_SECRETS=1``)."""
+    if isinstance(raw, dict) and raw.get("allow_plaintext_secrets") is True:
+        return True
+    return os.environ.get(ALLOW_PLAINTEXT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def plaintext_refusal(where: list[str]) -> str:
+    """The error a config with plaintext secrets is refused with: names places, never values."""
+    return (f"plaintext secrets in the config ({', '.join(where)}): write them as os.environ/NAME or "
+            "file:/path (docs/identity.md#secrets-by-reference); for local development only, set "
+            f"allow_plaintext_secrets: true or {ALLOW_PLAINTEXT_ENV}=1")
 
 
 class SimulatorSpec(BaseModel):
@@ -270,6 +296,25 @@ class PlatformConfig(BaseModel):
     oidc: OidcConfig | None = None
     # Sign-in to the console with that issuer (issue 15, docs/console.md); needs ``oidc``.
     console_oidc: ConsoleOidcConfig | None = None
+    # Issue 14 (docs/identity.md): the key of the end users' pseudonyms (HMAC per tenant), a
+    # secret by reference. None: an unkeyed hash (development; ``stellwerk up`` warns).
+    end_user_hash_key: str | None = Field(default=None, repr=False)
+    # Plaintext secrets (a provider ``api_key`` written out) are refused at load; local
+    # development may allow them here or with STELLWERK_ALLOW_PLAINTEXT_SECRETS=1.
+    allow_plaintext_secrets: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_plaintext_secrets(cls, data: Any) -> Any:
+        where = plaintext_secrets(data)
+        if where and not plaintext_allowed(data):
+            raise ValueError(plaintext_refusal(where))
+        return data
+
+    @field_validator("end_user_hash_key", mode="before")
+    @classmethod
+    def _hash_key_by_reference(cls, value: Any) -> Any:
+        return resolve_secret(value) if isinstance(value, str) else value
 
     def key_for(self, presented: str) -> ApiKey | None:
         digest = hashlib.sha256(presented.encode()).hexdigest()

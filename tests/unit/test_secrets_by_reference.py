@@ -1,8 +1,10 @@
 """Secrets by reference (issue 14): ``os.environ/NAME`` and ``file:/path`` in the config,
-resolved at load time, never in a repr; plaintext still loads and ``stellwerk up`` warns."""
+resolved at load time, never in a repr; plaintext is refused unless explicitly allowed for
+local development."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from services.runtime.settings import DEFAULT_CONFIG, load_config, plaintext_secrets
+from services.runtime.settings import ALLOW_PLAINTEXT_ENV, DEFAULT_CONFIG, load_config, plaintext_secrets
 
 SECRET = "sk-provider-Quokka-4711"
 
@@ -48,18 +50,50 @@ def test_a_broken_reference_fails_the_load_naming_the_reference_not_a_value(
         load_config(config_with(tmp_path, f"file:{tmp_path / 'absent'}"))
 
 
-def test_plaintext_still_loads_and_is_listed(tmp_path: Path) -> None:
+def test_plaintext_is_refused_naming_the_place_never_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ALLOW_PLAINTEXT_ENV, raising=False)
     path = config_with(tmp_path, SECRET)
-    config = load_config(path)
-    assert config.deployments[1].api_key == SECRET
-    assert plaintext_secrets(yaml.safe_load(path.read_text())) == [config.deployments[1].name]
+    name = yaml.safe_load(path.read_text())["deployments"][1]["name"]
+    with pytest.raises(ValidationError, match=f"plaintext secrets in the config \\(deployment {name}\\)") as refused:
+        load_config(path)
+    assert SECRET not in str(refused.value)
+    assert plaintext_secrets(yaml.safe_load(path.read_text())) == [f"deployment {name}"]
     assert plaintext_secrets(yaml.safe_load(DEFAULT_CONFIG.read_text())) == []
 
 
-def test_stellwerk_up_warns_about_plaintext_provider_keys(tmp_path: Path) -> None:
+def test_a_plaintext_end_user_hash_key_is_refused_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOW_PLAINTEXT_ENV, raising=False)
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["end_user_hash_key"] = "pepper-in-plaintext"
+    path = tmp_path / "stellwerk.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValidationError, match="end_user_hash_key"):
+        load_config(path)
+    monkeypatch.setenv("STELLWERK_TEST_PEPPER", "pepper-by-reference")
+    raw["end_user_hash_key"] = "os.environ/STELLWERK_TEST_PEPPER"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_config(path).end_user_hash_key == "pepper-by-reference"
+
+
+def test_plaintext_loads_where_local_development_allows_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOW_PLAINTEXT_ENV, raising=False)
+    raw = yaml.safe_load(config_with(tmp_path, SECRET).read_text())
+    raw["allow_plaintext_secrets"] = True
+    allowed = tmp_path / "dev.yaml"
+    allowed.write_text(yaml.safe_dump(raw))
+    assert load_config(allowed).deployments[1].api_key == SECRET
+    monkeypatch.setenv(ALLOW_PLAINTEXT_ENV, "1")
+    assert load_config(config_with(tmp_path, SECRET)).deployments[1].api_key == SECRET
+
+
+def test_stellwerk_up_refuses_plaintext_provider_keys(tmp_path: Path) -> None:
     path = config_with(tmp_path, SECRET)
-    # An invalid --scale ends the command before anything starts; the warning comes first.
+    env = {k: v for k, v in os.environ.items() if k != ALLOW_PLAINTEXT_ENV}
+    # Refused before anything starts (the --scale would be invalid too: the refusal comes first).
     result = subprocess.run([sys.executable, "-m", "stellwerk", "up", "--config", str(path), "--scale", "dlp=x"],
-                            capture_output=True, text=True, timeout=60, check=False)
+                            capture_output=True, text=True, timeout=60, check=False, env=env)
     assert result.returncode == 2
-    assert "api_key is plaintext" in result.stderr and SECRET not in result.stderr + result.stdout
+    assert "plaintext secrets in the config" in result.stderr and "allow_plaintext_secrets" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
