@@ -88,10 +88,34 @@ async def rollback(nats_url: str, version: str, policy: PolicyName | None, actor
         await nc.close()
 
 
+def shipped_dirs() -> dict[PolicyName, Path]:
+    """The policy directories shipped in the images: what a worker runs until a push."""
+    root = Path(__file__).resolve().parent.parent / "services"
+    return {"routing": root / "router" / "policies", "sensitivity": root / "dlp" / "policies",
+            "tools": root / "toolgateway" / "policies", "guard": root / "dlp" / "guard_policies"}
+
+
+def shipped_bundle(version: str, policy: PolicyName | None) -> PolicyBundle | None:
+    """A version never pushed but shipped (what workers run before the first push), so every
+    ``policy_version`` in the audit trail resolves to its text."""
+    digest = policy_bundles.digest_of(version)
+    for name, directory in shipped_dirs().items():
+        if policy not in (None, name):
+            continue
+        try:
+            source = read_policy_dir(directory)
+        except (PolicyError, OSError, ValueError):
+            continue
+        if len(digest) >= 4 and policy_bundles.digest_of(source.version).startswith(digest):
+            return PolicyBundle(policy=name, version=source.version, modules=source.modules, data=source.data,
+                                actor="shipped", message="shipped with this release")
+    return None
+
+
 async def show(nats_url: str, version: str, policy: PolicyName | None) -> PolicyBundle | None:
     nc, kv = await _policies(nats_url)
     try:
-        return await policy_bundles.find(kv, version, policy)
+        return await policy_bundles.find(kv, version, policy) or shipped_bundle(version, policy)
     finally:
         await nc.close()
 

@@ -9,6 +9,7 @@ publishes stellwerk.v1.request.screened    (prompt allowed or redacted; decision
           stellwerk.v1.delta.<id>          (streamed answers: screened text as released)
           stellwerk.v1.audit.trail.dlp_output, stellwerk.v1.audit.trail.dlp_input
                                            (the request's audit trail, when it ends here)
+loads     KV policies current.sensitivity, current.guard at start and follows them
 serves    stellwerk.v1.dlp.screen          ScreenRequest → ScreenReply (queue group ``dlp``;
                                            tool arguments and results, same guard and reload)
 """
@@ -29,6 +30,7 @@ from services.dlp.handlers import (
 from services.dlp.screen_service import serve_screening
 from services.dlp.stream_window import StreamScreen, growth_for
 from services.dlp.streaming import StreamScreening
+from services.runtime import policy_bundles
 from services.runtime.effects import Effects
 from services.runtime.worker import Worker
 
@@ -77,6 +79,10 @@ def build(worker: Worker) -> None:
             worker.log.warning("guard_policy_reloaded", policy_version=guardrails.policy_version)
 
     worker.every(RELOAD_INTERVAL_S, reload_rules)
+    # The versions in force in the mesh (KV policies, issue 17), loaded at start and followed:
+    # a push or rollback reaches every DLP worker — chat, streams and dlp.screen — at once.
+    policy_bundles.follow(worker, "sensitivity", lambda: guard.policy_version, guard.replace_policy)
+    policy_bundles.follow(worker, "guard", lambda: guardrails.policy_version, guardrails.replace)
 
     async def serve_tool_screening() -> None:  # stellwerk.v1.dlp.screen: the tool gateway's DLP
         await serve_screening(worker.nc, guard, observe=observe)

@@ -39,6 +39,7 @@ from services.dlp.recognizers.person import NameLists, PersonGazetteerRecognizer
 from services.dlp.recognizers.phone import PhoneNumberRecognizer
 from services.dlp.redaction import Redactor, Span, pseudonym_types, restore_pseudonyms
 from services.dlp.settings import DlpSettings
+from services.runtime.rego import PolicySource
 
 __all__ = [
     "DlpGuard",
@@ -151,6 +152,11 @@ class DlpGuard:
     @property
     def policy_version(self) -> str:
         return self._policy.version
+
+    def replace_policy(self, source: PolicySource) -> None:
+        """Install a sensitivity policy bundle from KV ``policies`` (issue 17); raises
+        PolicyError if it does not compile, the old one stays in force."""
+        self._policy.replace(source)
 
     @property
     def org_identifiers(self) -> list[OrgIdentifier]:

@@ -25,7 +25,7 @@ from schemas.events import AuditEvent, ChatMessage, Envelope, envelope_fields
 from schemas.vocabulary import Direction
 from services.dlp.guard import PolicyContext
 from services.kernel.guard.detector import InjectionScan, moderation, scan_injection, topics
-from services.runtime.rego import PolicyError, ReloadingPolicy
+from services.runtime.rego import BundledPolicy, PolicyError, PolicySource
 
 GuardAction = Literal["allow", "flag", "review", "block", "replace"]
 ENTRYPOINT: Final = "stellwerk/guard/decision"
@@ -67,7 +67,7 @@ def _ignore(_: GuardDecision) -> None:
 class Guardrails:
     def __init__(self, policy_dir: Path, observe: Observe = _ignore) -> None:
         try:
-            self._policy = ReloadingPolicy(policy_dir, ENTRYPOINT, check_interval=float("inf"))
+            self._policy = BundledPolicy(policy_dir, ENTRYPOINT, check_interval=float("inf"))
         except (PolicyError, OSError, ValueError) as exc:
             raise GuardUnavailable(f"guardrail policy could not load: {type(exc).__name__}") from None
         self.observe = observe
@@ -82,6 +82,10 @@ class Guardrails:
 
     def reload(self) -> bool:
         return self._policy.reload()
+
+    def replace(self, source: PolicySource) -> None:
+        """Install a bundle from KV ``policies``; raises PolicyError if it does not compile."""
+        self._policy.replace(source)
 
     def warm_up(self) -> None:
         """Load the classifier and evaluate the policy once per direction now, so a worker's

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Final, cast, get_args
 
 from schemas.vocabulary import DataSensitivity, DlpAction
-from services.runtime.rego import PolicyError, ReloadingPolicy
+from services.runtime.rego import BundledPolicy, PolicyError, PolicySource
 
 ENTRYPOINT: Final = "stellwerk/dlp/decision"
 
@@ -47,7 +47,8 @@ class PolicyDecision:
 
 
 class SensitivityPolicy:
-    """Compiled once; ``reload()`` recompiles when the directory's content hash changed.
+    """Compiled once; ``reload()`` recompiles when the directory's content hash changed;
+    ``replace()`` installs a bundle from KV ``policies`` (whichever change came last wins).
 
     A broken edit keeps the last good version in force (``last_error`` says why); a policy
     that cannot be compiled at start-up raises PolicyError.
@@ -55,7 +56,7 @@ class SensitivityPolicy:
 
     def __init__(self, directory: Path) -> None:
         # No time-based re-check in the request path: reload() is explicit.
-        self._policy = ReloadingPolicy(directory, ENTRYPOINT, check_interval=float("inf"))
+        self._policy = BundledPolicy(directory, ENTRYPOINT, check_interval=float("inf"))
 
     @property
     def version(self) -> str:
@@ -71,6 +72,10 @@ class SensitivityPolicy:
 
     def reload(self) -> bool:
         return self._policy.reload()
+
+    def replace(self, source: PolicySource) -> None:
+        """Install a pushed bundle; raises PolicyError if it does not compile (the old stays)."""
+        self._policy.replace(source)
 
     def decide(self, features: PolicyFeatures) -> PolicyDecision:
         policy = self._policy.current()

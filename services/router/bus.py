@@ -16,8 +16,7 @@ from nats.aio.msg import Msg
 
 from schemas import subjects
 from schemas.events import PolicyPushAck, PolicyPushed, RequestScreened, decode, encode
-from schemas.kv import PolicyBundle
-from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_POLICIES, KV_PROVIDER_HEALTH, ROUTER
+from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_PROVIDER_HEALTH, ROUTER
 from services.router.context_length import load_encoding
 from services.router.decision import RouterSettings, RoutingEngine
 from services.router.handlers import route_request
@@ -25,6 +24,7 @@ from services.router.signals import SignalBoard
 from services.runtime import policy_bundles
 from services.runtime.effects import Effects
 from services.runtime.rego import PolicyError, PolicySource
+from services.runtime.rollouts import RolledBack, RolloutMetrics
 from services.runtime.worker import Worker
 
 
@@ -37,33 +37,9 @@ def build(worker: Worker) -> None:
     worker.watch(KV_CAPACITY, board.apply_capacity)
     worker.watch(KV_BUDGETS, board.apply_budget, keys="state.>")
 
-    def install(bundle: PolicyBundle | None, how: str) -> None:
-        if bundle is None or bundle.version == engine.policy_version:
-            return
-        try:
-            engine.replace(policy_bundles.source_of(bundle))
-        except PolicyError as exc:  # a stored bundle passed its tests when pushed; keep the old one
-            worker.log.error("policy_bundle_rejected", version=bundle.version, error=type(exc).__name__)
-            return
-        worker.log.warning("policy_bundle_installed", version=bundle.version, how=how)
-
-    async def load_bundle() -> None:
-        # The version in force in the mesh, not the one baked into the image: a router that
-        # starts after a push (a scale-out, a restart) decides like the others.
-        try:
-            install(await policy_bundles.current(await worker.kv(KV_POLICIES), "routing"), "start")
-        except Exception as exc:  # noqa: BLE001 - no bucket yet / not allowed: the shipped policy
-            worker.log.error("policy_bundle_unavailable", error=type(exc).__name__)
-
-    def follow_bundle(key: str, value: bytes | None) -> None:
-        if value is not None:
-            try:
-                install(policy_bundles.decode_current(value), "watch")
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                worker.log.error("policy_bundle_rejected", error=type(exc).__name__)
-
-    worker.on_start(load_bundle)
-    worker.watch(KV_POLICIES, follow_bundle, keys=policy_bundles.current_key("routing"))
+    # The version in force in the mesh, not the one baked into the image: a router that
+    # starts after a push (a scale-out, a restart) decides like the others.
+    policy_bundles.follow(worker, "routing", lambda: engine.policy_version, engine.replace)
 
     async def subscribe_pushes() -> None:
         await worker.nc.subscribe(subjects.CONTROL_POLICY_PUSH, cb=on_push)
@@ -97,9 +73,16 @@ def build(worker: Worker) -> None:
 
     worker.on_start(subscribe_pushes)
 
+    # Canary rollbacks in force (issue 17): every replica follows KV rollouts, so a variant
+    # rolled back by any inference replica gets weight 0 here at once.
+    rollout_metrics = RolloutMetrics(worker.metrics.registry)
+    rolled_back = RolledBack(rollout_metrics)
+    worker.watch(RolledBack.bucket, rolled_back.apply)
+
     async def on_screened(event: RequestScreened) -> Effects:
-        signals = board.signals_for(event.tenant, event.business_unit, event.usecase_class)
-        return route_request(engine, signals, event, encoding, worker.metrics, board.routes_for())
+        signals = board.signals_for(event.tenant, event.business_unit, event.usecase_class, end_user=event.end_user)
+        return route_request(engine, signals, event, encoding, worker.metrics, board.routes_for(),
+                             worker.config, rolled_back.keys, rollout_metrics)
 
     # A policy decision costs well under a millisecond: a few in flight overlap the publishes.
     worker.consume(ROUTER, RequestScreened, on_screened, max_in_flight=8)

@@ -9,14 +9,19 @@ deleted, so any ``policy_version`` in the audit trail resolves to its text.
 from __future__ import annotations
 
 import time
-from typing import Final, get_args
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, get_args
 
 import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from schemas.kv import PolicyAction, PolicyBundle, PolicyChange, PolicyName
-from services.runtime.rego import PolicySource
+from schemas.streams import KV_POLICIES
+from services.runtime.rego import PolicyError, PolicySource
+
+if TYPE_CHECKING:
+    from services.runtime.worker import Worker
 
 POLICIES: Final[tuple[PolicyName, ...]] = get_args(PolicyName)
 # The module file that names a policy directory's policy, and its entrypoint.
@@ -27,7 +32,7 @@ ENTRYPOINTS: Final[dict[PolicyName, str]] = {
     "guard": "stellwerk/guard/decision",
 }
 MODULE_OF: Final[dict[str, PolicyName]] = {
-    "routing.rego": "routing", "sensitivity.rego": "sensitivity", "tools.rego": "tools", "guard.rego": "guard",
+    "routing.rego": "routing", "sensitivity.rego": "sensitivity", "tools.rego": "tools", "guardrails.rego": "guard",
 }
 
 _bundle = msgspec.json.Decoder(PolicyBundle)
@@ -127,3 +132,41 @@ async def history(kv: KeyValue, policy: str | None = None) -> list[PolicyChange]
         if value:
             changes.append(_change.decode(value))
     return changes
+
+
+def follow(worker: Worker, policy: PolicyName, version: Callable[[], str],
+           replace: Callable[[PolicySource], None]) -> None:
+    """Run the version of ``policy`` in force in the mesh: load ``current.<policy>`` at start
+    (before the first request) and follow it with a KV watch, so a worker started after a push
+    (a scale-out, a restart) decides like the others, and a push or rollback reaches every
+    worker without a restart. Without a bundle in force the worker keeps its shipped policy.
+
+    ``replace`` raises PolicyError for a bundle that does not compile; the old one stays.
+    """
+
+    def install(bundle: PolicyBundle | None, how: str) -> None:
+        if bundle is None or bundle.version == version():
+            return
+        try:
+            replace(source_of(bundle))
+        except PolicyError as exc:  # a stored bundle passed its tests when pushed; keep the old one
+            worker.log.error("policy_bundle_rejected", policy=policy, version=bundle.version,
+                             error=type(exc).__name__)
+            return
+        worker.log.warning("policy_bundle_installed", policy=policy, version=bundle.version, how=how)
+
+    async def load() -> None:
+        try:
+            install(await current(await worker.kv(KV_POLICIES), policy), "start")
+        except Exception as exc:  # noqa: BLE001 - no bucket yet / not allowed: the shipped policy
+            worker.log.error("policy_bundle_unavailable", policy=policy, error=type(exc).__name__)
+
+    def on_change(key: str, value: bytes | None) -> None:
+        if value is not None:
+            try:
+                install(decode_current(value), "watch")
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                worker.log.error("policy_bundle_rejected", policy=policy, error=type(exc).__name__)
+
+    worker.on_start(load)
+    worker.watch(KV_POLICIES, on_change, keys=current_key(policy))

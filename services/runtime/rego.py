@@ -170,6 +170,41 @@ class ReloadingPolicy:
         self._policy = CompiledPolicy(source, self.entrypoint)
 
 
+class BundledPolicy(ReloadingPolicy):
+    """A ReloadingPolicy that also takes bundles pushed through the mesh (KV ``policies``).
+
+    ``ReloadingPolicy`` alone would undo a push on its next file check, because the pushed
+    version differs from the directory's. This keeps a pushed policy in force until the
+    directory's content changes after the push: whichever change came last wins.
+    """
+
+    def __init__(self, directory: Path, entrypoint: str, check_interval: float = 1.0) -> None:
+        super().__init__(directory, entrypoint, check_interval)
+        # Directory version at the moment of the last push; None while the directory rules.
+        self._disk_version_at_push: str | None = None
+
+    def replace(self, source: PolicySource) -> None:
+        try:
+            disk_version: str | None = read_policy_dir(self.directory).version
+        except (PolicyError, OSError, ValueError):
+            disk_version = None  # any later readable state of the directory counts as a change
+        super().replace(source)  # raises PolicyError on a broken push; the old policy stays
+        self._disk_version_at_push = disk_version
+        self.last_error = None
+
+    def reload(self) -> bool:
+        if self._disk_version_at_push is not None:
+            try:
+                disk_version = read_policy_dir(self.directory).version
+            except (PolicyError, OSError, ValueError) as exc:
+                self.last_error = str(exc)
+                return False
+            if disk_version == self._disk_version_at_push:
+                return False
+            self._disk_version_at_push = None
+        return super().reload()
+
+
 def run_case_table(policy: CompiledPolicy, cases_file: Path) -> list[str]:
     """Evaluate a ``*_test.json`` case table; return one message per failed case.
 

@@ -4,6 +4,7 @@ serves    stellwerk.v1.tool.call.requested  ToolCallRequested → ToolCallResult
           stellwerk.v1.tool.list            ToolListRequested → ToolCatalog
           stellwerk.v1.tool.decide          ApprovalDecisionRequested → ApprovalDecisionReply
           (core NATS request-reply, queue group ``toolgateway``: each request to one worker)
+loads     KV policies current.tools at start and follows it
 watches   KV approvals ``call.>``  (pending approvals: expiry, execution lease, metrics)
 writes    KV approvals, KV ratelimits ``tool.>``
 requests  stellwerk.v1.dlp.screen            ScreenRequest → ScreenReply (the DLP workers screen
@@ -36,6 +37,7 @@ from schemas.events import (
     encode,
 )
 from schemas.streams import KV_APPROVALS, KV_KEYS, KV_RATELIMITS
+from services.runtime import policy_bundles
 from services.runtime.keys import KeyRing
 from services.runtime.oidc import OidcVerifier
 from services.runtime.telemetry import inject_headers
@@ -84,6 +86,8 @@ def build(worker: Worker) -> None:
     outbox = BusOutbox(worker)
     pool = McpPool(config.tool_servers, settings.refresh_interval_s)
     policy = ToolPolicy(settings.policy_dir, settings.policy_check_interval_s)
+    # The tool policy in force in the mesh (KV policies, issue 17): loaded at start, followed.
+    policy_bundles.follow(worker, "tools", lambda: policy.version, policy.replace)
     board: dict[str, ApprovalRecord] = {}  # every approval record in KV, kept current by a watch
     # Issue 14: approvers prove who they are with a key of the ``keys`` bucket or an OIDC token.
     keyring = KeyRing(config.api_keys)

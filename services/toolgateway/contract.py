@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from schemas import contracts as c
-from schemas.streams import APPROVALS, KV_APPROVALS, KV_KEYS, KV_RATELIMITS
+from schemas.streams import APPROVALS, KV_APPROVALS, KV_KEYS, KV_POLICIES, KV_RATELIMITS
 
 STAGES: Final = ("toolgateway", "approval")
 QUEUE: Final = "toolgateway"
@@ -29,6 +29,6 @@ CONTRACT: Final = c.ServiceContract(
     ),
     reads_streams=(APPROVALS,),
     kv_writes=(KV_RATELIMITS, KV_APPROVALS),
-    kv_reads=(KV_KEYS,),  # approvers' credentials (issue 14)
+    kv_reads=(KV_KEYS, KV_POLICIES),  # approvers' credentials (issue 14), the tool policy (17)
     answers_later=TOOL_CALLERS,
 )

@@ -12,7 +12,7 @@ from typing import Final, Literal
 import msgspec
 
 from schemas.vocabulary import Ident, UsecaseClass
-from services.runtime.rego import PolicyError, ReloadingPolicy
+from services.runtime.rego import BundledPolicy, PolicyError, PolicySource
 
 ENTRYPOINT: Final = "stellwerk/tools/decision"
 
@@ -56,13 +56,18 @@ _to_builtins = msgspec.to_builtins
 class ToolPolicy:
     def __init__(self, directory: Path, check_interval_s: float = 1.0) -> None:
         try:
-            self._policy = ReloadingPolicy(directory, ENTRYPOINT, check_interval_s)
+            self._policy = BundledPolicy(directory, ENTRYPOINT, check_interval_s)
         except PolicyError as exc:
             raise ToolPolicyUnavailable(str(exc)) from exc
 
     @property
     def version(self) -> str:
         return self._policy.current().version
+
+    def replace(self, source: PolicySource) -> None:
+        """Install a bundle from KV ``policies`` (whichever change came last wins over the
+        directory); raises PolicyError if it does not compile, the old one stays."""
+        self._policy.replace(source)
 
     def decide(self, policy_input: ToolPolicyInput) -> ToolVerdict:
         policy = self._policy.current()
