@@ -53,6 +53,10 @@ class Envelope(msgspec.Struct, kw_only=True):
     business_unit: Ident
     user_role: Ident
     usecase_class: UsecaseClass
+    # Issue 14: the person behind the caller, pseudonymous — a keyed per-tenant hash of the
+    # OpenAI ``user``/``safety_identifier``, the ``X-Stellwerk-End-User`` header or the OIDC
+    # subject (docs/identity.md). Never the raw id. Carried into every audit and usage event.
+    end_user: Ident | None = None
 
     def expired(self, now: datetime | None = None) -> bool:
         return (now or utcnow()) >= self.deadline
@@ -639,6 +643,7 @@ def envelope_fields(event: Envelope) -> dict[str, Any]:
         "business_unit": event.business_unit,
         "user_role": event.user_role,
         "usecase_class": event.usecase_class,
+        "end_user": event.end_user,
     }
 
 

@@ -33,7 +33,8 @@ from schemas.vocabulary import (
     UsecaseClass,
 )
 
-BudgetScope = Literal["tenant", "business_unit", "usecase", "endpoint"]
+# end_user (issue 14): one pseudonymous end user (``Envelope.end_user``, a per-tenant keyed hash).
+BudgetScope = Literal["tenant", "business_unit", "usecase", "endpoint", "end_user"]
 BudgetPeriod = Literal["day", "month"]
 BudgetLevel = Literal["ok", "warn", "exhausted"]
 BudgetAction = Literal["none", "downgrade", "force_local", "block_noncritical"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from enum import StrEnum
 from pathlib import Path
@@ -50,6 +49,7 @@ class By(StrEnum):
     model = "model"
     route = "route"
     deployment = "deployment"
+    user = "user"  # the end user's pseudonym (issue 14)
 
 
 class Format(StrEnum):
@@ -68,6 +68,7 @@ class Scope(StrEnum):
     business_unit = "business_unit"
     usecase = "usecase"
     endpoint = "endpoint"
+    end_user = "end_user"
 
 
 class PeriodKind(StrEnum):
@@ -89,7 +90,8 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", envvar="STELLWERK_CONFIG_FILE", help="Platform config file (YAML)."),
 ]
-Actor = Annotated[str, typer.Option(help="Who makes the change (recorded in the audit trail).")]
+Actor = Annotated[str | None, typer.Option(help="Who makes the change, as audited (default: $STELLWERK_ACTOR or the "
+                                               "OS user).")]
 
 
 def _config(path: Path | None) -> PlatformConfig:
@@ -98,10 +100,16 @@ def _config(path: Path | None) -> PlatformConfig:
     return load_config((path or DEFAULT_CONFIG).resolve())
 
 
-def _actor_default() -> str:
-    from schemas import subjects
+def _actor(given: str | None) -> str:
+    """The operator a budget change is recorded under (issue 14): ``--actor``,
+    ``$STELLWERK_ACTOR``, the OS user — as for keys and policies; exit 2 if no identifier."""
+    from services.kernel.cli_conventions import INVALID_INPUT, operator_actor
 
-    return subjects.token(os.environ.get("USER", "operator")) or "operator"
+    try:
+        return operator_actor(given)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(INVALID_INPUT) from exc
 
 
 def _run(coro: Any) -> Any:
@@ -206,23 +214,38 @@ async def _report(url: str, config: PlatformConfig, by: Any, period: Any) -> Any
 def budget_set(
     budget_id: Annotated[str, typer.Argument(help="Budget id ([A-Za-z0-9_-]).")],
     scope: Annotated[Scope, typer.Option(help="What the budget covers.")],
-    scope_id: Annotated[str, typer.Option(help="Tenant, business unit, use case class, or route/deployment.")],
     limit: Annotated[float, typer.Option(help="Amount per period, in the platform currency.")],
+    scope_id: Annotated[str | None, typer.Option(help="Tenant, business unit, use case class, route/deployment, "
+                                                       "or an end user's pseudonym (the hash).")] = None,
+    end_user: Annotated[str | None, typer.Option(help="--scope end_user: the end user's id, hashed here with the "
+                                                      "platform's end_user_hash_key (needs --tenant); never stored.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="--end-user: the tenant the end user belongs to.")] = None,
     period: Annotated[PeriodKind, typer.Option(help="Budget period.")] = PeriodKind.month,
     action: Annotated[Action, typer.Option(help="What the router does once the act threshold is reached.")] = Action.downgrade,
     warn_pct: Annotated[float, typer.Option(help="Alert at this share of the limit (%).")] = 80.0,
     act_pct: Annotated[float, typer.Option(help="Act at this share of the limit (%).")] = 100.0,
-    actor: Actor = "",
+    actor: Actor = None,
     nats_url: NatsUrl = DEFAULT_NATS,
     config: ConfigOpt = None,
 ) -> None:
     """Create or change a budget. FinOps workers pick it up at once; the change is audited."""
+    who = _actor(actor)
     import msgspec
 
     from services.finops.ledger import BudgetDef
     from services.runtime.settings import BudgetConfig
 
     platform = _config(config)
+    if end_user is not None:  # issue 14: the pseudonym the mesh books the user's calls under
+        from services.kernel.end_user import end_user_hash
+
+        if scope is not Scope.end_user or not tenant or scope_id:
+            err.print("[red]invalid budget:[/] --end-user goes with --scope end_user and --tenant, without --scope-id")
+            raise typer.Exit(2)
+        scope_id = end_user_hash(tenant, end_user, platform.end_user_hash_key)
+    if not scope_id:
+        err.print("[red]invalid budget:[/] --scope-id is required (or --end-user with --tenant)")
+        raise typer.Exit(2)
     try:
         BudgetConfig(id=budget_id, scope=scope.value, scope_id=scope_id, period=period.value, limit=limit,
                      warn_pct=warn_pct, act_pct=act_pct, action=action.value)
@@ -249,7 +272,7 @@ def budget_set(
         nc = await _connect(nats_url)
         try:
             js = nc.jetstream()
-            audit = budget_set_audit(definition, actor or _actor_default(), request_id)
+            audit = budget_set_audit(definition, who, request_id)
             await js.publish(subjects.audit("finops"), encode(audit), headers={"Nats-Msg-Id": f"audit:{request_id}"})
             await (await js.key_value(KV_BUDGETS)).put(budget_key(budget_id), msgspec.json.encode(definition))
         finally:
@@ -311,11 +334,12 @@ async def _budget_rows(url: str, config: PlatformConfig) -> list[Any]:
 @budget_app.command("reset")
 def budget_reset(
     budget_id: Annotated[str, typer.Argument(help="Budget id.")],
-    actor: Actor = "",
+    actor: Actor = None,
     nats_url: NatsUrl = DEFAULT_NATS,
     config: ConfigOpt = None,
 ) -> None:
     """Start the budget's current period afresh: what was spent so far no longer counts."""
+    who = _actor(actor)
     platform = _config(config)
 
     async def run() -> tuple[str, float]:
@@ -347,7 +371,7 @@ def budget_reset(
             baseline = bucket.counters.cost_nanos if bucket.period == period else 0
             reset = BudgetReset(budget_id=budget_id, period=period, baseline_nanos=baseline, at=now)
             request_id = f"budget-{uuid.uuid4().hex}"
-            audit = budget_reset_audit(definition, reset, actor or _actor_default(), request_id)
+            audit = budget_reset_audit(definition, reset, who, request_id)
             await js.publish(subjects.audit("finops"), encode(audit), headers={"Nats-Msg-Id": f"audit:{request_id}"})
             await kv.put(reset_key(budget_id), msgspec.json.encode(reset))
             return period, baseline / 1e9
@@ -361,10 +385,11 @@ def budget_reset(
 @budget_app.command("delete")
 def budget_delete(
     budget_id: Annotated[str, typer.Argument(help="Budget id.")],
-    actor: Actor = "",
+    actor: Actor = None,
     nats_url: NatsUrl = DEFAULT_NATS,
 ) -> None:
     """Remove a budget; its scope's state goes with it. Audited."""
+    who = _actor(actor)
 
     async def run() -> None:
         import msgspec
@@ -387,7 +412,7 @@ def budget_delete(
                 err.print(f"[red]no budget '{budget_id}'[/]")
                 raise typer.Exit(1) from None
             request_id = f"budget-{uuid.uuid4().hex}"
-            audit = budget_deleted_audit(definition, actor or _actor_default(), request_id, utcnow())
+            audit = budget_deleted_audit(definition, who, request_id, utcnow())
             await js.publish(subjects.audit("finops"), encode(audit), headers={"Nats-Msg-Id": f"audit:{request_id}"})
             await kv.delete(budget_key(budget_id))
             try:

@@ -4,7 +4,7 @@ Pure and synchronous: the bus shell reads a ``Totals`` document from KV, calls t
 functions, and writes it back with compare-and-set on the revision it read.
 
 One document per scope key (``tenant.<id>``, ``business_unit.<id>``, ``usecase.<id>``,
-``endpoint.<route>``, ``endpoint.<deployment>``) holds all-time totals, the current day's
+``endpoint.<route>``, ``endpoint.<deployment>``, ``end_user.<hash>`` for calls with an end user) holds all-time totals, the current day's
 and month's, the budget levels reached in the current period (``marks``) and the threshold
 crossings not yet published (``outbox``).
 
@@ -213,6 +213,8 @@ def scope_keys(usage: UsageRecorded) -> list[str]:
     ]
     if usage.deployment != usage.route:
         keys.append(scope_key("endpoint", usage.deployment))
+    if usage.end_user is not None:  # issue 14: budgets per end user (the pseudonym, never the id)
+        keys.append(scope_key("end_user", usage.end_user))
     return keys
 
 

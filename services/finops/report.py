@@ -19,8 +19,9 @@ from schemas.kv import BudgetState
 from services.finops.ledger import Counters
 from services.finops.pricing import Charge
 
-Dimension = Literal["usecase", "tenant", "business_unit", "model", "route", "deployment"]
-DIMENSIONS: tuple[Dimension, ...] = ("usecase", "tenant", "business_unit", "model", "route", "deployment")
+Dimension = Literal["usecase", "tenant", "business_unit", "model", "route", "deployment", "user"]
+DIMENSIONS: tuple[Dimension, ...] = ("usecase", "tenant", "business_unit", "model", "route", "deployment", "user")
+NO_END_USER = "-"  # ``--by user``: calls that named no end user
 
 
 class Row(Counters, kw_only=True):
@@ -125,6 +126,8 @@ def dimension_value(usage: UsageRecorded, by: Dimension) -> str:
         return usage.usecase_class
     if by == "model":
         return usage.model
+    if by == "user":  # issue 14: the end user's pseudonym, within its tenant
+        return f"{usage.tenant}/{usage.end_user}" if usage.end_user else NO_END_USER
     value: str = getattr(usage, by)
     return value
 

@@ -54,7 +54,6 @@ from services.gateway.openai_api import (
     EmbeddingsRequest,
     completion_body,
     embeddings_body,
-    end_user_hash,
     error_body,
     mesh_messages,
     mesh_params,
@@ -71,6 +70,7 @@ from services.gateway.responses_api import (
     sse,
 )
 from services.gateway.streaming import LiveStream, sse_events
+from services.kernel.end_user import end_user_hash
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.errors import HTTP_STATUS, fixed_message
 from services.runtime.keys import KeyRing, KeyStore
@@ -308,12 +308,11 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         prompt_tokens: int
         max_tokens: int | None
         max_tokens_param: str
-        end_user: str | None = None  # the forwarded end user, hashed per tenant (issue 14)
+        end_user: str | None = None  # the end user, hashed per tenant (issue 14)
 
         def submitted(self, messages: list[ChatMessage], params: GenerationParams) -> RequestSubmitted:
             request_id = new_id()
-            if self.end_user is not None:  # the application's assertion wins over the body's ``user``
-                params.user = self.end_user
+            params.user = self.end_user  # also sent to the provider as ``user``: the pseudonym only
             return RequestSubmitted(
                 request_id=request_id,
                 correlation_id=self.correlation_id or request_id,
@@ -322,11 +321,15 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                 business_unit=self.key.business_unit,
                 user_role=self.key.user_role,
                 usecase_class=self.usecase,
+                end_user=self.end_user,
                 messages=messages,
                 attributes=self.attributes,
                 params=params,
                 pseudonymize=self.pseudonymize,
             )
+
+    def pseudonym(tenant: str, user: str) -> str:
+        return end_user_hash(tenant, user, config.end_user_hash_key)
 
     async def authenticate(request: Request) -> ApiKey | JSONResponse:
         """The caller: an API key of the ``keys`` bucket, or (with ``oidc`` configured) a bearer
@@ -334,7 +337,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         presented = _bearer(request)
         if oidc is not None and looks_like_jwt(presented):
             try:
-                key, _ = await oidc.authenticate(presented)
+                key, claims = await oidc.authenticate(presented)
             except TokenRejected as exc:
                 return error(401, "invalid_api_key", f"Invalid bearer token: {exc.reason}.", reason=exc.reason)
             except IdentityNotMapped as exc:
@@ -343,6 +346,8 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             except IdpUnavailable:
                 return error(503, "idp_unavailable", "The identity provider's keys could not be fetched; "
                              "retry shortly.", retry_after=2)
+            # The token's subject is the person: the end user unless the caller names another.
+            request.state.oidc_subject = str(claims[oidc.config.claims.subject])
             return key
         found = keyring.lookup(presented)
         if found is None:
@@ -355,6 +360,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         metadata: dict[str, Any] | None,
         max_tokens: int | None = None,
         max_tokens_param: str = "max_tokens",
+        user: str | None = None,
     ) -> Admission | JSONResponse:
         """What every model endpoint checks before it submits: key, limits, attributes,
         deadline, capacity and the bus — each refusal OpenAI-shaped."""
@@ -375,7 +381,14 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             return error(400, "invalid_request", "Invalid X-Correlation-Id header: 1 to 128 characters of "
                          "A-Z a-z 0-9 _ . : @ / < > = + -.", param="x-correlation-id")
         # --- end input limits ------------------------------------------------------------------
+        # Who asked (issue 14), most trusted first: the application's assertion (keys with
+        # forward_end_user), the OIDC token's subject, the body's ``user``/``safety_identifier``.
         end_user: str | None = None
+        subject: str | None = getattr(request.state, "oidc_subject", None)
+        if subject is not None:
+            end_user = pseudonym(key.tenant, subject)
+        elif user:
+            end_user = pseudonym(key.tenant, user)
         forwarded = request.headers.get(END_USER_HEADER)
         if forwarded is not None:
             if not key.forward_end_user:
@@ -385,7 +398,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             if not 1 <= len(forwarded) <= 256:
                 return error(400, "invalid_request", "Invalid X-Stellwerk-End-User header: 1 to 256 characters.",
                              param=END_USER_HEADER)
-            end_user = end_user_hash(key.tenant, forwarded)
+            end_user = pseudonym(key.tenant, forwarded)
         try:
             usecase, attributes = resolve_attributes(key, request.headers, metadata or {})
             pseudonymize = resolve_pseudonymize(request.headers, metadata or {}, key.pseudonymize)
@@ -448,7 +461,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
                     "api_key": admission.key.key_id,
                     "quality_tier": attributes.quality_tier,
                     "budget_class": attributes.budget_class,
-                    **({"end_user": submitted.params.user} if submitted.params.user else {}),
+                    **({"end_user": submitted.end_user} if submitted.end_user else {}),
                     **details,
                 },
             )
@@ -510,7 +523,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
 
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:
         admission = await admit(request, message_texts(body), body.metadata, body.max_completion_tokens or body.max_tokens,
-                          body.max_tokens_param)
+                                body.max_tokens_param, body.end_user)
         if isinstance(admission, JSONResponse):
             return admission
         # What the request needs from a route (issue 13): the policy only picks routes that
@@ -520,7 +533,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         refusal = unknown_model(body.model, admission.attributes)
         if refusal is not None:
             return refusal
-        submitted = admission.submitted(mesh_messages(body), mesh_params(body, admission.key.tenant))
+        submitted = admission.submitted(mesh_messages(body), mesh_params(body))
         if (refusal := await rate_limited(admission, submitted)) is not None:
             return refusal
         # Answers with several choices or a schema are screened (and validated) whole, then
@@ -544,17 +557,14 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingsRequest, request: Request) -> Any:
         inputs = body.texts()
-        admission = await admit(request, inputs, None)
+        admission = await admit(request, inputs, None, user=body.user)
         if isinstance(admission, JSONResponse):
             return admission
         admission.attributes.operation = "embeddings"
         refusal = unknown_model(body.model, admission.attributes)
         if refusal is not None:
             return refusal
-        params = GenerationParams(
-            dimensions=body.dimensions,
-            user=end_user_hash(admission.key.tenant, body.user) if body.user else None,
-        )
+        params = GenerationParams(dimensions=body.dimensions)
         submitted = admission.submitted([ChatMessage(role="user", content=text) for text in inputs], params)
         if (refusal := await rate_limited(admission, submitted)) is not None:
             return refusal

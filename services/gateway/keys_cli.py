@@ -16,8 +16,6 @@ Output: ``--format table|json|jsonl``. Exit codes (services/kernel/cli_conventio
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar, get_args
@@ -30,9 +28,16 @@ from rich.table import Table
 from schemas.events import utcnow
 from schemas.kv import KeyRecord
 from schemas.vocabulary import UsecaseClass
-from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
+from services.kernel.cli_conventions import (
+    FAILED,
+    INVALID_INPUT,
+    MESH_UNREACHABLE,
+    OutputFormat,
+    operator_actor,
+    unreachable,
+)
 from services.runtime.bus import connect, ensure_topology
-from services.runtime.keys import KeyChangeRefused, KeyStore, parse_duration, valid_actor, valid_key_id
+from services.runtime.keys import KeyChangeRefused, KeyStore, parse_duration, valid_key_id
 from services.runtime.settings import MeshSettings
 
 app = typer.Typer(help="API keys as data in the mesh: create, list, revoke, rotate.", no_args_is_help=True,
@@ -49,18 +54,11 @@ Actor = Annotated[str | None, typer.Option("--actor", help="Who makes the change
 
 def actor_of(given: str | None) -> str:
     """The operator a change is recorded under: ``--actor``, ``$STELLWERK_ACTOR``, the OS user."""
-    name = given or os.environ.get("STELLWERK_ACTOR") or _os_user()
-    if not valid_actor(name):
-        err.print("[red]error:[/] --actor must be an identifier (letters, digits, _ . : @ / + = -)")
-        raise typer.Exit(INVALID_INPUT)
-    return name
-
-
-def _os_user() -> str:
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
+        return operator_actor(given)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(INVALID_INPUT) from exc
 
 
 def _duration(option: str, text: str | None) -> timedelta | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import struct
 import time
 from typing import Any, Final, Literal
@@ -482,12 +481,8 @@ def message_texts(body: ChatCompletionRequest) -> list[str]:
     return [m.text() + "".join(c.function.arguments for c in m.tool_calls or ()) for m in body.messages]
 
 
-def end_user_hash(tenant: str, user: str) -> str:
-    """The end user as the mesh knows them: pseudonymous, stable per tenant, never the raw id."""
-    return hashlib.sha256(f"{tenant}\x00{user}".encode()).hexdigest()[:32]
-
-
-def mesh_params(body: ChatCompletionRequest, tenant: str) -> GenerationParams:
+def mesh_params(body: ChatCompletionRequest) -> GenerationParams:
+    """The generation parameters; ``user`` is set by the admission (the hashed end user)."""
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     tool_choice = body.tool_choice
     return GenerationParams(
@@ -505,7 +500,6 @@ def mesh_params(body: ChatCompletionRequest, tenant: str) -> GenerationParams:
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=body.response_format.model_dump(exclude_none=True, by_alias=True)
         if body.response_format and body.response_format.type != "text" else None,
-        user=end_user_hash(tenant, body.end_user) if body.end_user else None,
     )
 
 

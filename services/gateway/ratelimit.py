@@ -236,7 +236,7 @@ async def check(
         if limiter is None:
             limiter = _limiters[js] = KvRateLimiter(await js.key_value(KV_RATELIMITS), limits)
         tokens = estimate_tokens(submitted.messages, submitted.params.max_tokens, limits.completion_tokens_estimate)
-        refusal = await limiter.admit(key, endpoint, tokens, submitted.params.user)
+        refusal = await limiter.admit(key, endpoint, tokens, submitted.end_user)
     except (nats.errors.Error, TimeoutError, OSError):
         return Refusal("limiter", "unavailable", 1.0, 0.0, status=503, code="overloaded")
     if refusal is not None and refusal.code == "rate_limited":

@@ -20,6 +20,9 @@ Pure constants: imported by ``stellwerk.cli`` and by each service's ``cli.py`` a
 
 from __future__ import annotations
 
+import getpass
+import os
+import re
 from enum import StrEnum
 from typing import Final
 
@@ -47,3 +50,34 @@ def _without_credentials(url: str) -> str:
         return url
     hosts = [host.rpartition("@")[2] for host in rest.split(",")]
     return scheme + sep + ",".join(hosts)
+
+
+# --- the operator behind a change (issue 14) -----------------------------------------------------
+# Every command that changes the mesh (keys, budgets, policies) records who did it, the same way:
+# ``--actor NAME``, else ``$STELLWERK_ACTOR``, else the OS user. An identifier, as audited.
+
+ACTOR_ENV: Final = "STELLWERK_ACTOR"
+ACTOR_HELP: Final = "Who makes the change, as audited (default: $STELLWERK_ACTOR or the OS user)."
+INVALID_ACTOR: Final = "--actor must be an identifier (letters, digits, _ . : @ / + = -, at most 128)"
+_ACTOR: Final = re.compile(r"^[A-Za-z0-9_.:@/<>=+\-]{1,128}$")
+
+
+def valid_actor(actor: str) -> bool:
+    return bool(_ACTOR.match(actor))
+
+
+def os_user() -> str:
+    """The OS user as an identifier (characters an identifier may not hold become ``_``)."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return re.sub(r"[^A-Za-z0-9_.:@/<>=+\-]", "_", name)[:128] or "unknown"
+
+
+def operator_actor(given: str | None) -> str:
+    """The operator a change is recorded under; ValueError (exit 2) if it is no identifier."""
+    name = given or os.environ.get(ACTOR_ENV) or os_user()
+    if not valid_actor(name):
+        raise ValueError(INVALID_ACTOR)
+    return name

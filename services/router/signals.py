@@ -59,7 +59,7 @@ class SignalBoard:
     # --- reading ----------------------------------------------------------------------------
 
     def signals_for(
-        self, tenant: str, business_unit: str, usecase: str, now: datetime | None = None
+        self, tenant: str, business_unit: str, usecase: str, now: datetime | None = None, end_user: str | None = None
     ) -> RuntimeSignals:
         now = now or utcnow()
         fresh_after = now - timedelta(seconds=self.stale_after_s)
@@ -79,10 +79,10 @@ class SignalBoard:
             api_quota_remaining=max(quota.values(), default=UNLIMITED),
             provider_health={r.name: worst.get(r.name, "healthy") for r in self.config.routes},
             budget_exhausted=any(
-                b.action == "force_local" for b in self._budgets_of(tenant, business_unit, usecase)
+                b.action == "force_local" for b in self._budgets_of(tenant, business_unit, usecase, end_user)
             ),
             budget_actions=sorted(
-                {b.action for b in self._budgets_of(tenant, business_unit, usecase) if b.action != "none"}
+                {b.action for b in self._budgets_of(tenant, business_unit, usecase, end_user) if b.action != "none"}
             ),
         )
 
@@ -119,8 +119,9 @@ class SignalBoard:
         # Without a configured quota, the provider's reported limit is the one that applies.
         return max(0.0, (configured or state.limit) - state.used)
 
-    def _budgets_of(self, tenant: str, business_unit: str, usecase: str) -> list[BudgetState]:
+    def _budgets_of(self, tenant: str, business_unit: str, usecase: str, end_user: str | None) -> list[BudgetState]:
         wanted = {
+            *((("end_user", subjects.token(end_user)),) if end_user else ()),  # issue 14: per end user
             ("tenant", subjects.token(tenant)),
             ("business_unit", subjects.token(business_unit)),
             ("usecase", subjects.token(usecase)),

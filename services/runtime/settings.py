@@ -438,7 +438,7 @@ class BudgetConfig(BaseModel):
     """A budget seeded from the config; ``stellwerk finops budget set`` overrides it at run time."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    scope: Literal["tenant", "business_unit", "usecase", "endpoint"]
+    scope: Literal["tenant", "business_unit", "usecase", "endpoint", "end_user"]  # end_user: scope_id is the hash
     scope_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     period: Literal["day", "month"] = "month"
     limit: float = Field(gt=0)

@@ -11,7 +11,7 @@ from nats.aio.client import Client
 from nats.js.errors import NoKeysError
 
 from schemas.streams import KV_RATELIMITS
-from services.gateway.openai_api import end_user_hash
+from services.kernel.end_user import end_user_hash
 from stellwerk.supervisor import Mesh
 from tests.gateway.hardened import API_KEY, END_USER_KEY, END_USER_REQUESTS
 from tests.integration.mesh import audit_events, eventually
@@ -51,7 +51,7 @@ async def test_a_forwarded_end_user_is_hashed_per_tenant_and_audited_as_the_hash
         return None
 
     attributes = await eventually(received)
-    assert attributes["end_user"] == end_user_hash("acme-insurance", person)  # the header wins over ``user``
+    assert attributes["end_user"] == end_user_hash("acme-insurance", person, None)  # the header wins over ``user``
     assert attributes["api_key"] == "enduser-app"
     assert person not in str(await audit_events(js))
     too_long = await chat(mesh, END_USER_KEY, {HEADER: "x" * 257})

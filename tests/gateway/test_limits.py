@@ -119,7 +119,7 @@ def test_tools_history_and_structured_output_are_carried() -> None:
         "n": 2, "seed": 7,
     })
     assert body.wants_tools and body.json_output
-    params = mesh_params(body, "tenant-a")
+    params = mesh_params(body)
     assert params.tool_choice == {"type": "function", "function": {"name": "weather"}}
     assert params.response_format == {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}}
     assert (params.n, params.seed) == (2, 7)
