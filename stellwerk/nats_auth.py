@@ -55,6 +55,7 @@ from schemas.streams import (
     KV_KEYS,
     KV_POLICIES,
     KV_PROVIDER_HEALTH,
+    KV_ROLLOUTS,
     STREAMS,
     USAGE,
     ConsumerDef,
@@ -244,7 +245,7 @@ def principals() -> tuple[Principal, ...]:
             | _pub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$SRV.>",
                    ch.POLICY_PUSH.pattern, ch.TOOL_DECIDE.pattern, ch.TOOL_LIST.pattern, ch.TOOL_CALL.pattern)
             | topology() | audit_stages("finops", "approval", "identity") | kv_write(KV_BUDGETS)
-            | kv_read(KV_APPROVALS) | kv_write(KV_KEYS) | kv_write(KV_POLICIES)
+            | kv_read(KV_APPROVALS) | kv_write(KV_KEYS) | kv_write(KV_POLICIES) | kv_write(KV_ROLLOUTS)
             | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
             | read_stream(FINOPS.name) | read_stream(APPROVALS.name),
             stages=("finops", "approval", "identity"),

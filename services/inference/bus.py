@@ -20,16 +20,26 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable
+from typing import Any
 
-import httpx
 import msgspec
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 
 from schemas import subjects
-from schemas.events import RequestRouted, StreamChunk, encode
+from schemas.events import (
+    ChatMessage,
+    RequestRouted,
+    ScreenReply,
+    ScreenRequest,
+    StreamChunk,
+    decode,
+    encode,
+    envelope_fields,
+    utcnow,
+)
 from schemas.kv import ProviderHealthState, QuotaState
-from schemas.streams import CHUNKS, INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH
+from schemas.streams import CHUNKS, INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH, KV_ROLLOUTS
 from schemas.vocabulary import Route
 from services.inference.capacity import capacity_from_metrics, metrics_url
 from services.inference.engine import CallOutcome, InferenceEngine, InferenceFailed
@@ -42,8 +52,21 @@ from services.inference.handlers import (
     streaming_of,
     usage_effect,
 )
+from services.inference.rollout import (
+    judge,
+    rollback_audit,
+    rollback_state,
+    shadow_failed_audit,
+    shadow_records,
+    template_for,
+    variant_failed,
+    with_template,
+)
+from services.kernel.variants import VariantWindow
 from services.runtime.effects import Effects, Fail
 from services.runtime.kv_docs import read_doc, write_doc
+from services.runtime.prompts import configured_templates
+from services.runtime.rollouts import RolledBack, RolloutMetrics
 from services.runtime.worker import Worker
 
 HEALTH_HEARTBEAT_S = 10.0
@@ -57,8 +80,19 @@ def build(worker: Worker) -> None:
     reported: dict[Route, str] = {}
     local_routes = {r.name for r in worker.config.routes if r.locality == "local"}
     local_deployments = [d for d in worker.config.deployments if d.route in local_routes]
-    http = httpx.AsyncClient(timeout=1.0)
     pending: set[asyncio.Task[None]] = set()
+    config = worker.config
+    # Issue 17. Templates checked at start: a broken template directory stops the worker
+    # instead of sending requests without their system prompt (fail closed).
+    templates = configured_templates(
+        config.prompts_dir, {str(k): v for k, v in config.prompt_templates.items()},
+        {v.prompt_template for r in config.routes for v in r.variants if v.prompt_template},
+    )
+    specs = {r.name: r for r in config.routes}
+    rollout_metrics = RolloutMetrics(worker.metrics.registry)
+    rolled_back = RolledBack(rollout_metrics)
+    worker.watch(RolledBack.bucket, rolled_back.apply)
+    windows: dict[tuple[str, str], VariantWindow] = {}
 
     async def report_health(force: bool = False) -> None:
         kv = await worker.kv(KV_PROVIDER_HEALTH)
@@ -81,9 +115,8 @@ def build(worker: Worker) -> None:
     async def poll_capacity() -> None:
         kv = await worker.kv(KV_CAPACITY)
         for deployment in local_deployments:
-            response = await http.get(metrics_url(deployment))
-            response.raise_for_status()
-            state = capacity_from_metrics(deployment, response.text)
+            text = await engine.wire.fetch_text(metrics_url(deployment), timeout_s=1.0)
+            state = capacity_from_metrics(deployment, text)
             engine.observe_running(deployment.name, state.requests_running + state.requests_waiting)
             await kv.put(deployment.name, msgspec.json.encode(state))
 
@@ -139,6 +172,84 @@ def build(worker: Worker) -> None:
         pending.add(task)
         task.add_done_callback(pending.discard)
 
+    def observe_variant(event: RequestRouted, outcome: CallOutcome | None, failure: InferenceFailed | None) -> None:
+        """Per-variant metrics, and a canary's window judged against its thresholds."""
+        variant, route = event.routing.variant, event.routing.route
+        failed = variant_failed(event, outcome, failure)
+        if variant is None or failed is None:
+            return
+        m = rollout_metrics
+        m.calls.labels(route, variant.name, "false", "error" if failed else "ok").inc()
+        if outcome is not None and not failed:
+            m.latency.labels(route, variant.name, "false").observe(outcome.latency_ms / 1000)
+            m.tokens.labels(route, variant.name, "false", "prompt").inc(outcome.prompt_tokens)
+            m.tokens.labels(route, variant.name, "false", "completion").inc(outcome.completion_tokens)
+            m.cost.labels(route, variant.name, "false").inc(outcome.cost)
+        spec = specs.get(route)
+        key = f"{route}.{variant.name}"
+        if not variant.canary or spec is None or key in rolled_back:
+            return
+        window = windows.setdefault((route, variant.name), VariantWindow(spec.rollback.window_s))
+        now = time.monotonic()
+        window.add(now, not failed, outcome.latency_ms if outcome is not None else 0.0)
+        verdict = judge(window, spec, now)
+        if verdict is not None:
+            rolled_back.keys.add(key)  # this replica stops at once; the others follow KV
+            in_background(roll_back(route, variant.name, *verdict))
+
+    async def roll_back(route: str, variant: str, reason: Any, measured: Any) -> None:
+        state = rollback_state(route, variant, reason, measured)
+        kv = await worker.kv(KV_ROLLOUTS)
+        try:
+            # Create-only: when several replicas breach at once, one writes and audits.
+            await kv.create(f"{route}.{variant}", msgspec.json.encode(state))
+        except KeyWrongLastSequenceError:
+            return
+        rollout_metrics.rollbacks.labels(route, variant, reason).inc()
+        worker.log.warning("variant_rolled_back", route=route, variant=variant, reason=reason,
+                           requests=measured.requests, error_rate=round(measured.error_rate, 4))
+        await worker.audit(rollback_audit(state, specs[route], utcnow(), worker_id))
+
+    def mirror(event: RequestRouted, template_version: str | None, messages: list[ChatMessage]) -> None:
+        """The request, as inference received it (screened, with its template), to the shadow
+        deployment in the background; the caller's answer never waits for it."""
+        target = event.routing.shadow
+        if target is None or event.attributes.operation != "chat":
+            return
+        in_background(shadow_call(event, target, template_version, messages))
+
+    async def shadow_call(event: RequestRouted, target: str, template_version: str | None,
+                          messages: list[ChatMessage]) -> None:
+        route = event.routing.route
+        params = msgspec.structs.replace(event.params, n=None) if event.params.n else event.params
+        try:
+            outcome = await engine.shadow(target, messages, params, timeout_s=max(event.remaining_s(), 1.0))
+        except InferenceFailed as failure:
+            rollout_metrics.calls.labels(route, "shadow", "true", "error").inc()
+            target_route = failure.attempts[0].route if failure.attempts else route
+            await worker.audit(shadow_failed_audit(event, target, target_route, failure.code))
+            return
+        # Screened like a real answer, though nobody reads it: its DLP outcome is part of what
+        # the shadow is compared on (a model that leaks more is not a better model).
+        action = None
+        try:
+            screen = ScreenRequest(**envelope_fields(event), direction="output", texts=[outcome.content])
+            reply = decode((await worker.nc.request(subjects.DLP_SCREEN, encode(screen), timeout=10.0)).data,
+                           ScreenReply)
+            action = reply.decision.action if reply.decision is not None else None
+        except Exception as exc:  # noqa: BLE001 - no screening: recorded as "unavailable", never released anyway
+            worker.log.warning("shadow_screening_failed", error=type(exc).__name__)
+        m = rollout_metrics
+        m.calls.labels(route, "shadow", "true", "ok").inc()
+        m.latency.labels(route, "shadow", "true").observe(outcome.latency_ms / 1000)
+        m.tokens.labels(route, "shadow", "true", "prompt").inc(outcome.prompt_tokens)
+        m.tokens.labels(route, "shadow", "true", "completion").inc(outcome.completion_tokens)
+        m.cost.labels(route, "shadow", "true").inc(outcome.cost)
+        m.dlp.labels(route, "shadow", action or "unavailable").inc()
+        audit, usage = shadow_records(event, outcome, currency, action, template_version)
+        await worker.publish(subjects.USAGE_RECORDED, usage, f"usage:{usage.call_id}")
+        await worker.audit(audit)
+
     async def stream_answer(event: RequestRouted) -> Effects:
         """Stream the model's text into CHUNKS as it comes; output DLP screens and releases it.
 
@@ -177,8 +288,15 @@ def build(worker: Worker) -> None:
             await worker.nc.publish(subject, encode(StreamChunk(seq=seq[0], text=text)))
             seq[0] += 1
 
+        template = template_for(event, config, templates)
+        template_version = template.version if template else None
+        messages = with_template(event, template)
+        mirror(event, template_version, messages)
+        variant = event.routing.variant
         call = asyncio.ensure_future(
-            engine.run(event.routing, event.messages, event.params, timeout_s=event.remaining_s(), on_text=on_text)
+            engine.run(event.routing, messages, event.params, timeout_s=event.remaining_s(), on_text=on_text,
+                       deployment=variant.deployment if variant else None,
+                       canary=bool(variant and variant.canary))
         )
 
         async def on_cancel(_: Msg) -> None:
@@ -195,17 +313,19 @@ def build(worker: Worker) -> None:
         except InferenceFailed as failure:
             for attempt in failure.attempts:
                 worker.metrics.inference_calls.labels(attempt.route, "-", "failed").inc()
+            observe_variant(event, None, failure)
             in_background(report_health())
             return await broke_off(failure)
         finally:
             with contextlib.suppress(Exception):
                 await cancelled.unsubscribe()
         record_call_metrics(outcome)
+        observe_variant(event, outcome, None)
         in_background(count_quota(outcome))
         in_background(report_health())
         if not opened[0]:  # an empty answer still goes through screening and to the caller
             await open_stream()
-        records, info, recorded, usage = call_records(event, outcome, currency)
+        records, info, recorded, usage = call_records(event, outcome, currency, template_version)
         await end_stream(StreamChunk(
             seq=seq[0], final=True, finish_reason=outcome.finish_reason, usage=usage, cost=outcome.cost,
             sha256=digest.hexdigest(), inference=info, currency=currency, trail=records,
@@ -224,20 +344,28 @@ def build(worker: Worker) -> None:
         if event.stream:
             return await stream_answer(event)
         operation = event.attributes.operation
+        template = template_for(event, config, templates)
+        template_version = template.version if template else None
+        messages = with_template(event, template)
+        mirror(event, template_version, messages)
+        variant = event.routing.variant
         try:
-            outcome = await engine.run(event.routing, event.messages, event.params, timeout_s=event.remaining_s(),
-                                       operation=operation)
+            outcome = await engine.run(event.routing, messages, event.params, timeout_s=event.remaining_s(),
+                                       operation=operation, deployment=variant.deployment if variant else None,
+                                       canary=bool(variant and variant.canary))
         except InferenceFailed as failure:
             for attempt in failure.attempts:
                 worker.metrics.inference_calls.labels(attempt.route, "-", "failed").inc()
+            observe_variant(event, None, failure)
             in_background(report_health())
             return call_failed(event, failure)
         record_call_metrics(outcome)
+        observe_variant(event, outcome, None)
         in_background(count_quota(outcome))
         in_background(report_health())
         if operation == "embeddings":
             return embeddings_completed(event, outcome, currency)
-        return call_completed(event, outcome, currency)
+        return call_completed(event, outcome, currency, template_version)
 
     worker.every(HEALTH_HEARTBEAT_S, heartbeat_health)
     if local_deployments:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from schemas import contracts as c
-from schemas.streams import INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH
+from schemas.streams import INFERENCE, KV_CAPACITY, KV_PROVIDER_HEALTH, KV_ROLLOUTS
 
 CONTRACT: Final = c.ServiceContract(
     name="inference",
@@ -21,5 +21,6 @@ CONTRACT: Final = c.ServiceContract(
         c.Publishes(c.AUDIT_EVENT, {"stage": ("inference",)}),
     ),
     listens=(c.Listens(c.CANCEL),),
-    kv_writes=(KV_PROVIDER_HEALTH, KV_CAPACITY),
+    requests=(c.Requests(c.DLP_SCREEN, c.SCREEN_REPLY),),  # shadow answers (issue 17)
+    kv_writes=(KV_PROVIDER_HEALTH, KV_CAPACITY, KV_ROLLOUTS),  # rollouts: canary rollbacks (issue 17)
 )

@@ -28,6 +28,7 @@ from services.inference.openai_wire import (
 from services.inference.openai_wire import ProviderTimeout as WireTimeout
 from services.inference.structured import REASK, violation
 from services.kernel.pricing import GpuClock, gpu_seconds, price_call
+from services.runtime.rollouts import canary_deployments
 from services.runtime.settings import Deployment, PlatformConfig
 from services.runtime.telemetry import tracing_enabled
 
@@ -40,6 +41,7 @@ class AttemptFailure:
     route: Route
     code: ErrorCode
     error_type: str
+    deployment: str | None = None  # set where a route variant named it (issue 17)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,9 @@ class InferenceEngine:
             d.name: asyncio.Semaphore(d.max_parallel_requests or DEFAULT_PARALLEL) for d in config.deployments
         }
         self._busy = {d.name: 0 for d in config.deployments}
+        # Deployments only a canary variant names (issue 17): a plain pick leaves them out, so
+        # they get exactly the traffic the router's variant split gives them.
+        self._canary_only = canary_deployments(config)
         # Each call is charged its share of its deployment's busy time, not its wall time.
         self._clocks = {d.name: GpuClock() for d in config.deployments}
         self._traced = tracing_enabled()
@@ -231,8 +236,11 @@ class InferenceEngine:
         return replace(outcome, gpu_seconds=gpu_s, cost=price_call(
             outcome.deployment, outcome.prompt_tokens, outcome.completion_tokens, gpu_s))
 
-    def _pick(self, route: Route) -> Deployment:
-        candidates = self.config.deployments_for(route)
+    def _pick(self, route: Route, deployment: str | None = None) -> Deployment:
+        if deployment is not None and deployment in self._by_name:
+            return self._by_name[deployment]
+        reserved = self._canary_only.get(route, set())
+        candidates = [d for d in self.config.deployments_for(route) if d.name not in reserved]
         return min(candidates, key=lambda d: self._busy[d.name] / (d.max_parallel_requests or DEFAULT_PARALLEL))
 
     async def run(
@@ -243,14 +251,24 @@ class InferenceEngine:
         timeout_s: float,
         on_text: TextSink | None = None,
         operation: Operation = "chat",
+        deployment: str | None = None,
+        canary: bool = False,
     ) -> CallOutcome:
         """Try the decided route, then each allowed fallback; raise InferenceFailed if none answers.
+
+        ``deployment``: the route variant's deployment for the first attempt (issue 17). A
+        canary's failure neither opens the route's breaker (the canary is judged by its
+        rollback thresholds) nor reaches the caller while the route's other deployments can
+        answer: the next attempt is the same route without the canary.
 
         With ``on_text`` the answer is streamed: each piece of text goes to ``on_text`` as the
         model produces it. Fallbacks stay possible until the first piece was handed on; a
         call that breaks off after that fails with ``stream_interrupted`` (a second model
         would repeat what the caller already has)."""
-        routes: list[Route] = [decision.route, *decision.fallbacks]
+        plan: list[tuple[Route, str | None]] = [(decision.route, deployment)]
+        if deployment is not None and canary:
+            plan.append((decision.route, None))
+        plan += [(r, None) for r in decision.fallbacks]
         attempts: list[AttemptFailure] = []
         deadline = time.monotonic() + timeout_s
         emitted = [False]
@@ -262,20 +280,22 @@ class InferenceEngine:
                 emitted[0] = True
                 await forward(text)
 
-        for route in routes:
+        for route, chosen in plan:
+            judged_alone = chosen is not None and canary  # failures count for the canary only
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                attempts.append(AttemptFailure(route, "provider_timeout", "DeadlineExceeded"))
+                attempts.append(AttemptFailure(route, "provider_timeout", "DeadlineExceeded", chosen))
                 break
             breaker = self.breakers[route]
             if not breaker.allows(time.monotonic()):
-                attempts.append(AttemptFailure(route, "provider_error", "CircuitOpen"))
+                attempts.append(AttemptFailure(route, "provider_error", "CircuitOpen", chosen))
                 continue
             try:
-                outcome = await self._call(route, messages, params, remaining, sink, operation)
+                outcome = await self._call(route, messages, params, remaining, sink, operation, chosen)
             except (ProviderTimeout, WireTimeout) as exc:
-                breaker.record_failure(time.monotonic())
-                attempts.append(AttemptFailure(route, "provider_timeout", type(exc).__name__))
+                if not judged_alone:
+                    breaker.record_failure(time.monotonic())
+                attempts.append(AttemptFailure(route, "provider_timeout", type(exc).__name__, chosen))
                 if emitted[0]:
                     raise InferenceFailed("stream_interrupted", attempts) from exc
             except Exception as exc:
@@ -283,10 +303,11 @@ class InferenceEngine:
                     # The model refused the request itself (a parameter it cannot honour, e.g.
                     # more embedding dimensions than it has): the client's to fix, not an outage —
                     # no breaker failure, no fallback that would only be refused again.
-                    attempts.append(AttemptFailure(route, "unsupported_by_route", type(exc).__name__))
+                    attempts.append(AttemptFailure(route, "unsupported_by_route", type(exc).__name__, chosen))
                     raise InferenceFailed("unsupported_by_route", attempts) from exc
-                breaker.record_failure(time.monotonic())
-                attempts.append(AttemptFailure(route, "provider_error", type(exc).__name__))
+                if not judged_alone:
+                    breaker.record_failure(time.monotonic())
+                attempts.append(AttemptFailure(route, "provider_error", type(exc).__name__, chosen))
                 if emitted[0]:
                     raise InferenceFailed("stream_interrupted", attempts) from exc
             else:
@@ -295,9 +316,24 @@ class InferenceEngine:
                     outcome = await self._checked(outcome, messages, params, deadline, attempts)
                 if route != decision.route:
                     return replace(outcome, fallback_from=decision.route, failed_attempts=tuple(attempts))
-                return outcome
+                return replace(outcome, failed_attempts=tuple(attempts)) if attempts else outcome
         code: ErrorCode = attempts[-1].code if attempts else "provider_error"
         raise InferenceFailed(code, attempts)
+
+    async def shadow(
+        self, deployment: str, messages: list[ChatMessage], params: GenerationParams, timeout_s: float
+    ) -> CallOutcome:
+        """A mirrored call (issue 17): that deployment only — no fallback, no breaker (its
+        failures are the shadow's, not its route's), not streamed."""
+        target = self._by_name[deployment]
+        try:
+            return await self._call(target.route, messages, params, timeout_s, None, "chat", deployment)
+        except (ProviderTimeout, WireTimeout) as exc:
+            raise InferenceFailed("provider_timeout", [
+                AttemptFailure(target.route, "provider_timeout", type(exc).__name__, deployment)]) from exc
+        except Exception as exc:
+            raise InferenceFailed("provider_error", [
+                AttemptFailure(target.route, "provider_error", type(exc).__name__, deployment)]) from exc
 
     async def _checked(
         self,
@@ -341,8 +377,9 @@ class InferenceEngine:
         timeout_s: float,
         on_text: TextSink | None = None,
         operation: Operation = "chat",
+        chosen: str | None = None,
     ) -> CallOutcome:
-        deployment = self._pick(route)
+        deployment = self._pick(route, chosen)
         call: dict[str, Any] = {
             **self._params[deployment.name],
             "timeout": min(timeout_s, deployment.timeout_s),

@@ -25,6 +25,7 @@ def attempt_audit(event: RequestRouted, attempt: AttemptFailure, index: int) -> 
         outcome=f"attempt_failed.{index}",
         reason_code=attempt.code,
         route=attempt.route,
+        deployment=attempt.deployment,
         attributes={"error_type": attempt.error_type},
     )
 
@@ -47,12 +48,14 @@ def call_failed(event: RequestRouted, failure: InferenceFailed) -> Effects:
     ]
 
 
-def call_records(event: RequestRouted, outcome: CallOutcome, currency: str) -> tuple[
-    list[AuditEvent], InferenceInfo, UsageRecorded, TokenUsage
-]:
+def call_records(event: RequestRouted, outcome: CallOutcome, currency: str, template_version: str | None = None
+                 ) -> tuple[list[AuditEvent], InferenceInfo, UsageRecorded, TokenUsage]:
     """What a completed call leaves behind: its records (failed attempts, then the call),
-    its details, its usage event."""
+    its details, its usage event. ``template_version``: the platform prompt template injected
+    (``<usecase>/<name>@<sha>``, issue 17); otherwise the deployment's configured label."""
     deployment = outcome.deployment
+    prompt_template_version = template_version or deployment.prompt_template_version
+    variant = event.routing.variant
     usage = TokenUsage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)
     call_id = f"{event.request_id}.{outcome.route}"
     envelope = envelope_fields(event)
@@ -66,7 +69,7 @@ def call_records(event: RequestRouted, outcome: CallOutcome, currency: str) -> t
         model=deployment.model,
         model_version=deployment.model_version,
         config_version=deployment.config_version,
-        prompt_template_version=deployment.prompt_template_version,
+        prompt_template_version=prompt_template_version,
         prompt_tokens=outcome.prompt_tokens,
         completion_tokens=outcome.completion_tokens,
         ttft_ms=round(outcome.ttft_ms, 3) if outcome.ttft_ms is not None else None,
@@ -77,6 +80,8 @@ def call_records(event: RequestRouted, outcome: CallOutcome, currency: str) -> t
             **({"structured_output": "reasked"} if outcome.reasked else {}),
             **({"tool_calls": str(len(outcome.tool_calls))} if outcome.tool_calls else {}),
             **({"choices": str(1 + len(outcome.more_choices))} if outcome.more_choices else {}),
+            **({"variant": variant.name} if variant else {}),
+            **({"canary": "true"} if variant and variant.canary else {}),
         },
     )
     attempts = [attempt_audit(event, a, i) for i, a in enumerate(outcome.failed_attempts, 1)]
@@ -86,7 +91,7 @@ def call_records(event: RequestRouted, outcome: CallOutcome, currency: str) -> t
         model=deployment.model,
         model_version=deployment.model_version,
         config_version=deployment.config_version,
-        prompt_template_version=deployment.prompt_template_version,
+        prompt_template_version=prompt_template_version,
         ttft_ms=outcome.ttft_ms,
         latency_ms=outcome.latency_ms,
         fallback_from=outcome.fallback_from,
@@ -103,6 +108,7 @@ def call_records(event: RequestRouted, outcome: CallOutcome, currency: str) -> t
         gpu_seconds=outcome.gpu_seconds,
         cost=outcome.cost,
         currency=currency,
+        variant=variant.name if variant else None,
     )
     return [*attempts, completed], info, recorded, usage
 
@@ -111,10 +117,11 @@ def usage_effect(recorded: UsageRecorded) -> Publish:
     return Publish(subjects.USAGE_RECORDED, recorded, f"usage:{recorded.call_id}")
 
 
-def call_completed(event: RequestRouted, outcome: CallOutcome, currency: str) -> Effects:
+def call_completed(event: RequestRouted, outcome: CallOutcome, currency: str,
+                   template_version: str | None = None) -> Effects:
     """Usage to FinOps (idempotent by call id) and the answer, with the call on the trail, to
     output screening."""
-    records, info, recorded, usage = call_records(event, outcome, currency)
+    records, info, recorded, usage = call_records(event, outcome, currency, template_version)
     generated = ResponseGenerated(
         **envelope_fields(event),
         messages=[],  # output screening reads the answer, not the prompt

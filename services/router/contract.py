@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from schemas import contracts as c
-from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_POLICIES, KV_PROVIDER_HEALTH, ROUTER
+from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_POLICIES, KV_PROVIDER_HEALTH, KV_ROLLOUTS, ROUTER
 
 CONTRACT: Final = c.ServiceContract(
     name="router",
@@ -18,5 +18,5 @@ CONTRACT: Final = c.ServiceContract(
         c.Publishes(c.AUDIT_TRAIL, {"stage": ("router",)}),
         c.Publishes(c.AUDIT_EVENT, {"stage": ("router",)}),
     ),
-    kv_reads=(KV_PROVIDER_HEALTH, KV_CAPACITY, KV_BUDGETS, KV_POLICIES),
+    kv_reads=(KV_PROVIDER_HEALTH, KV_CAPACITY, KV_BUDGETS, KV_POLICIES, KV_ROLLOUTS),
 )

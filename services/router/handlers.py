@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+import msgspec
+
 from schemas import subjects
-from schemas.events import AuditEvent, RequestRouted, RequestScreened, RuntimeSignals, envelope_fields
+from schemas.events import (
+    AuditEvent,
+    RequestAttributes,
+    RequestRouted,
+    RequestScreened,
+    RoutingDecision,
+    RuntimeSignals,
+    envelope_fields,
+)
 from services.router.attributes import effective_attributes
 from services.router.context_length import measure_prompt
 from services.router.decision import (
@@ -15,7 +27,8 @@ from services.router.decision import (
 )
 from services.runtime.effects import Effects, Fail, Publish
 from services.runtime.metrics import WorkerMetrics
-from services.runtime.settings import DEFAULT_CONFIG, cached_config
+from services.runtime.rollouts import RolloutMetrics, choose_variant, shadow_for
+from services.runtime.settings import DEFAULT_CONFIG, PlatformConfig, cached_config
 
 
 def route_request(
@@ -25,11 +38,17 @@ def route_request(
     encoding: str,
     metrics: WorkerMetrics | None = None,
     routes: list[RouteEntry] | None = None,
+    config: PlatformConfig | None = None,
+    rolled_back: Collection[str] = (),
+    rollout_metrics: RolloutMetrics | None = None,
 ) -> Effects:
     """``routes``: the catalogue with each route's capacity and quota now (the worker's
-    ``SignalBoard.routes_for``); None takes the shipped default config's routes."""
+    ``SignalBoard.routes_for``); None takes the shipped default config's routes. ``config``
+    (default: the shipped one) holds the routes' variants and shadows; ``rolled_back``: the
+    ``<route>.<variant>`` keys of KV ``rollouts`` (those variants get weight 0)."""
+    config = config or cached_config(DEFAULT_CONFIG)
     if routes is None:
-        routes = route_catalogue(cached_config(DEFAULT_CONFIG))
+        routes = route_catalogue(config)
     prompt = measure_prompt(event.messages, encoding)
     attributes = effective_attributes(
         event.attributes,
@@ -47,6 +66,10 @@ def route_request(
         metrics.prompt_tokens.labels(prompt.bucket).observe(prompt.tokens)
     envelope = envelope_fields(event)
     refused = decision.route == "fallback-policy"
+    rollout: dict[str, str] = {}
+    if not refused:
+        rollout = _choose_rollout(engine, config, event, attributes, signals, routes, decision, rolled_back,
+                                  rollout_metrics)
     audit = AuditEvent(
         **envelope,
         stage="router",
@@ -71,6 +94,7 @@ def route_request(
             "operation": attributes.operation,
             "requested_model": attributes.requested_model or "stellwerk",
             "budget_actions": "+".join(signals.budget_actions) or "none",
+            **rollout,
         },
     )
     if refused:
@@ -97,3 +121,52 @@ def route_request(
         routing=decision,
     )
     return [Publish(subjects.REQUEST_ROUTED, routed, f"{event.request_id}:routed")]
+
+
+def _choose_rollout(
+    engine: RoutingEngine,
+    config: PlatformConfig,
+    event: RequestScreened,
+    attributes: RequestAttributes,
+    signals: RuntimeSignals,
+    routes: list[RouteEntry],
+    decision: RoutingDecision,
+    rolled_back: Collection[str],
+    metrics: RolloutMetrics | None,
+) -> dict[str, str]:
+    """After the policy chose the route: the route's variant (hash of the request id) and the
+    shadow mirror, set on ``decision``; returns the audit attributes that record them.
+
+    A shadow goes only where the policy itself would send this request if it named the
+    shadow's route: the same evaluation decides locality (local-only data never mirrored to
+    an external API), budget and availability — nothing is decided here a second time."""
+    spec = config.route(decision.route)
+    if spec is None:
+        return {}
+    found: dict[str, str] = {}
+    gone = {key.split(".", 1)[1] for key in rolled_back if key.startswith(f"{spec.name}.")}
+    decision.variant = choose_variant(spec, event.request_id, gone)
+    if decision.variant is not None:
+        found["variant"] = decision.variant.name
+        if decision.variant.canary:
+            found["canary"] = "true"
+        if metrics is not None:
+            metrics.routed.labels(spec.name, decision.variant.name, str(decision.variant.canary).lower()).inc()
+    shadow = shadow_for(spec, event.request_id)
+    if shadow is None:
+        return found
+    shadow_route = next((d.route for d in config.deployments if d.name == shadow), None)
+    allowed = shadow_route == decision.route
+    if not allowed and shadow_route is not None:
+        named = msgspec.structs.replace(attributes, requested_model=shadow_route)
+        try:
+            verdict = engine.evaluate(RoutingInput.from_request(event, named, signals, routes))
+            allowed = verdict.decision.route == shadow_route
+        except RoutingUnavailable:
+            allowed = False  # fail closed: no policy answer, no mirror
+    if allowed:
+        decision.shadow = shadow
+    found["shadow"] = shadow if allowed else "refused_by_policy"
+    if metrics is not None:
+        metrics.shadow_decisions.labels(spec.name, shadow, "mirrored" if allowed else "refused_by_policy").inc()
+    return found

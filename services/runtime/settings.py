@@ -25,6 +25,7 @@ from schemas.vocabulary import (
     Route,
     UsecaseClass,
 )
+from services.runtime.rollouts import Rollback, Shadow, Variant, check_rollouts
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "stellwerk.yaml"
 
@@ -129,6 +130,11 @@ class RouteSpec(BaseModel):
     context_tokens: int = Field(gt=0)
     cost_rank: int = Field(ge=0, lt=1000)  # lower = cheaper; downgrade moves to a cheaper route
     description: str = ""
+    # Issue 17 (services/runtime/rollouts.py, docs/routing.md): canary split by weight between
+    # deployments or prompt templates, a shadow mirror, the canary's rollback thresholds.
+    variants: list[Variant] = Field(default_factory=list)
+    shadow: Shadow | None = None
+    rollback: Rollback = Field(default_factory=Rollback)
 
 
 # Routes derived for a config without a ``routes:`` section (configs from before issue 13).
@@ -296,6 +302,10 @@ class PlatformConfig(BaseModel):
     oidc: OidcConfig | None = None
     # Sign-in to the console with that issuer (issue 15, docs/console.md); needs ``oidc``.
     console_oidc: ConsoleOidcConfig | None = None
+    # System prompts the platform injects (issue 17, docs/routing.md): versioned template files
+    # ``<dir>/<usecase>/<name>.md`` (None: the shipped ones), and the template per use case.
+    prompts_dir: Path | None = None
+    prompt_templates: dict[UsecaseClass, str] = Field(default_factory=dict)
     # Issue 14 (docs/identity.md): the key of the end users' pseudonyms (HMAC per tenant), a
     # secret by reference. None: an unkeyed hash (development; ``stellwerk up`` warns).
     end_user_hash_key: str | None = Field(default=None, repr=False)
@@ -354,6 +364,7 @@ class PlatformConfig(BaseModel):
         empty = [n for n in names if not self.deployments_for(n)]
         if empty:
             raise ValueError(f"routes {empty} have no deployment; add one under deployments: (or remove the route)")
+        check_rollouts(self)
         return self
 
     def route(self, name: str) -> RouteSpec | None:

@@ -1,0 +1,155 @@
+"""Canary, shadow and prompt templates at inference (issue 17): pure decisions and records.
+
+The worker (``bus.py``) does the I/O: it calls the shadow deployment, asks DLP to screen the
+shadow's answer, writes KV ``rollouts``. Everything it decides or writes down is built here,
+without a server, and tested in ``tests/handlers/test_rollout.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from schemas.events import AuditEvent, ChatMessage, RequestRouted, TokenUsage, UsageRecorded, envelope_fields
+from schemas.kv import RolloutState
+from schemas.vocabulary import DlpAction, ErrorCode
+from services.inference.engine import CallOutcome, InferenceFailed
+from services.kernel.variants import BreachReason, Measured, VariantWindow, breach
+from services.runtime.prompts import PromptTemplate, envelope_values, inject
+from services.runtime.settings import PlatformConfig, RouteSpec
+
+SHADOW_VARIANT = "shadow"
+
+
+def template_for(event: RequestRouted, config: PlatformConfig, templates: dict[str, PromptTemplate]
+                 ) -> PromptTemplate | None:
+    """The variant's template, else the use case's; None for embeddings and where none is set."""
+    if event.attributes.operation != "chat":
+        return None
+    variant = event.routing.variant
+    template_id = (variant.prompt_template if variant else None) or config.prompt_templates.get(event.usecase_class)
+    return templates.get(template_id) if template_id else None
+
+
+def with_template(event: RequestRouted, template: PromptTemplate | None) -> list[ChatMessage]:
+    """The messages the model gets: the platform's system prompt (filled in from the envelope)
+    before the caller's screened messages."""
+    if template is None:
+        return event.messages
+    return inject(event.messages, template.render(
+        envelope_values(event.tenant, event.business_unit, event.usecase_class)))
+
+
+def variant_failed(event: RequestRouted, outcome: CallOutcome | None, failure: InferenceFailed | None) -> bool | None:
+    """Whether the request's variant failed its call (None: the request has no variant).
+
+    A variant with its own deployment failed when an attempt on that deployment failed; a
+    template-only variant when the first attempt on the decided route did."""
+    variant = event.routing.variant
+    if variant is None:
+        return None
+    attempts = outcome.failed_attempts if outcome is not None else tuple(failure.attempts if failure else ())
+    if variant.deployment is not None:
+        return any(a.deployment == variant.deployment for a in attempts)
+    return bool(attempts) and attempts[0].route == event.routing.route
+
+
+def judge(window: VariantWindow, spec: RouteSpec, now: float) -> tuple[BreachReason, Measured] | None:
+    """A canary's window against its route's rollback thresholds."""
+    measured = window.measure(now)
+    reason = breach(measured, spec.rollback.min_requests, spec.rollback.max_error_rate,
+                    spec.rollback.max_p95_latency_ms)
+    return (reason, measured) if reason is not None else None
+
+
+def rollback_state(route: str, variant: str, reason: BreachReason, measured: Measured) -> RolloutState:
+    return RolloutState(
+        route=route, variant=variant, actor="system", reason=reason, requests=measured.requests,
+        error_rate=round(measured.error_rate, 4), p95_latency_ms=round(measured.p95_latency_ms, 3),
+    )
+
+
+def rollback_audit(state: RolloutState, spec: RouteSpec, now: datetime, worker_id: str) -> AuditEvent:
+    """The automatic rollback, on the audit trail: actor ``system``, the variant, what was
+    measured and the thresholds it was measured against."""
+    request_id = f"rollback.{state.route}.{state.variant}.{int(now.timestamp() * 1e9)}"
+    thresholds = spec.rollback
+    return AuditEvent(
+        request_id=request_id,
+        correlation_id=request_id,
+        occurred_at=now,
+        deadline=now,
+        tenant="platform",
+        business_unit="inference",
+        user_role="system",
+        usecase_class="chat",
+        stage="inference",
+        outcome="variant_rolled_back",
+        rule_id=f"rollback.{state.reason}",
+        route=state.route,
+        attributes={
+            "actor": "system",
+            "variant": state.variant,
+            "reason": state.reason,
+            "requests": str(state.requests),
+            "error_rate": repr(state.error_rate),
+            "p95_latency_ms": repr(state.p95_latency_ms),
+            "window_s": repr(thresholds.window_s),
+            "min_requests": str(thresholds.min_requests),
+            "max_error_rate": repr(thresholds.max_error_rate) if thresholds.max_error_rate is not None else "none",
+            "max_p95_latency_ms": repr(thresholds.max_p95_latency_ms)
+            if thresholds.max_p95_latency_ms is not None else "none",
+            "worker": worker_id,
+        },
+    )
+
+
+def shadow_records(event: RequestRouted, outcome: CallOutcome, currency: str, dlp_action: DlpAction | None,
+                   template_version: str | None) -> tuple[AuditEvent, UsageRecorded]:
+    """A shadow call's record and usage: booked like any call (``shadow: true``, its own call
+    id), with the output screening's action; the answer itself goes nowhere."""
+    deployment = outcome.deployment
+    envelope = envelope_fields(event)
+    audit = AuditEvent(
+        **envelope,
+        stage="inference",
+        outcome="shadow_completed",
+        route=outcome.route,
+        deployment=deployment.name,
+        model=deployment.model,
+        model_version=deployment.model_version,
+        config_version=deployment.config_version,
+        prompt_template_version=template_version or deployment.prompt_template_version,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        latency_ms=round(outcome.latency_ms, 3),
+        cost=outcome.cost,
+        attributes={"shadow": "true", "dlp_output": dlp_action or "unavailable", "shadow_of": event.routing.route},
+    )
+    usage = UsageRecorded(
+        **envelope,
+        call_id=f"{event.request_id}.shadow.{deployment.name}",
+        route=outcome.route,
+        deployment=deployment.name,
+        model=deployment.model,
+        usage=TokenUsage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens),
+        ttft_ms=outcome.ttft_ms,
+        latency_ms=outcome.latency_ms,
+        gpu_seconds=outcome.gpu_seconds,
+        cost=outcome.cost,
+        currency=currency,
+        variant=SHADOW_VARIANT,
+        shadow=True,
+    )
+    return audit, usage
+
+
+def shadow_failed_audit(event: RequestRouted, deployment: str, route: str, code: ErrorCode) -> AuditEvent:
+    return AuditEvent(
+        **envelope_fields(event),
+        stage="inference",
+        outcome="shadow_failed",
+        reason_code=code,
+        route=route,
+        deployment=deployment,
+        attributes={"shadow": "true", "shadow_of": event.routing.route},
+    )
