@@ -323,7 +323,19 @@ def status(
 
 PolicyOption = Annotated[str | None, typer.Option(
     "--policy", help="routing | sensitivity | tools | guard (default: from the directory's <policy>.rego).")]
-ActorOption = Annotated[str | None, typer.Option("--actor", help="Who makes the change (default: the OS user).")]
+ActorOption = Annotated[str | None, typer.Option("--actor", help="Who makes the change, as audited (default: "
+                                                 "$STELLWERK_ACTOR or the OS user).")]
+
+
+def _operator(actor: str | None) -> str:
+    """Issue 14: the operator a policy change is recorded under, as for keys and budgets."""
+    from services.kernel.cli_conventions import operator_actor
+
+    try:
+        return operator_actor(actor)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
 MessageOption = Annotated[str, typer.Option("--message", "-m", help="Why: recorded with the version.")]
 OutputOption = Annotated[OutputFormat, typer.Option("--format", help="table, json or jsonl.")]
 
@@ -363,14 +375,14 @@ def policy_push(
     actor and message) and put it in force: every worker loads it at start and follows it.
     A routing policy is also pushed to the running routers, which acknowledge it."""
     from services.runtime.rego import PolicyError
-    from stellwerk.policy_push import check_bundle, default_actor, push_routing_policy, store_bundle
+    from stellwerk.policy_push import check_bundle, push_routing_policy, store_bundle
 
     try:
         name, source = check_bundle(directory, _policy_name(policy))
     except PolicyError as exc:
         err.print(f"[red]policy rejected:[/] {exc}")
         raise typer.Exit(2) from exc
-    who = actor or default_actor()
+    who = _operator(actor)
 
     async def work(url: str) -> list[PolicyPushAck]:
         await store_bundle(url, name, source, who, message)
@@ -399,9 +411,9 @@ def policy_rollback(
 ) -> None:
     """Put a stored policy version in force again; every worker follows within a second."""
     from services.runtime.rego import PolicyError
-    from stellwerk.policy_push import default_actor, rollback
+    from stellwerk.policy_push import rollback
 
-    who = actor or default_actor()
+    who = _operator(actor)
     try:
         change = _on_mesh(nats_url, lambda url: rollback(url, version, _policy_name(policy), who, message))
     except PolicyError as exc:
