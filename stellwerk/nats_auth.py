@@ -365,11 +365,47 @@ def new_secrets() -> dict[str, str]:
     return {password_variable(u): new_password() for u in users}
 
 
+SEAL_SIGNING_KEY: Final = "STELLWERK_AUDIT_SEAL_SIGNING_KEY"
+
+
 def new_env_file() -> dict[str, str]:
     """Every secret compose/compose.yaml requires: the users' passwords, the key of JetStream's
-    encryption at rest, the audit seal key, Grafana's admin password, SearXNG's secret."""
-    return {**new_secrets(), "NATS_JS_KEY": new_password(48), "STELLWERK_AUDIT_SEAL_KEY": new_password(48),
+    encryption at rest, the audit service's Ed25519 signing key (PEM; compose hands it to the
+    audit service alone as a secret file), Grafana's admin password, SearXNG's secret."""
+    from services.audit.checkpoint import Ed25519Signer
+
+    return {**new_secrets(), "NATS_JS_KEY": new_password(48),
+            SEAL_SIGNING_KEY: Ed25519Signer.generate().private_pem().decode(),
             "GRAFANA_ADMIN_PASSWORD": new_password(24), "SEARXNG_SECRET": new_password(48)}
+
+
+def env_line(key: str, value: str) -> str:
+    """One .env line; a multi-line value (the PEM key) double-quoted with ``\\n`` escapes,
+    which Compose's .env parser turns back into newlines."""
+    if "\n" not in value:
+        return f"{key}={value}\n"
+    escaped = value.strip().replace("\n", "\\n")
+    return f'{key}="{escaped}\\n"\n'
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The keys and raw values of a .env file (comments and blank lines skipped)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value for key, value in pairs}
+
+
+def public_key_file(env_path: Path) -> Path:
+    """Where ``secrets`` puts the seal's public key: beside the .env, for ``stellwerk audit verify``."""
+    return env_path.with_name("audit-seal-public.pem")
+
+
+def write_public_key(env_path: Path, private_pem: str) -> str:
+    """Write the public key of the signing key beside the .env; return the key id."""
+    from services.audit.checkpoint import Ed25519Signer
+
+    signer = Ed25519Signer.from_pem(private_pem.encode())
+    public_key_file(env_path).write_bytes(signer.public_pem())
+    return signer.key_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -380,18 +416,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = commands.add_parser("secrets", help="write a .env with every secret compose needs, random (0600)")
     env.add_argument("path", type=Path)
     env.add_argument("--force", action="store_true", help="overwrite an existing file")
+    env.add_argument("--add-missing", action="store_true",
+                     help="keep an existing file and append only the secrets it lacks (an upgrade)")
     show = commands.add_parser("show", help="print one user's permissions as JSON")
     show.add_argument("user", choices=[p.user for p in principals()])
     args = parser.parse_args(argv)
     if args.command == "config":
         args.path.write_text(render_auth())
     elif args.command == "secrets":
+        fresh = new_env_file()
+        if args.path.exists() and args.add_missing:
+            existing = read_env_file(args.path)
+            missing = {k: v for k, v in fresh.items() if k not in existing}
+            with args.path.open("a") as out:
+                out.writelines(env_line(k, v) for k, v in missing.items())
+            print(f"{args.path}: added {', '.join(missing) or 'nothing'}", file=sys.stderr)
+            if SEAL_SIGNING_KEY in missing:
+                key_id = write_public_key(args.path, missing[SEAL_SIGNING_KEY])
+                print(f"audit seal key {key_id}: public key {public_key_file(args.path)}", file=sys.stderr)
+            return 0
         if args.path.exists() and not args.force:
-            print(f"{args.path} exists; pass --force to replace its passwords", file=sys.stderr)
+            print(f"{args.path} exists; pass --force to replace its passwords "
+                  "(or --add-missing to add only new secrets)", file=sys.stderr)
             return 1
         fd = os.open(args.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.writelines(f"{k}={v}\n" for k, v in new_env_file().items())
+            out.writelines(env_line(k, v) for k, v in fresh.items())
+        # Verifiers need only the public key: it is not secret, hand it to auditors.
+        key_id = write_public_key(args.path, fresh[SEAL_SIGNING_KEY])
+        print(f"audit seal key {key_id}: public key {public_key_file(args.path)}", file=sys.stderr)
     else:
         p = principal(args.user)
         print(json.dumps({

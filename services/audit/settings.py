@@ -12,7 +12,9 @@ from services.audit.checkpoint import Ed25519Signer, Keyring, SealKey, SigningKe
 
 
 class AuditSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STELLWERK_AUDIT_", extra="ignore")
+    # An empty variable counts as unset: compose passes ``STELLWERK_AUDIT_SEAL_SIGNING_KEY_FILE=``
+    # to opt out of signatures (HMAC only as an explicit choice), never a path "".
+    model_config = SettingsConfigDict(env_prefix="STELLWERK_AUDIT_", extra="ignore", env_ignore_empty=True)
 
     # Prometheus endpoint of the runbook counters; 0 = off.
     metrics_port: int = 0
