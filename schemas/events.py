@@ -168,6 +168,9 @@ class RoutingDecision(msgspec.Struct, kw_only=True):
     # (a shadow call whose answer never reaches the caller); both None for plain routes.
     variant: VariantChoice | None = None
     shadow: Ident | None = None
+    # Issue 17 (PTU): the reserved route whose throughput was used up, so this request spilled
+    # over to pay-as-you-go; None when no reserved route of the chosen class was full.
+    spillover_from: Route | None = None
 
 
 class RuntimeSignals(msgspec.Struct, kw_only=True):
@@ -329,6 +332,9 @@ class UsageRecorded(Envelope, kw_only=True):
     # answer went to nobody (booked like any call, reported apart).
     variant: Ident | None = None
     shadow: bool = False
+    # Issue 17 (PTU): the call was served pay-as-you-go because this reserved route's
+    # throughput was used up (FinOps reports the spill-over per reserved route).
+    spillover_from: Route | None = None
 
 
 class AuditEvent(Envelope, kw_only=True):
@@ -439,6 +445,7 @@ class ApprovalRequested(Envelope, kw_only=True):
     user_id: Ident | None = None
     expires_at: Timestamp | None = None
     parameter_shape: list[ParamShape] = msgspec.field(default_factory=list)
+    approvals_required: int = 1  # issue 14: 2 for four eyes (distinct approvers)
 
 
 class ApprovalDecided(Envelope, kw_only=True):
@@ -448,6 +455,7 @@ class ApprovalDecided(Envelope, kw_only=True):
     reason: Ident | None = None  # a code such as approval_timeout or not_needed, never prose
     call_id: Ident | None = None
     state: ApprovalState | None = None  # approved, denied or expired
+    approvers: list[Ident] = msgspec.field(default_factory=list)  # four eyes: every approver, in order
 
 
 class ParamShape(msgspec.Struct, kw_only=True):
@@ -566,6 +574,9 @@ class ApprovalDecisionReply(msgspec.Struct, kw_only=True):
     accepted: bool
     state: ApprovalState | None = None  # the approval's state after the decision
     reason: Ident | None = None  # why not accepted: not_found, already_decided, self_approval, ...
+    # Issue 14: who decided, as the tool gateway established it (the credential's identity).
+    approver: Ident | None = None
+    approvals_missing: int = 0  # four eyes: accepted as the first approval, one more needed
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):

@@ -109,6 +109,9 @@ def call_records(event: RequestRouted, outcome: CallOutcome, currency: str, temp
         cost=outcome.cost,
         currency=currency,
         variant=variant.name if variant else None,
+        # PTU (issue 17): served pay-as-you-go because the reserved route was full — on the
+        # route the router chose for that reason (not on a later fallback of it).
+        spillover_from=event.routing.spillover_from if outcome.route == event.routing.route else None,
     )
     return [*attempts, completed], info, recorded, usage
 

@@ -76,6 +76,9 @@ class RouteEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_
     cost_rank: int
     capacity_ok: bool = True
     quota_ok: bool = True
+    # Reserved capacity (PTU, issue 17): a fixed price already paid; ``quota_ok`` then says
+    # whether its reserved throughput has room in the current window.
+    reserved: bool = False
 
 
 def route_catalogue(config: PlatformConfig) -> list[RouteEntry]:
@@ -88,6 +91,7 @@ def route_catalogue(config: PlatformConfig) -> list[RouteEntry]:
             capabilities=list(r.capabilities),
             context_tokens=r.context_tokens,
             cost_rank=r.cost_rank,
+            reserved=config.reserved_route(r.name),
         )
         for r in config.routes
     ]
@@ -157,6 +161,7 @@ class _PolicyOutput(msgspec.Struct, kw_only=True):
     fallbacks: list[Route]
     reason: ErrorCode | None = None
     retry_after_s: float | None = None
+    spillover_from: Route | None = None
 
 
 class RoutingVerdict(msgspec.Struct, kw_only=True):
@@ -221,6 +226,7 @@ class RoutingEngine:
             policy_version=policy.version,
             fallbacks=output.fallbacks,
             signals=policy_input.runtime_signals,
+            spillover_from=output.spillover_from,
         )
         return RoutingVerdict(decision=decision, reason=output.reason, retry_after_s=output.retry_after_s)
 

@@ -95,6 +95,8 @@ def route_request(
             "requested_model": attributes.requested_model or "stellwerk",
             "budget_actions": "+".join(signals.budget_actions) or "none",
             **rollout,
+            # PTU (issue 17): the reserved route whose throughput was used up.
+            **({"spillover_from": decision.spillover_from} if decision.spillover_from else {}),
         },
     )
     if refused:

@@ -93,7 +93,10 @@ class SignalBoard:
         capacity = self._capacity_ok(now - timedelta(seconds=self.stale_after_s))
         entries: list[RouteEntry] = []
         for entry in self._catalogue:
-            if entry.locality == "local":
+            if entry.reserved:  # PTU: room while its reserved throughput lasts this window
+                ok = self._quota_remaining(entry.name, now) > 0
+                entries.append(entry if ok else msgspec.structs.replace(entry, quota_ok=False))
+            elif entry.locality == "local":
                 ok = capacity.get(entry.name, True)
                 entries.append(entry if ok else msgspec.structs.replace(entry, capacity_ok=False))
             else:

@@ -141,6 +141,18 @@ class RouteSpec(BaseModel):
 _DEFAULT_CAPABILITIES: list[Capability] = ["chat", "tools", "json_schema"]
 
 
+class Reservation(BaseModel):
+    """Reserved capacity (PTU, issue 17; docs/finops.md "Reserved capacity"): a fixed monthly
+    price for a guaranteed throughput — the deployment's ``tokens_per_minute``. FinOps books
+    the price pro rata per accounting interval; the router prefers the deployment's route
+    while the throughput lasts, then spills over to pay-as-you-go."""
+
+    monthly_price: float = Field(gt=0)
+    # What the same tokens would cost pay-as-you-go (the break-even comparison), per 1k.
+    payg_input_price_per_1k: float = Field(ge=0)
+    payg_output_price_per_1k: float = Field(ge=0)
+
+
 class Deployment(BaseModel):
     """One model deployment behind a route. Prices are in ``currency``."""
 
@@ -169,6 +181,8 @@ class Deployment(BaseModel):
     tokens_per_minute: int | None = None
     # The quota's accounting window; providers count per minute, tests may stretch it.
     quota_window_s: float = 60.0
+    # Reserved capacity (PTU): fixed monthly price for ``tokens_per_minute`` (required then).
+    reserved: Reservation | None = None
     # Local deployments: capacity limits checked against the vLLM /metrics.
     max_requests_waiting: float = 4
     max_kv_cache_usage: float = 0.9
@@ -336,8 +350,16 @@ class PlatformConfig(BaseModel):
     def deployments_for(self, route: Route) -> list[Deployment]:
         return [d for d in self.deployments if d.route == route]
 
+    def reserved_route(self, route: Route) -> bool:
+        """A route of reserved capacity: every deployment behind it is reserved (PTU)."""
+        deployments = self.deployments_for(route)
+        return bool(deployments) and all(d.reserved for d in deployments)
+
     @model_validator(mode="after")
     def _routes_match_deployments(self) -> PlatformConfig:
+        unmetered = [d.name for d in self.deployments if d.reserved and not d.tokens_per_minute]
+        if unmetered:
+            raise ValueError(f"reserved deployments {unmetered} need tokens_per_minute (their reserved throughput)")
         if not self.routes:
             derived: dict[str, RouteSpec] = {}
             for d in self.deployments:
@@ -522,9 +544,10 @@ class ToolApprovals(BaseModel):
     execution_lease_s: float = Field(default=120.0, gt=0)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     keep_decided_s: float = Field(default=7 * 86_400.0, gt=0)  # then the KV record goes (APPROVALS keeps the events)
-    # Issue 14 (docs/identity.md): a decision must carry a credential (operator API key or OIDC
-    # token) whose role is ``approver_role``, of the call's tenant, not the requester's.
-    require_approver_identity: bool = False
+    # Issue 14 (docs/identity.md): a decision must carry a credential (an API key or OIDC
+    # token) whose role is ``approver_role``, of the call's tenant, not the requester's. On by
+    # default; off only for local experiments (a typed name is then taken at its word).
+    require_approver_identity: bool = True
     approver_role: str = "approver"
 
 

@@ -33,6 +33,8 @@ RULES = [
     ("budget.low", "local-vllm"),
     ("budget.low", "local-small"),
     ("quality.high", "api-gpt52"),
+    ("quality.high", "api-ptu"),  # issue 17: reserved capacity with room
+    ("quality.high", "api-payg"),  # ... and the spill-over when it is full
     ("budget.downgrade", "local-small"),
     ("default.local_first", "local-vllm"),
     ("default.local_first", "api-gpt52"),

@@ -3,8 +3,10 @@
 # Entrypoint: stellwerk/routing/decision. The policy never names a route: the router passes
 # the route catalogue from the platform config in input.routes, one entry per route:
 #   {"name", "class", "locality": "local"|"external", "capabilities": [...],
-#    "context_tokens", "cost_rank", "capacity_ok"?, "quota_ok"?}
-# (capacity_ok / quota_ok: this route's own capacity or API quota; absent = ok). The
+#    "context_tokens", "cost_rank", "capacity_ok"?, "quota_ok"?, "reserved"?}
+# (capacity_ok / quota_ok: this route's own capacity or API quota; absent = ok; reserved:
+# reserved capacity (PTU) at a fixed price, quota_ok then says whether its reserved
+# throughput has room this window — preferred while it has, spilled over when not). The
 # policy decides on those attributes, the request's attributes and the runtime signals;
 # class preferences, fallback classes, thresholds and lists live in data.json
 # (data.routing), so tuning the policy is a data edit that yields a new content-hash
@@ -88,6 +90,7 @@ available(r) if {
 	r.locality == "local"
 	signals.local_capacity_ok == true
 	not r.capacity_ok == false
+	not r.quota_ok == false
 	not down(r)
 }
 
@@ -166,7 +169,15 @@ locality_rank(r) := 0 if r.locality == "local"
 
 locality_rank(r) := 1 if r.locality == "external"
 
-key(r) := ((class_rank(r) * 100) + locality_rank(r)) * 1000 + r.cost_rank
+# Reserved capacity (PTU) is paid for whether used or not: within a class and locality it
+# goes first while it has room (data.routing.prefer_reserved); full, it is not available and
+# the request spills over to the next route (pay-as-you-go).
+reserved_rank(r) := 0 if {
+	object.get(cfg, "prefer_reserved", false) == true
+	r.reserved == true
+} else := 1
+
+key(r) := ((((class_rank(r) * 100) + locality_rank(r)) * 10) + reserved_rank(r)) * 1000 + r.cost_rank
 
 # Three orders of the catalogue, one unique number per route (ties go to the earlier route
 # of the catalogue, in the last two digits; catalogues stay below 100 routes): "pref" (class
@@ -176,9 +187,9 @@ keys := {r.name: key(r) | some r in routes}
 
 rank_pref := {r.name: k | some i; r := routes[i]; k := (keys[r.name] * 100) + i}
 
-rank_cheap := {r.name: k | some i; r := routes[i]; k := (((r.cost_rank * 10000000) + keys[r.name]) * 100) + i}
+rank_cheap := {r.name: k | some i; r := routes[i]; k := (((r.cost_rank * 100000000) + keys[r.name]) * 100) + i}
 
-rank_down := {r.name: k | some i; r := routes[i]; k := ((((1000 - r.cost_rank) * 10000000) + keys[r.name]) * 100) + i}
+rank_down := {r.name: k | some i; r := routes[i]; k := ((((1000 - r.cost_rank) * 100000000) + keys[r.name]) * 100) + i}
 
 best(rs) := r if {
 	some r in rs
@@ -308,9 +319,26 @@ reason := "route_not_allowed" if {
 	not down(r)
 } else := "no_route_available"
 
+# --- spill-over from reserved capacity ------------------------------------------------
+
+# Reserved routes this request could have taken but for their used-up throughput: the
+# chosen pay-as-you-go route of the same class is a spill-over from the first of them.
+spill_from := [r.name |
+	some r in pool
+	r.reserved == true
+	r.quota_ok == false
+	r.class == chosen.class
+	permitted(r)
+]
+
+spillover := {"spillover_from": spill_from[0]} if {
+	not chosen.reserved == true
+	count(spill_from) > 0
+} else := {}
+
 # --- decision -------------------------------------------------------------------------
 
-decision := {"route": first.route, "rule_id": first.id, "fallbacks": fallbacks} if {
+decision := object.union({"route": first.route, "rule_id": first.id, "fallbacks": fallbacks}, spillover) if {
 	config_ok
 	first.route != refuse
 }
