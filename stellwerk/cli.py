@@ -28,6 +28,7 @@ from services.router.cli import app as route_app
 from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
 from services.toolgateway.cli import app as tools_app
 from services.toolgateway.cli import approvals_app
+from stellwerk.rollout_cli import prompts_app, rollout_app
 
 if TYPE_CHECKING:
     from schemas.events import PolicyPushAck
@@ -52,6 +53,8 @@ app.add_typer(audit_app, name="audit", help="Audit trail: verify, show, replay, 
 app.add_typer(tools_app, name="tools", help="Tool gateway: what a role may call; call a tool.")
 app.add_typer(approvals_app, name="approvals", help="Human approval of critical tool calls.")
 app.add_typer(keys_app, name="keys", help="API keys as data: create, list, revoke, rotate (docs/identity.md).")
+app.add_typer(rollout_app, name="rollout", help="Canary variants rolled back in the mesh: status, restore.")
+app.add_typer(prompts_app, name="prompts", help="Prompt templates: check them against their case tables.")
 console = Console()
 err = Console(stderr=True)
 

@@ -90,9 +90,9 @@ def build(worker: Worker) -> None:
     )
     specs = {r.name: r for r in config.routes}
     rollout_metrics = RolloutMetrics(worker.metrics.registry)
-    rolled_back = RolledBack(rollout_metrics)
-    worker.watch(RolledBack.bucket, rolled_back.apply)
     windows: dict[tuple[str, str], VariantWindow] = {}
+    rolled_back = RolledBack(rollout_metrics, on_restore=lambda route, variant: windows.pop((route, variant), None))
+    worker.watch(RolledBack.bucket, rolled_back.apply)
 
     async def report_health(force: bool = False) -> None:
         kv = await worker.kv(KV_PROVIDER_HEALTH)

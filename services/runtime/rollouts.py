@@ -21,7 +21,7 @@ Config example (docs/routing.md, "Canary, shadow and prompt templates")::
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Final
 
 import msgspec
@@ -111,15 +111,23 @@ def shadow_for(route: RouteSpec, request_id: str) -> str | None:
 
 
 def canary_deployments(config: PlatformConfig) -> dict[str, set[str]]:
-    """Per route, the deployments only canary variants name: ordinary picks (a fallback to the
-    route, a request without a variant) leave them out."""
+    """Per route, the deployments ordinary picks (a request without a variant, a fallback to the
+    route) leave out: those only a canary variant names, and shadow targets on a route that has
+    other deployments — they get exactly the traffic the variant split or the mirror gives them."""
     reserved: dict[str, set[str]] = {}
     for route in config.routes:
         stable = {v.deployment for v in route.variants if not v.canary}
         canary = {v.deployment for v in route.variants if v.canary and v.deployment is not None}
-        if canary - stable:
-            reserved[route.name] = {d for d in canary - stable if d is not None}
-    return reserved
+        reserved[route.name] = {d for d in canary - stable if d is not None}
+    for route in config.routes:
+        if route.shadow is None:
+            continue
+        target = next((d for d in config.deployments if d.name == route.shadow.deployment), None)
+        if target is not None and any(
+            d.name != target.name and d.name not in reserved[target.route] for d in config.deployments_for(target.route)
+        ):
+            reserved[target.route].add(target.name)
+    return {route: names for route, names in reserved.items() if names}
 
 
 class RolloutMetrics:
@@ -170,15 +178,21 @@ class RolledBack:
 
     bucket: Final = KV_ROLLOUTS
 
-    def __init__(self, metrics: RolloutMetrics | None = None) -> None:
+    def __init__(self, metrics: RolloutMetrics | None = None,
+                 on_restore: Callable[[str, str], object] | None = None) -> None:
         self.keys: set[str] = set()
         self.metrics = metrics
         self.unreadable = 0
+        # Called with (route, variant) when an operator restores a variant: a replica that
+        # judges it starts a fresh window instead of re-judging the calls that breached.
+        self.on_restore = on_restore
 
     def apply(self, key: str, value: bytes | None) -> None:
         route, _, variant = key.partition(".")
         if value is None:
             self.keys.discard(key)
+            if self.on_restore is not None:
+                self.on_restore(route, variant)
         else:
             try:
                 msgspec.json.decode(value, type=RolloutState)

@@ -1,0 +1,141 @@
+"""``stellwerk rollout`` (canary rollbacks in force) and ``stellwerk prompts`` (prompt templates),
+issue 17. See docs/routing.md, "Canary, shadow and prompt templates"."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas.kv import RolloutState
+from schemas.streams import KV_ROLLOUTS
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
+from services.runtime.bus import connect, ensure_topology
+from services.runtime.prompts import SHIPPED_PROMPTS_DIR, PromptError, check_prompts
+from services.runtime.settings import MeshSettings, load_config
+
+console = Console()
+err = Console(stderr=True)
+
+rollout_app = typer.Typer(no_args_is_help=True)
+prompts_app = typer.Typer(no_args_is_help=True)
+
+NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS server URL (default: STELLWERK_NATS_URL).")]
+Format = Annotated[OutputFormat, typer.Option("--format", help="table, json or jsonl.")]
+
+
+def _url(nats_url: str | None) -> str:
+    return nats_url or MeshSettings().nats_url
+
+
+async def _states(url: str) -> list[RolloutState]:
+    nc = await connect(url, "stellwerk-rollout", persistent=False)
+    try:
+        js = nc.jetstream()
+        try:
+            kv = await js.key_value(KV_ROLLOUTS)
+        except Exception:  # noqa: BLE001 - a mesh older than the bucket: create the topology
+            await ensure_topology(js)
+            kv = await js.key_value(KV_ROLLOUTS)
+        states: list[RolloutState] = []
+        try:
+            keys = await kv.keys()
+        except Exception:  # noqa: BLE001 - nats-py raises NoKeysError on an empty bucket
+            return []
+        for key in keys:
+            entry = await kv.get(key)
+            if entry.value:
+                states.append(msgspec.json.decode(entry.value, type=RolloutState))
+        return states
+    finally:
+        await nc.close()
+
+
+async def _restore(url: str, route: str, variant: str) -> bool:
+    nc = await connect(url, "stellwerk-rollout", persistent=False)
+    try:
+        kv = await nc.jetstream().key_value(KV_ROLLOUTS)
+        try:
+            await kv.get(f"{route}.{variant}")
+        except Exception:  # noqa: BLE001 - not rolled back (KeyNotFound / deleted)
+            return False
+        await kv.delete(f"{route}.{variant}")
+        return True
+    finally:
+        await nc.close()
+
+
+@rollout_app.command("status")
+def rollout_status(output: Format = OutputFormat.table, nats_url: NatsUrl = None) -> None:
+    """The variants rolled back in the mesh: route, variant, who, why, what was measured."""
+    url = _url(nats_url)
+    try:
+        states = asyncio.run(_states(url))
+    except OSError as exc:
+        err.print(f"[red]{unreachable(url)}[/]: {type(exc).__name__}")
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+    if output is not OutputFormat.table:
+        documents = [msgspec.to_builtins(s) for s in states]
+        if output is OutputFormat.jsonl:
+            for document in documents:
+                console.print_json(msgspec.json.encode(document).decode(), indent=None)
+        else:
+            console.print_json(msgspec.json.encode(documents).decode())
+        return
+    table = Table(title="rolled-back variants")
+    for column in ("at", "route", "variant", "actor", "reason", "requests", "error rate", "p95 ms"):
+        table.add_column(column)
+    for s in states:
+        table.add_row(s.at.isoformat(timespec="seconds"), s.route, s.variant, s.actor, s.reason, str(s.requests),
+                      f"{s.error_rate:.1%}", f"{s.p95_latency_ms:.0f}")
+    console.print(table)
+
+
+@rollout_app.command("restore")
+def rollout_restore(
+    route: Annotated[str, typer.Argument(help="The route, as in the config.")],
+    variant: Annotated[str, typer.Argument(help="The rolled-back variant.")],
+    nats_url: NatsUrl = None,
+) -> None:
+    """Give a rolled-back variant its configured weight again, on every replica."""
+    url = _url(nats_url)
+    try:
+        restored = asyncio.run(_restore(url, route, variant))
+    except OSError as exc:
+        err.print(f"[red]{unreachable(url)}[/]: {type(exc).__name__}")
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+    if not restored:
+        err.print(f"[red]{route}.{variant} is not rolled back[/]")
+        raise typer.Exit(FAILED)
+    console.print(f"{route}.{variant}: restored to its configured weight")
+
+
+@prompts_app.command("check")
+def prompts_check(
+    directory: Annotated[Path | None, typer.Argument(help="Template directory (default: the config's or the shipped one).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Platform config: its templates must exist.")] = None,
+) -> None:
+    """Load every ``<usecase>/<name>.md`` and run its ``<name>_test.json`` case table."""
+    required: set[str] = set()
+    prompts_dir = directory
+    if config is not None:
+        try:
+            platform = load_config(config)
+        except (OSError, ValueError) as exc:
+            err.print(f"[red]config {config} does not load[/]: {type(exc).__name__}")
+            raise typer.Exit(INVALID_INPUT) from exc
+        required = set(platform.prompt_templates.values()) | {
+            v.prompt_template for r in platform.routes for v in r.variants if v.prompt_template}
+        prompts_dir = prompts_dir or platform.prompts_dir
+    try:
+        templates = check_prompts(prompts_dir or SHIPPED_PROMPTS_DIR, required)
+    except PromptError as exc:
+        err.print(f"[red]refused[/]: {exc}")
+        raise typer.Exit(FAILED) from exc
+    for template in templates.values():
+        console.print(f"{template.version}  ok", highlight=False)
