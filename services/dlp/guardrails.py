@@ -13,7 +13,7 @@ action raises ``GuardUnavailable``; callers refuse with ``guard_unavailable``.
 
 from __future__ import annotations
 
-import math
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +71,15 @@ class Guardrails:
         except (PolicyError, OSError, ValueError) as exc:
             raise GuardUnavailable(f"guardrail policy could not load: {type(exc).__name__}") from None
         self.observe = observe
+        self._quantisers: dict[str, Callable[[float], float]] = {}
+
+    def _quantiser(self, version: str, data: dict[str, Any]) -> Callable[[float], float]:
+        step = self._quantisers.get(version)
+        if step is None:
+            if len(self._quantisers) > 64:  # versions come and go with pushes and rollbacks
+                self._quantisers.clear()
+            step = self._quantisers[version] = quantiser(thresholds(data))
+        return step
 
     @property
     def policy_version(self) -> str:
@@ -111,6 +120,7 @@ class Guardrails:
         topic = topics(texts) if direction == "input" else {}
         harm = moderation(texts) if direction == "output" else {}
         policy = self._policy.current()
+        step = self._quantiser(policy.version, policy.data)
         out = policy.evaluate(
             {
                 "direction": direction,
@@ -118,19 +128,21 @@ class Guardrails:
                 "tenant": context.tenant,
                 "business_unit": context.business_unit,
                 "user_role": context.user_role,
-                # Scores floored to steps of 0.05 (thresholds in data.json are multiples of
-                # 0.05, so every comparison stays exact), zeros left out: inputs recur, and a
-                # recurring input is answered from the compiled policy's decision memo.
+                # Scores floored to the nearest threshold the policy data names (every
+                # ``score >= threshold`` comparison stays exact), zeros left out: a handful of
+                # distinct inputs per use case, each answered from the compiled policy's
+                # decision memo after its first evaluation (~1 ms of Rego, the largest part of
+                # the guard's latency when it misses).
                 "injection": {
-                    "score": _step(injection.score),
-                    "quoted_score": _step(injection.quoted_score),
+                    "score": step(injection.score),
+                    "quoted_score": step(injection.quoted_score),
                     "rule_severity": injection.rule_severity,
                     "signals": list(injection.signals),
                     "quoted_signals": list(injection.quoted_signals),
                     "encoded": injection.encoded,
                 },
-                "topics": {k: _step(v) for k, v in topic.items() if _step(v)},
-                "moderation": {k: _step(v) for k, v in harm.items() if _step(v)},
+                "topics": {k: step(v) for k, v in topic.items() if step(v)},
+                "moderation": {k: step(v) for k, v in harm.items() if step(v)},
             }
         )
         action, rule_id, answer_key = out.get("action"), out.get("rule_id"), out.get("safe_answer")
@@ -161,11 +173,34 @@ class Guardrails:
 
 
 _NO_INJECTION: Final = InjectionScan(0.0, (), "none", False)
-POLICY_STEP: Final = 20  # scores reach the policy in steps of 1/20
 
 
-def _step(score: float) -> float:
-    return round(math.floor(score * POLICY_STEP + 1e-9) / POLICY_STEP, 2)
+def thresholds(data: dict[str, Any]) -> tuple[float, ...]:
+    """Every number in (0, 1] under ``data.stellwerk_guard``: the thresholds scores meet."""
+    found: set[float] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
+            found.add(float(value))
+
+    walk(data.get("stellwerk_guard", {}))
+    return tuple(sorted(found))
+
+
+def quantiser(levels: Sequence[float]) -> Callable[[float], float]:
+    """``score`` floored to the highest of ``levels`` at or below it, else 0.0."""
+
+    def step(score: float) -> float:
+        index = bisect.bisect_right(levels, score + 1e-9)
+        return levels[index - 1] if index else 0.0
+
+    return step
 
 
 def input_texts(messages: Sequence[ChatMessage]) -> list[str]:

@@ -8,6 +8,10 @@
 # Output: {action, rule_id, safe_answer} — safe_answer names an entry of data.safe_answers
 # (only with action "replace"). Thresholds and per-use-case settings: data.json
 # (data.stellwerk_guard). Several rules may fire; the one with the highest rank wins.
+#
+# Scores arrive floored to the nearest threshold named anywhere under data.stellwerk_guard
+# (services/dlp/guardrails.py: few distinct inputs, so decisions come from the memo): compare
+# scores with ">=" against thresholds kept in data.json, never against a literal here.
 package stellwerk.guard
 
 cfg := data.stellwerk_guard

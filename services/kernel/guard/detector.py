@@ -65,8 +65,9 @@ def scan_injection(texts: Sequence[str], model: LinearModel | None = None, *, jo
     model = model or load_model()
     found: dict[str, Severity] = {}
     quoted: dict[str, Severity] = {}
-    score = quoted_score = 0.0
-    encoded = False
+    # What the classifier reads, collected first and scored in one batch (one round of array
+    # operations instead of one per piece): (kind, folded text, the rules' hits on it).
+    jobs: list[tuple[str, str, dict[str, Severity]]] = []
     folded_texts: list[str] = []
     for text in texts:
         if TAGS.search(text):
@@ -77,37 +78,37 @@ def scan_injection(texts: Sequence[str], model: LinearModel | None = None, *, jo
         folded_texts.append(folded)
         frame, passages = split_quotes(folded)
         found.update(signals(frame))
-        score = max(score, model.max_score(frame))
+        jobs.append(("frame", frame, {}))
         for passage in passages:
             quoted.update(signals(passage))
-            quoted_score = max(quoted_score, model.max_score(passage))
+            jobs.append(("quoted", passage, {}))
         for payload in payloads(text, rot13=False):
             hidden = fold(payload.text)
-            hits = signals(hidden)
-            hidden_score = model.max_score(hidden)
-            if hits or hidden_score >= SUSPICIOUS_SCORE:
-                found.update(hits)
-                found["encoded_instruction"] = "high"
-                encoded = True
-                score = max(score, hidden_score)
+            jobs.append(("hidden", hidden, signals(hidden)))
         # The ROT13 reading of the folded text (folding commutes with ROT13): the rules read
         # it always, the classifier only when the text tells the model to decode ROT13.
         hidden = rot13(folded)
         hits = signals(hidden)
         if hits or _ROT13_HINT.search(folded):
-            hidden_score = model.max_score(hidden)
-            if hits or hidden_score >= SUSPICIOUS_SCORE:
-                found.update(hits)
-                found["encoded_instruction"] = "high"
-                encoded = True
-                score = max(score, hidden_score)
-    if join and len(folded_texts) > 1:
-        joined = split_quotes(_joined(folded_texts))[0]
-        hits = signals(joined)
-        joined_score = model.max_score(joined)
-        if hits.keys() - found.keys() or joined_score > score:
+            jobs.append(("hidden", hidden, hits))
+    joined = split_quotes(_joined(folded_texts))[0] if join and len(folded_texts) > 1 else None
+    if joined is not None:
+        jobs.append(("joined", joined, signals(joined)))
+    score = quoted_score = 0.0
+    encoded = False
+    for (kind, _, hits), value in zip(jobs, model.max_scores([job[1] for job in jobs]), strict=True):
+        if kind == "frame":
+            score = max(score, value)
+        elif kind == "quoted":
+            quoted_score = max(quoted_score, value)
+        elif kind == "hidden" and (hits or value >= SUSPICIOUS_SCORE):
             found.update(hits)
-            score = max(score, joined_score)
+            found["encoded_instruction"] = "high"
+            encoded = True
+            score = max(score, value)
+        elif kind == "joined" and (hits.keys() - found.keys() or value > score):  # last: after all others
+            found.update(hits)
+            score = max(score, value)
     severity: Level = "none"
     if any(s == "high" for s in found.values()):
         severity = "high"

@@ -101,8 +101,67 @@ def _score(total: float) -> float:
     return round(1.0 - math.exp(-total), 3)
 
 
+class Lexicon:
+    """All entries of a lexicon in one alternation: one scan of the text instead of one per
+    entry (each ``\\b(?:…)`` search walks the whole text; ~40 µs per 1,000 characters each).
+
+    The scan finds non-overlapping matches, so an entry can hide behind another that matched
+    at the same place ("ibuprofen" is in the English and the German entry; "pain" inside
+    "chest pain"). An entry's match can only start inside a span the scan consumed — at any
+    other position the scan tried every entry — so the entries not yet found are tried with
+    ``match`` at the positions of those spans: the same set of entries as searching each."""
+
+    def __init__(self, table: dict[str, tuple[tuple[re.Pattern[str], float], ...]]) -> None:
+        self.entries = [(category, pattern, weight) for category, entries in table.items()
+                        for pattern, weight in entries]
+        self.categories = tuple(table)
+        if not all(pattern.pattern.startswith(r"\b") for _, pattern, _ in self.entries):
+            raise ValueError("lexicon entries start at a word boundary")
+        # One ``\\b`` in front of the alternation: the engine checks it once per position.
+        self._scan = re.compile(r"\b(?:" + "|".join(f"(?P<e{i}>{pattern.pattern[2:]})"
+                                                    for i, (_, pattern, _) in enumerate(self.entries)) + ")")
+
+    def matched(self, folded: str) -> set[int]:
+        found: set[int] = set()
+        spans: list[tuple[int, int]] = []
+        for match in self._scan.finditer(folded):
+            found.add(int((match.lastgroup or "e-1")[1:]))
+            spans.append(match.span())
+        if spans:
+            for index, (_, pattern, _) in enumerate(self.entries):
+                if index not in found and any(pattern.match(folded, at) for start, end in spans
+                                              for at in range(start, end)):
+                    found.add(index)
+        return found
+
+    def totals(self, folded: str) -> dict[str, float]:
+        totals = dict.fromkeys(self.categories, 0.0)
+        for index in self.matched(folded):
+            category, _, weight = self.entries[index]
+            totals[category] += weight
+        return totals
+
+
+_TOPICS: Final = Lexicon(TOPICS)
+_MODERATION: Final = Lexicon(MODERATION)
+
+
 def topic_scores(folded: str) -> dict[str, float]:
     """Per topic: how strongly ``folded`` asks for advice on it (0..1)."""
+    totals = _TOPICS.totals(folded)
+    if not any(totals.values()):
+        return dict.fromkeys(totals, 0.0)
+    cue = 1.0 if _ADVICE_CUE.search(folded) else 0.5
+    return {topic: _score(total * cue) if total else 0.0 for topic, total in totals.items()}
+
+
+def moderation_scores(folded: str) -> dict[str, float]:
+    """Per harm category: how strongly ``folded`` contains it (0..1)."""
+    return {category: _score(total) if total else 0.0 for category, total in _MODERATION.totals(folded).items()}
+
+
+def topic_scores_reference(folded: str) -> dict[str, float]:
+    """``topic_scores`` searching entry by entry (kept to test ``Lexicon`` against)."""
     cue = 1.0 if _ADVICE_CUE.search(folded) else 0.5
     scores: dict[str, float] = {}
     for topic, entries in TOPICS.items():
@@ -111,8 +170,7 @@ def topic_scores(folded: str) -> dict[str, float]:
     return scores
 
 
-def moderation_scores(folded: str) -> dict[str, float]:
-    """Per harm category: how strongly ``folded`` contains it (0..1)."""
+def moderation_scores_reference(folded: str) -> dict[str, float]:
     scores: dict[str, float] = {}
     for category, entries in MODERATION.items():
         total = sum(weight for pattern, weight in entries if pattern.search(folded))

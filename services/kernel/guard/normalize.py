@@ -60,8 +60,11 @@ def strip_invisible(text: str) -> str:
 @lru_cache(maxsize=256)  # the injection scan and the topic lexicon read the same texts
 def fold(text: str) -> str:
     """The canonical form every detector reads (see the module docstring)."""
-    text = unicodedata.normalize("NFKC", text)
-    text = strip_invisible(text).translate(_HOMOGLYPHS).casefold()
+    if text.isascii():  # most texts: nothing to normalise, hide or fold but case
+        text = text.lower()
+    else:
+        text = unicodedata.normalize("NFKC", text)
+        text = strip_invisible(text).translate(_HOMOGLYPHS).casefold()
     if any(c in text for c in "013457@$"):
         text = _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), text)
     if _SPELLED.search(text):
@@ -90,7 +93,15 @@ def _readable(text: str) -> bool:
     return letters / len(text) > 0.8 and " " in text.strip()
 
 
+_ROT13_BYTES: Final = bytes.maketrans(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    b"nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm",
+)
+
+
 def rot13(text: str) -> str:
+    if text.isascii():  # bytes.translate: a table look-up per byte instead of a dict's per character
+        return text.encode("ascii").translate(_ROT13_BYTES).decode("ascii")
     return text.translate(_ROT13)
 
 
