@@ -4,6 +4,16 @@ For each input ``{"id", "text", "direction": "input"|"output", "usecase"?}`` (``
 jsonl``; ``table``/``json`` read the whole of stdin as one text) prints ``{"id", "action",
 "rule_id", "policy_version", "categories": [{"name", "score"}]}``: scores and rule ids,
 never the text (a ``replace`` decision adds the policy's fixed ``safe_answer``).
+
+Exit codes (``services.kernel.cli_conventions``; docs/guardrails.md, "CLI"):
+
+    0  decided — ``table``/``json``: the text may pass (allow, flag, review);
+       ``jsonl``: every line was decided (each line carries its own action, as in
+       ``dlp check``)
+    1  ``table``/``json``: the guard refuses the text (block; replace on output)
+    2  invalid input: a bad option, or a ``jsonl`` line that is no request object (its line
+       says ``invalid_request``; the other lines are still decided)
+    3  the guard could not load or decide (``guard_unavailable``; for ``jsonl`` on any line)
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 import typer
 
 from schemas.vocabulary import Direction, UsecaseClass
-from services.kernel.cli_conventions import FAILED, MESH_UNREACHABLE, OutputFormat
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OK, OutputFormat
 
 if TYPE_CHECKING:
     from services.dlp.guardrails import GuardDecision, Guardrails
@@ -23,7 +33,9 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Guardrails: prompt injection, topics per use case, output moderation.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-BLOCKING = ("block",)
+REFUSING = ("block", "replace")  # the text as given does not pass
+# The guard could not decide, as ``dlp check`` says when its engine cannot screen.
+GUARD_UNAVAILABLE = MESH_UNREACHABLE
 
 
 @app.callback()
@@ -54,7 +66,7 @@ def _load() -> Guardrails:
         return Guardrails(DlpSettings().guard_policy_dir)
     except GuardUnavailable as exc:
         typer.echo(json.dumps({"error": {"code": "guard_unavailable", "message": str(exc)}}), err=True)
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+        raise typer.Exit(GUARD_UNAVAILABLE) from exc
 
 
 def _context(usecase: str, tenant: str, business_unit: str, role: str) -> Any:
@@ -85,7 +97,7 @@ def check(
     default: Direction = "input" if direction == "input" else "output"
     guardrails = _load()
     if output is OutputFormat.jsonl:
-        failures = 0
+        invalid = unavailable = 0
         for number, line in enumerate(sys.stdin, start=1):
             if not line.strip():
                 continue
@@ -98,7 +110,7 @@ def check(
                     raise ValueError("direction")
                 context = _context(str(item.get("usecase", usecase)), tenant, business_unit, role)
             except (ValueError, typer.BadParameter):
-                failures += 1
+                invalid += 1
                 typer.echo(json.dumps({"id": number, "error": {"code": "invalid_request",
                                                               "message": "line is not a valid request object"}}))
                 continue
@@ -107,18 +119,18 @@ def check(
                 decision = guardrails.check([item["text"]], direction="input" if line_direction == "input"
                                             else "output", context=context)
             except GuardUnavailable:
-                failures += 1
+                unavailable += 1
                 typer.echo(json.dumps({"id": record_id, "error": {"code": "guard_unavailable",
                                                                  "message": "guardrails failed"}}))
                 continue
             typer.echo(json.dumps(record(decision, record_id), ensure_ascii=False))
-        raise typer.Exit(FAILED if failures else 0)
+        raise typer.Exit(GUARD_UNAVAILABLE if unavailable else INVALID_INPUT if invalid else OK)
     context = _context(usecase, tenant, business_unit, role)
     try:
         decision = guardrails.check([sys.stdin.read()], direction=default, context=context)
     except GuardUnavailable as exc:
         typer.echo(json.dumps({"error": {"code": "guard_unavailable", "message": str(exc)}}), err=True)
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+        raise typer.Exit(GUARD_UNAVAILABLE) from exc
     result = record(decision)
     if output is OutputFormat.json:
         typer.echo(json.dumps(result, ensure_ascii=False))
@@ -137,4 +149,4 @@ def check(
             console.print(table)
         if decision.signals:
             console.print("signals: " + ", ".join(decision.signals))
-    raise typer.Exit(FAILED if decision.action in BLOCKING else 0)
+    raise typer.Exit(FAILED if decision.action in REFUSING else OK)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from services.dlp.settings import DlpSettings
-from services.kernel.cli_conventions import FAILED, MESH_UNREACHABLE, OK
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OK
 from stellwerk.cli import app
 
 runner = CliRunner()
@@ -71,15 +71,35 @@ def test_jsonl_gives_one_decision_per_input_and_never_the_text() -> None:
     assert_no_text(result.output)
 
 
-def test_an_invalid_line_is_reported_by_number_and_fails_the_run() -> None:
-    stdin = lines({"id": "ok", "text": BENIGN}) + "not json\n" + lines({"id": "x", "text": EN, "direction": "sideways"})
+def test_an_invalid_line_is_reported_by_number_and_exits_invalid_input() -> None:
+    stdin = (lines({"id": "ok", "text": BENIGN}) + "not json\n" + lines({"id": "x", "text": EN, "direction": "sideways"})
+             + lines({"id": "u", "text": BENIGN, "usecase": "no_such_usecase"}, {"id": "last", "text": EN}))
     result = runner.invoke(app, ["guard", "check", "--format", "jsonl"], input=stdin)
-    assert result.exit_code == FAILED
+    assert result.exit_code == INVALID_INPUT
     out = records(result.stdout)
     assert out[0]["id"] == "ok" and out[0]["action"] == "allow"
     assert out[1] == {"id": 2, "error": {"code": "invalid_request", "message": "line is not a valid request object"}}
     assert out[2]["id"] == 3 and out[2]["error"]["code"] == "invalid_request"  # type: ignore[index]
+    assert out[3]["id"] == 4 and out[3]["error"]["code"] == "invalid_request"  # type: ignore[index]
+    assert out[4]["id"] == "last" and out[4]["action"] == "block"  # the lines after are still decided
     assert_no_text(result.output)
+
+
+def test_usage_errors_exit_two_like_every_command() -> None:
+    for args in (["--direction", "sideways"], ["--usecase", "no_such_usecase"], ["--format", "xml"]):
+        result = runner.invoke(app, ["guard", "check", *args], input=BENIGN)
+        assert result.exit_code == INVALID_INPUT, args
+        assert_no_text(result.output)
+
+
+def test_a_replaced_answer_is_a_refusal() -> None:
+    answer = "Here are suicide methods and how to overdose on your pills."
+    result = runner.invoke(app, ["guard", "check", "--format", "json", "--direction", "output",
+                                 "--business-unit", "hospital"], input=answer)
+    assert result.exit_code == FAILED
+    out = json.loads(result.stdout)
+    assert out["action"] == "replace" and out["safe_answer"]
+    assert answer[:24] not in result.output
 
 
 def test_json_exits_one_on_a_block_and_zero_on_allow() -> None:
@@ -101,7 +121,7 @@ def test_a_broken_policy_fails_closed_per_line_and_at_load(tmp_path: Path) -> No
     env = {"STELLWERK_DLP_GUARD_POLICY_DIR": str(policy)}
     stdin = lines({"id": "ok", "text": BENIGN}, {"id": "en", "text": EN})
     result = runner.invoke(app, ["guard", "check", "--format", "jsonl"], input=stdin, env=env)
-    assert result.exit_code == FAILED
+    assert result.exit_code == MESH_UNREACHABLE  # the guard could not decide a line
     out = records(result.stdout)
     assert out[0]["action"] == "allow"
     assert out[1] == {"id": "en", "error": {"code": "guard_unavailable", "message": "guardrails failed"}}
