@@ -69,37 +69,84 @@ async def write_if_unchanged(kv: KeyValue, kv_key: str, value: bytes, revision: 
         return None
 
 
+class LastWritten:
+    """What this worker last wrote per KV key (revision and value), so the next update of a
+    document it owns can go straight to the compare-and-set without reading it first.
+
+    Correct whatever others do: a write by anyone else has moved the revision, the
+    compare-and-set fails, the entry is dropped and the loop reads afresh. With one worker
+    per scope (the common case) this halves the KV round trips of a booking."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, bytes]] = {}
+
+    def get(self, kv_key: str) -> tuple[int, bytes] | None:
+        return self._entries.get(kv_key)
+
+    def put(self, kv_key: str, revision: int, value: bytes) -> None:
+        self._entries[kv_key] = (revision, value)
+
+    def drop(self, kv_key: str) -> None:
+        self._entries.pop(kv_key, None)
+
+
 async def change_totals(
-    kv: KeyValue, key: str, currency: str, mutate: Callable[[Totals], T]
+    kv: KeyValue, key: str, currency: str, mutate: Callable[[Totals], T], written_by_us: LastWritten | None = None
 ) -> tuple[Totals, int, T]:
     """Compare-and-set loop: ``mutate`` a fresh copy until the write wins."""
+    kv_key = totals_key(key)
     for _ in range(CAS_ATTEMPTS):
-        totals, revision = await read_totals(kv, key, currency)
+        known = written_by_us.get(kv_key) if written_by_us is not None else None
+        if known is not None:
+            revision: int | None = known[0]
+            totals = msgspec.json.decode(known[1], type=Totals)
+        else:
+            totals, revision = await read_totals(kv, key, currency)
         result = mutate(totals)
-        written = await write_if_unchanged(kv, totals_key(key), msgspec.json.encode(totals), revision)
+        value = msgspec.json.encode(totals)
+        written = await write_if_unchanged(kv, kv_key, value, revision)
         if written is not None:
+            if written_by_us is not None:
+                written_by_us.put(kv_key, written, value)
             return totals, written, result
+        if written_by_us is not None:
+            written_by_us.drop(kv_key)
     raise Contention(key)
 
 
-async def write_state(kv: KeyValue, key: str, state: StateDoc | None) -> None:
+async def write_state(
+    kv: KeyValue, key: str, state: StateDoc | None, written_by_us: LastWritten | None = None
+) -> None:
     """Write ``state.<key>`` unless a state derived from a newer totals revision is there."""
     if state is None:
         return
+    kv_key = state_key(key)
     for _ in range(CAS_ATTEMPTS):
-        try:
-            entry = await kv.get(state_key(key))
-            revision: int | None = entry.revision
-            current = msgspec.json.decode(entry.value or b"{}", type=StateDoc) if entry.value else None
-        except KeyNotFoundError:
-            current, revision = None, None
-        except msgspec.ValidationError:
-            current, revision = None, entry.revision
+        known = written_by_us.get(kv_key) if written_by_us is not None else None
+        revision: int | None
+        current: StateDoc | None
+        if known is not None:
+            revision, current = known[0], msgspec.json.decode(known[1], type=StateDoc)
+        else:
+            try:
+                entry = await kv.get(kv_key)
+                revision = entry.revision
+                current = msgspec.json.decode(entry.value or b"{}", type=StateDoc) if entry.value else None
+            except KeyNotFoundError:
+                current, revision = None, None
+            except msgspec.ValidationError:
+                current, revision = None, entry.revision
         if current is not None and current.source_revision >= state.source_revision:
             return
-        if await write_if_unchanged(kv, state_key(key), msgspec.json.encode(state), revision) is not None:
+        value = msgspec.json.encode(state)
+        written = await write_if_unchanged(kv, kv_key, value, revision)
+        if written is not None:
+            if written_by_us is not None:
+                written_by_us.put(kv_key, written, value)
             return
-    raise Contention(state_key(key))
+        if written_by_us is not None:
+            written_by_us.drop(kv_key)
+    raise Contention(kv_key)
 
 
 def alert_of(crossing: Crossing) -> FinopsAlert:
@@ -179,6 +226,7 @@ class LedgerStore:
         self.publish = publish
         self.clock = clock
         self.new_id = new_id or IdFactory()
+        self.written = LastWritten()
 
     async def apply(self, key: str, items: Sequence[Priced], *, batch: int, ack_floor: int) -> Outcome:
         budgets = self.budgets_of(key)
@@ -189,7 +237,7 @@ class LedgerStore:
                 budgets=budgets, now=self.clock(), tz=self.tz, new_id=self.new_id,
             )
 
-        totals, revision, counted = await change_totals(self.kv, key, self.currency, mutate)
+        totals, revision, counted = await change_totals(self.kv, key, self.currency, mutate, self.written)
         return Outcome(key, totals, revision, counted)
 
     async def touch(self, key: str) -> Outcome:
@@ -199,7 +247,7 @@ class LedgerStore:
         def mutate(totals: Totals) -> None:
             evaluate(totals, budgets, self.clock(), self.tz, new_id=self.new_id)
 
-        totals, revision, _ = await change_totals(self.kv, key, self.currency, mutate)
+        totals, revision, _ = await change_totals(self.kv, key, self.currency, mutate, self.written)
         return Outcome(key, totals, revision)
 
     async def settle(self, outcome: Outcome) -> None:
@@ -209,9 +257,10 @@ class LedgerStore:
         budgets = self.budgets_of(outcome.key)
         if budgets:
             state = scope_state(outcome.totals, budgets, self.clock(), self.tz, outcome.revision)
-            await write_state(self.kv, outcome.key, state)
+            await write_state(self.kv, outcome.key, state, self.written)
 
     async def drop_state(self, key: str) -> None:
+        self.written.drop(state_key(key))
         with contextlib.suppress(KeyNotFoundError):
             await self.kv.get(state_key(key))
             await self.kv.delete(state_key(key))
@@ -231,7 +280,7 @@ class LedgerStore:
         def drop(totals: Totals) -> None:
             totals.outbox = [c for c in totals.outbox if c.crossing_id not in done]
 
-        await change_totals(self.kv, key, self.currency, drop)
+        await change_totals(self.kv, key, self.currency, drop, self.written)
 
 
 # --- budget definitions ------------------------------------------------------------------------
