@@ -1,6 +1,7 @@
 """Human approval of critical tool calls: the record and its state machine. Pure.
 
     pending ──approve──▶ approved ──finish──▶ completed | failed
+       │ ──approve (four eyes: the first of two)──▶ pending, with its first approver
        │ ──deny──▶ denied            └─ not finished within the lease ──▶ failed
        └ ──deadline or policy timeout──▶ expired
 
@@ -46,6 +47,10 @@ class ApprovalRecord(msgspec.Struct, kw_only=True):
     approver: Ident | None = None
     reason: Ident | None = None
     finished_at: Timestamp | None = None
+    # Issue 14: four eyes — how many distinct approvers the policy asks for, and who approved
+    # so far (the last of them is ``approver`` once the call is approved).
+    approvals_required: int = 1
+    approvers: list[Ident] = msgspec.field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -61,7 +66,7 @@ class ApprovalRecord(msgspec.Struct, kw_only=True):
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """Why a transition was not made: not_found, already_decided, expired, self_approval,
-    reason_required, not_pending, not_approved."""
+    same_approver, reason_required, not_pending, not_approved."""
 
     reason: Ident
 
@@ -82,12 +87,19 @@ def decide(
         return Rejection("expired")
     if not approve and not reason:
         return Rejection("reason_required")
-    # Four eyes: the human an agent acts for cannot approve that agent's call.
-    if approve and record.request.user_id is not None and approver == record.request.user_id:
+    # Four eyes: neither the human an agent acts for nor the agent itself approves its call.
+    if approve and approver in {record.request.user_id, record.request.agent_id}:
         return Rejection("self_approval")
-    return msgspec.structs.replace(
-        record, state="approved" if approve else "denied", decided_at=now, approver=approver, reason=reason
-    )
+    # ... and where the policy asks for two, the second approver is another person.
+    if approve and approver in record.approvers:
+        return Rejection("same_approver")
+    if not approve:  # one denial ends it, whoever approved before
+        return msgspec.structs.replace(record, state="denied", decided_at=now, approver=approver, reason=reason)
+    approvers = [*record.approvers, approver]
+    if len(approvers) < record.approvals_required:
+        return msgspec.structs.replace(record, approvers=approvers)  # still pending: the next one decides
+    return msgspec.structs.replace(record, state="approved", decided_at=now, approver=approver, reason=reason,
+                                   approvers=approvers)
 
 
 def expire(record: ApprovalRecord, now: datetime) -> ApprovalRecord | Rejection:

@@ -18,8 +18,22 @@ from services.runtime.oidc import (
     TokenRejected,
     looks_like_jwt,
 )
-from services.runtime.settings import ApiKey, ToolApprovals
+from services.runtime.settings import ApiKey, PlatformConfig, ToolApprovals
 from services.toolgateway.approvals import ApprovalRecord, Rejection
+
+
+def approver_tokens(config: PlatformConfig) -> OidcVerifier | None:
+    """The issuer's tokens as the gateway accepts them, and also those it issued to the console
+    (audience: the console's client id): a person signed in to the console decides with the
+    token of that sign-in."""
+    if config.oidc is None:
+        return None
+    audience = list(config.oidc.audience)
+    if config.console_oidc is not None and config.console_oidc.client_id not in audience:
+        audience.append(config.console_oidc.client_id)
+    # Deciding needs no business unit; the console supplies the same default at sign-in.
+    defaults = {"business_unit": "console", **config.oidc.defaults}
+    return OidcVerifier(config.oidc.model_copy(update={"audience": audience, "defaults": defaults}))
 
 
 class Approvers:

@@ -39,12 +39,11 @@ from schemas.events import (
 from schemas.streams import KV_APPROVALS, KV_KEYS, KV_RATELIMITS
 from services.runtime import policy_bundles
 from services.runtime.keys import KeyRing
-from services.runtime.oidc import OidcVerifier
 from services.runtime.telemetry import inject_headers
 from services.runtime.worker import Worker
 from services.toolgateway.approval_store import RECORD_PREFIX, ApprovalStore, decode_record
 from services.toolgateway.approvals import ApprovalRecord
-from services.toolgateway.approvers import Approvers
+from services.toolgateway.approvers import Approvers, approver_tokens
 from services.toolgateway.gateway import ToolGateway
 from services.toolgateway.limiter import ToolRateLimiter
 from services.toolgateway.mcp_pool import McpPool
@@ -92,7 +91,7 @@ def build(worker: Worker) -> None:
     # Issue 14: approvers prove who they are with a key of the ``keys`` bucket or an OIDC token.
     keyring = KeyRing(config.api_keys)
     worker.watch(KV_KEYS, keyring.apply)
-    approvers = Approvers(keyring, OidcVerifier(config.oidc) if config.oidc else None, config.tool_approvals)
+    approvers = Approvers(keyring, approver_tokens(config), config.tool_approvals)
     gateway: ToolGateway | None = None
 
     async def start() -> None:

@@ -318,8 +318,14 @@ def _decide(approval_id: str, approve: bool, approver: str, reason: str | None, 
                                         credential=credential)
     reply: ApprovalDecisionReply = _run(_settings(nats_url), lambda nc: decide_approval(nc, request))
     if reply.accepted:
-        console.print(f"{approval_id}: {reply.state}")
+        by = f" by {reply.approver}" if reply.approver else ""
+        missing = f"; {reply.approvals_missing} more approval(s) needed (four eyes)" if reply.approvals_missing else ""
+        console.print(f"{approval_id}: {reply.state}{by}{missing}")
         return
+    if reply.reason == "identity_required":
+        err.print("[red]not decided:[/] identity_required — put an approver's API key or token in "
+                  "STELLWERK_APPROVER_CREDENTIAL (docs/identity.md#approvers-four-eyes-with-identities)")
+        raise typer.Exit(1)
     err.print(f"[red]not decided:[/] {reply.reason}" + (f" (state {reply.state})" if reply.state else ""))
     raise typer.Exit(1)
 

@@ -331,6 +331,7 @@ class ToolGateway:
             policy_version=verdict.policy_version,
             arguments_sha256=arguments_digest(admitted.arguments),
             parameter_shape=shape,
+            approvals_required=verdict.approvals_required,
             injection_action=verdict.injection_action,
             dlp_input=admitted.dlp_input,
             created_at=now,
@@ -360,6 +361,7 @@ class ToolGateway:
                     user_id=call.user_id,
                     expires_at=record.expires_at,
                     parameter_shape=shape,
+                    approvals_required=record.approvals_required,
                 )
             ),
             self.outbox.audit(
@@ -371,40 +373,45 @@ class ToolGateway:
         )
         self.metrics.approvals_pending.inc()
 
-    async def _approver(self, request: ApprovalDecisionRequested) -> str | Rejection:
-        """Who decides: the identity the credential proves (issue 14), else the name given
-        where ``require_approver_identity`` is off and no credential came."""
+    async def _approver(self, request: ApprovalDecisionRequested) -> tuple[str | None, Rejection | None]:
+        """Who decides (the actor) and, if they may not, why: the identity the credential
+        proves (issue 14), else — only where ``require_approver_identity`` is off and no
+        credential came — the name given."""
         if request.credential is None and not self.approval_rules.require_approver_identity:
-            return request.approver
+            return request.approver, None
         if self.approvers is None:
-            return Rejection("identity_unavailable")
+            return None, Rejection("identity_unavailable")
         identity = await self.approvers.identify(request.credential)
         if isinstance(identity, Rejection):
-            return identity
+            return None, identity
         found = await self.approvals.get(request.approval_id)
         if found is None:
-            return Rejection("not_found")
-        refusal = may_decide(identity, found[0], self.approval_rules.approver_role)
-        return refusal if refusal is not None else identity.key_id
+            return identity.key_id, Rejection("not_found")
+        return identity.key_id, may_decide(identity, found[0], self.approval_rules.approver_role)
 
     async def decide(self, request: ApprovalDecisionRequested) -> ApprovalDecisionReply:
         now = self.clock()
-        approver = await self._approver(request)
-        if isinstance(approver, Rejection):
-            found = await self.approvals.get(request.approval_id)
-            return ApprovalDecisionReply(approval_id=request.approval_id, accepted=False, reason=approver.reason,
-                                         state=found[0].state if found else None)
+        approver, refusal = await self._approver(request)
+        if refusal is not None or approver is None:
+            return await self._refused(request, refusal or Rejection("identity_required"), approver)
         outcome = await self.approvals.transition(
             request.approval_id,
             lambda r: approvals.decide(r, approve=request.approve, approver=approver,
                                        reason=request.reason, now=now),
         )
         if isinstance(outcome, Rejection):
-            found = await self.approvals.get(request.approval_id)
-            return ApprovalDecisionReply(
-                approval_id=request.approval_id, accepted=False, reason=outcome.reason,
-                state=found[0].state if found else None,
+            return await self._refused(request, outcome, approver)
+        if outcome.state == "pending":  # four eyes: the first approval of two, recorded with its actor
+            call = outcome.request
+            await self.outbox.audit(
+                audit_of(call, stage="approval", outcome_name="first_approval", shape=outcome.parameter_shape,
+                         rule_id=outcome.rule_id, policy_version=outcome.policy_version,
+                         approval_id=outcome.approval_id, approver=approver),
+                f"audit:{call.call_id}:approval:first_approval:{len(outcome.approvers)}",
             )
+            return ApprovalDecisionReply(approval_id=request.approval_id, accepted=True, state="pending",
+                                         approver=approver,
+                                         approvals_missing=outcome.approvals_required - len(outcome.approvers))
         await self._announce_decision(outcome)
         if outcome.state == "denied":
             await self._end_parked(outcome, refused("approval_denied", "approval.denied", reason=outcome.reason,
@@ -413,11 +420,35 @@ class ToolGateway:
             task = asyncio.create_task(self._resume(outcome), name=f"resume-{outcome.approval_id}")
             self._resuming.add(task)
             task.add_done_callback(self._resuming.discard)
-        return ApprovalDecisionReply(approval_id=request.approval_id, accepted=True, state=outcome.state)
+        return ApprovalDecisionReply(approval_id=request.approval_id, accepted=True, state=outcome.state,
+                                     approver=approver)
+
+    async def _refused(self, request: ApprovalDecisionRequested, refusal: Rejection,
+                       actor: str | None) -> ApprovalDecisionReply:
+        """A decision not taken is audited too, with its actor (issue 14): an agent trying to
+        approve its own call, an approver of another tenant, a credential that proves nothing
+        (actor ``unauthenticated``; the typed name is recorded as ``claimed``, never trusted)."""
+        found = await self.approvals.get(request.approval_id)
+        if found is not None:
+            record = found[0]
+            call = record.request
+            event = audit_of(call, stage="approval", outcome_name="decision_refused", shape=record.parameter_shape,
+                             rule_id=record.rule_id, policy_version=record.policy_version,
+                             approval_id=record.approval_id, approver=actor)
+            event.attributes = {"reason": refusal.reason, "actor": actor or "unauthenticated",
+                                "claimed": request.approver, "decision": "approve" if request.approve else "deny"}
+            await self.outbox.audit(event, f"audit:{call.call_id}:approval:refused:{new_id()}")
+        return ApprovalDecisionReply(approval_id=request.approval_id, accepted=False, reason=refusal.reason,
+                                     state=found[0].state if found else None, approver=actor)
 
     async def _announce_decision(self, record: ApprovalRecord) -> None:
         call = record.request
         wait_s = record.wait_s()
+        decided = audit_of(call, stage="approval", outcome_name=record.state, shape=record.parameter_shape,
+                           rule_id=record.rule_id, policy_version=record.policy_version,
+                           approval_id=record.approval_id, approver=record.approver, approval_wait_s=wait_s)
+        if len(record.approvers) > 1:  # four eyes: both approvers, in order
+            decided.attributes = {"approvers": "+".join(record.approvers)}
         await asyncio.gather(
             self.outbox.approval_decided(
                 ApprovalDecided(
@@ -428,14 +459,10 @@ class ToolGateway:
                     reason=record.reason,
                     call_id=call.call_id,
                     state=record.state,
+                    approvers=record.approvers,
                 )
             ),
-            self.outbox.audit(
-                audit_of(call, stage="approval", outcome_name=record.state, shape=record.parameter_shape,
-                         rule_id=record.rule_id, policy_version=record.policy_version,
-                         approval_id=record.approval_id, approver=record.approver, approval_wait_s=wait_s),
-                f"audit:{call.call_id}:approval:{record.state}",
-            ),
+            self.outbox.audit(decided, f"audit:{call.call_id}:approval:{record.state}"),
         )
         if wait_s is not None:
             self.metrics.approval_wait.labels(record.state).observe(wait_s)

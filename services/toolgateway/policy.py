@@ -45,6 +45,8 @@ class ToolVerdict(msgspec.Struct, kw_only=True):
     rule_id: Ident
     approval_required: bool
     approval_timeout_s: float
+    # Issue 14: four eyes — distinct approvers the call needs (2 for ``four_eyes_tools``).
+    approvals_required: int = msgspec.field(default=1)
     screen_arguments: Literal["enforce", "record"]
     injection_action: Literal["block", "flag"]
     policy_version: Ident = ""

@@ -112,7 +112,7 @@ def create_console(settings: MeshSettings | None = None) -> FastAPI:
             return page(request, "login.html", None, next=next,
                         error="This key does not open the console (it needs an operator, approver, dpo or "
                               "budget_owner role).")
-        operator = Operator(key_id=key.key_id, role=key.user_role, tenant=key.tenant)
+        operator = Operator(key_id=key.key_id, role=key.user_role, tenant=key.tenant, credential=api_key.strip())
         target = next if next.startswith("/console/") else "/console/"
         response = RedirectResponse(target, 303)
         response.set_cookie(COOKIE, sessions.issue(operator), max_age=SESSION_S, httponly=True, samesite="strict",
@@ -198,10 +198,13 @@ def create_console(settings: MeshSettings | None = None) -> FastAPI:
         approve = decision == "approve"
         if not approve and reason not in DENY_REASONS:
             return RedirectResponse("/console/approvals?notice=reason_required", 303)
+        # Issue 14: the sign-in's credential goes with the decision; the tool gateway verifies it.
         reply = await data.decide(state["nc"], approval_id, approve, operator.key_id,
-                                  reason if reason in DENY_REASONS else None,
-                                  None if operator.role == "operator" else operator.tenant)
-        notice = ("approved" if approve else "denied") if reply.accepted else (reply.reason or "not_accepted")
+                                  reason if reason in DENY_REASONS else None, operator.tenant, operator.credential)
+        if reply.accepted and reply.approvals_missing:
+            notice = "first_approval"  # four eyes: another approver decides next
+        else:
+            notice = ("approved" if approve else "denied") if reply.accepted else (reply.reason or "not_accepted")
         return RedirectResponse(f"/console/approvals?notice={notice}", 303)
 
     @app.get("/console/requests", response_class=HTMLResponse)

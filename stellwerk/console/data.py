@@ -61,15 +61,16 @@ async def pending_approvals(js: JetStreamContext, tenant: str | None) -> list[Pe
 
 
 async def decide(nc: Client, approval_id: str, approve: bool, approver: str, reason: str | None,
-                 tenant: str | None) -> ApprovalDecisionReply:
-    """Decide as ``approver``; an approver bound to ``tenant`` decides that tenant's calls only."""
+                 tenant: str | None, credential: str | None = None) -> ApprovalDecisionReply:
+    """Decide as ``approver`` with the sign-in's ``credential`` (the tool gateway verifies it);
+    an approver bound to ``tenant`` decides that tenant's calls only."""
     if tenant is not None:
         store = ApprovalStore(await nc.jetstream().key_value(KV_APPROVALS))
         found = await store.get(approval_id)
         if found is None or found[0].request.tenant != tenant:
             return ApprovalDecisionReply(approval_id=approval_id, accepted=False, reason="not_found")
     return await decide_approval(nc, ApprovalDecisionRequested(
-        approval_id=approval_id, approve=approve, approver=approver, reason=reason))
+        approval_id=approval_id, approve=approve, approver=approver, reason=reason, credential=credential))
 
 
 @dataclass(slots=True)

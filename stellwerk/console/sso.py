@@ -101,8 +101,10 @@ class ConsoleSso:
                 if checked and claims.get("nonce") != kept["nonce"]:
                     raise TokenRejected("nonce_mismatch")
                 identity = self.id_tokens.identity(claims)
+                credential = tokens["id_token"]
             elif isinstance(tokens.get("access_token"), str):
                 identity = self.access_tokens.identity(await self.access_tokens.claims(tokens["access_token"]))
+                credential = tokens["access_token"]
             else:
                 raise SsoRefused("The identity provider did not issue a token for this sign-in.")
         except TokenRejected as exc:
@@ -114,4 +116,6 @@ class ConsoleSso:
         if identity.user_role not in CONSOLE_ROLES:
             raise SsoRefused("Your account does not open the console (it needs an operator, approver, dpo or "
                              "budget_owner role).")
-        return Operator(key_id=identity.key_id, role=identity.user_role, tenant=identity.tenant)
+        # The token goes with the person's approval decisions (issue 14): the tool gateway verifies
+        # it (it accepts the console's audience) and records the identity it proves.
+        return Operator(key_id=identity.key_id, role=identity.user_role, tenant=identity.tenant, credential=credential)

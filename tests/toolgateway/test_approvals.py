@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest_asyncio
 from nats.js.kv import KeyValue
 
@@ -53,8 +54,26 @@ def test_deny_needs_a_reason() -> None:
 
 def test_four_eyes() -> None:
     assert approvals.decide(record(), approve=True, approver="erika", reason=None, now=T0) == Rejection("self_approval")
+    assert approvals.decide(record(), approve=True, approver="agent-7", reason=None, now=T0) == Rejection("self_approval")
     # Denying one's own agent's call is always allowed.
     assert isinstance(approvals.decide(record(), approve=False, approver="erika", reason="oops", now=T0), ApprovalRecord)
+
+
+def test_four_eyes_needs_two_distinct_approvers() -> None:
+    """Issue 14: where the policy asks for two approvals, the first keeps the call pending with
+    its approver recorded; the same person again is refused; a second person approves it."""
+    two = msgspec.structs.replace(record(), approvals_required=2)
+    first = approvals.decide(two, approve=True, approver="boss", reason=None, now=T0)
+    assert isinstance(first, ApprovalRecord)
+    assert (first.state, first.approvers, first.approver) == ("pending", ["boss"], None)
+    assert approvals.decide(first, approve=True, approver="boss", reason=None, now=T0) == Rejection("same_approver")
+    assert approvals.decide(first, approve=True, approver="erika", reason=None, now=T0) == Rejection("self_approval")
+    second = approvals.decide(first, approve=True, approver="deputy", reason=None, now=T0 + timedelta(seconds=5))
+    assert isinstance(second, ApprovalRecord)
+    assert (second.state, second.approvers, second.approver) == ("approved", ["boss", "deputy"], "deputy")
+    # One denial ends it, also after a first approval (and by the first approver).
+    denied = approvals.decide(first, approve=False, approver="boss", reason="changed_mind", now=T0)
+    assert isinstance(denied, ApprovalRecord) and (denied.state, denied.approver) == ("denied", "boss")
 
 
 def test_terminal_states_are_never_left() -> None:

@@ -71,3 +71,19 @@ def test_malformed_data_fails_closed(tmp_path: Path) -> None:
 def test_missing_policy_dir_fails_closed(tmp_path: Path) -> None:
     with pytest.raises(ToolPolicyUnavailable):
         ToolPolicy(tmp_path / "nowhere")
+
+
+def test_four_eyes_tools_need_two_approvers(tmp_path: Path) -> None:
+    """Issue 14: a critical call of a tool in ``four_eyes_tools`` needs two distinct approvers;
+    every other call needs one, and a call that needs no approval none."""
+    shipped = ToolPolicy(SHIPPED_POLICY_DIR).decide(_input("support-agent", "tickets", "create_ticket", read_only=False))
+    assert (shipped.approval_required, shipped.approvals_required) == (True, 1)
+    directory = tmp_path / "policy"
+    shutil.copytree(SHIPPED_POLICY_DIR, directory)
+    data = json.loads((directory / "data.json").read_text())
+    data["toolgateway"]["four_eyes_tools"] = ["tickets.update_ticket_status"]
+    (directory / "data.json").write_text(json.dumps(data))
+    policy = ToolPolicy(directory)
+    four_eyes = policy.decide(_input("support-agent", "tickets", "update_ticket_status", read_only=False))
+    assert (four_eyes.approval_required, four_eyes.approvals_required) == (True, 2)
+    assert policy.decide(_input("support-agent", "tickets", "create_ticket", read_only=False)).approvals_required == 1

@@ -4,13 +4,15 @@ stand-in for SearXNG, and the tickets MCP server over stdio (the worker's child)
 
 Covers issue 7's "Done when": allowed call, allowlist refusal with rule id, schema violation
 with path, rate limit with retry hint, approval (approve, deny, timeout, across a worker
-restart), denied search domains, and no parameter value in the audit.
+restart), denied search domains, and no parameter value in the audit. Issue 14: decisions need
+an approver's credential (the default), four eyes need two distinct approvers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,15 +26,25 @@ from nats.aio.client import Client
 from typer.testing import CliRunner
 
 from schemas import subjects
-from schemas.events import ApprovalDecisionRequested, AuditEvent, AuditTrail, ToolCallResult, decode
+from schemas.events import (
+    ApprovalDecided,
+    ApprovalDecisionReply,
+    ApprovalDecisionRequested,
+    AuditEvent,
+    AuditTrail,
+    ToolCallResult,
+    decode,
+)
+from services.runtime.bus import connect
 from services.toolgateway.approval_store import ApprovalStore
 from services.toolgateway.approvals import ApprovalRecord
 from services.toolgateway.cli import app as tools_app
 from services.toolgateway.cli import approvals_app
+from services.toolgateway.settings import SHIPPED_POLICY_DIR
 from stellwerk.discovery import ping_workers
 from stellwerk.supervisor import Mesh, free_port
 from stellwerk.tools_client import ToolsClient, decide_approval
-from tests.integration.mesh import eventually, running_mesh, write_test_config
+from tests.integration.mesh import audit_events, eventually, running_mesh, stored, write_test_config
 from tests.toolgateway.searxng_stub import searxng_stub
 
 # Argument values that must never reach the audit (each test uses some of them).
@@ -56,6 +68,12 @@ def mesh(
 ) -> Iterator[Mesh]:
     root = tmp_path_factory.mktemp("tool-mesh")
     port = free_port()
+    # Status changes need four eyes here (issue 14): two distinct approvers.
+    policy_dir = root / "tool-policy"
+    shutil.copytree(SHIPPED_POLICY_DIR, policy_dir)
+    data = json.loads((policy_dir / "data.json").read_text())
+    data["toolgateway"]["four_eyes_tools"] = ["tickets.update_ticket_status"]
+    (policy_dir / "data.json").write_text(json.dumps(data))
     search_config = root / "search.yaml"
     search_config.write_text(yaml.safe_dump({
         "deny_domains": ["pastebin.com"],
@@ -82,6 +100,7 @@ def mesh(
             "STELLWERK_SEARCH_RETENTION_DB": str(root / "search.db"),
             "STELLWERK_TICKETS_DB": str(root / "tickets.db"),
             "STELLWERK_TOOLGATEWAY_METRICS_PORT": str(metrics_port),
+            "STELLWERK_TOOLGATEWAY_POLICY_DIR": str(policy_dir),
         },
     ) as running:
         yield running
@@ -100,6 +119,35 @@ async def pending_approval(nc: Client, agent_id: str) -> ApprovalRecord:
         return found[0] if found else None
 
     return await eventually(probe)
+
+
+# Approvers' keys (issue 14), created once per module in the mesh's ``keys`` bucket.
+_CREDENTIALS: dict[str, str] = {}
+
+
+async def credential(nc: Client, key_id: str, *, role: str = "approver", tenant: str = "acme-insurance") -> str:
+    if key_id not in _CREDENTIALS:
+        from services.runtime.keys import KeyStore
+
+        keys = await KeyStore.open(nc.jetstream())
+        _CREDENTIALS[key_id], _ = await keys.create(tenant=tenant, business_unit="claims", role=role, actor="test",
+                                                    key_id=key_id)
+    return _CREDENTIALS[key_id]
+
+
+async def decide_as(nc: Client, key_id: str | None, approval_id: str, approve: bool = True,
+                    reason: str | None = None) -> ApprovalDecisionReply:
+    """Decide with ``key_id``'s credential (None: a typed name only). A key created a moment ago
+    may not have reached the tool gateway's watch yet: retried while unknown."""
+    secret = await credential(nc, key_id) if key_id else None
+
+    async def attempt() -> ApprovalDecisionReply | None:
+        reply = await decide_approval(nc, ApprovalDecisionRequested(
+            approval_id=approval_id, approve=approve, approver=key_id or "typed-name", reason=reason,
+            credential=secret))
+        return None if reply.reason == "invalid_credential" and secret else reply
+
+    return await eventually(attempt, timeout_s=10)
 
 
 def hosts(result: ToolCallResult) -> list[str]:
@@ -192,18 +240,17 @@ async def test_critical_tool_waits_and_runs_when_approved(nc: Client) -> None:
     record = await pending_approval(nc, "approve-bot")
     assert not call.done()
     assert (record.rule_id, record.request.arguments) == ("role.allowed.critical_approval", {})
-    self_approval = await decide_approval(nc, ApprovalDecisionRequested(
-        approval_id=record.approval_id, approve=True, approver="erika"))
+    self_approval = await decide_as(nc, "erika", record.approval_id)  # the human the agent acts for
     assert (self_approval.accepted, self_approval.reason) == (False, "self_approval")
-    reply = await decide_approval(nc, ApprovalDecisionRequested(
-        approval_id=record.approval_id, approve=True, approver="team-lead"))
-    assert (reply.accepted, reply.state) == (True, "approved")
+    unproven = await decide_as(nc, None, record.approval_id)  # a typed name proves nothing (the default)
+    assert (unproven.accepted, unproven.reason) == (False, "identity_required")
+    reply = await decide_as(nc, "team-lead", record.approval_id)
+    assert (reply.accepted, reply.state, reply.approver) == (True, "approved", "team-lead")
     result = await call
     assert result.status == "ok", result.error
     assert result.approval_id == record.approval_id
     assert result.structured is not None and result.structured["title"] == "Okapi Drucker kaputt"
-    again = await decide_approval(nc, ApprovalDecisionRequested(
-        approval_id=record.approval_id, approve=False, approver="team-lead", reason="late"))
+    again = await decide_as(nc, "team-lead", record.approval_id, approve=False, reason="late")
     assert (again.accepted, again.reason) == (False, "already_decided")
     read = await support.call("tickets.get_ticket", {"ticket_id": result.structured["id"]})
     assert read.status == "ok" and read.approval_id is None  # reads need no approval
@@ -214,9 +261,8 @@ async def test_critical_tool_denied(nc: Client) -> None:
     call = asyncio.create_task(support.call("tickets.update_ticket_status",
                                             {"ticket_id": 2, "status": "closed", "comment": "Narwal Netz"}))
     record = await pending_approval(nc, "deny-bot")
-    reply = await decide_approval(nc, ApprovalDecisionRequested(
-        approval_id=record.approval_id, approve=False, approver="team-lead", reason="wrong_ticket"))
-    assert reply.accepted and reply.state == "denied"
+    reply = await decide_as(nc, "team-lead", record.approval_id, approve=False, reason="wrong_ticket")
+    assert reply.accepted and reply.state == "denied"  # four eyes to approve; one denial ends it
     result = await call
     assert result.error is not None
     assert (result.status, result.error.code, result.error.rule_id, result.error.reason) == (
@@ -258,12 +304,63 @@ async def test_pending_approval_survives_a_gateway_restart(mesh: Mesh, nc: Clien
         return new.name in (await ping_workers(nc, wait_s=0.2)).get("toolgateway", [])
 
     await eventually(restarted, timeout_s=60)
-    reply = await decide_approval(nc, ApprovalDecisionRequested(
-        approval_id=record.approval_id, approve=True, approver="team-lead"))
+    reply = await decide_as(nc, "team-lead", record.approval_id)
     assert reply.accepted
     result = await call  # the same request, answered by the new worker
     assert result.status == "ok", result.error
     assert result.approval_id == record.approval_id
+
+
+async def test_four_eyes_need_two_distinct_approvers_and_every_decision_carries_its_actor(nc: Client) -> None:
+    """Issue 14: a four-eyes tool (status changes, in this mesh's policy) stays pending after the
+    first approval; the same approver again is refused; a second approver runs it. Every decision,
+    taken or refused, is audited with its actor."""
+    support = agent(nc, "support-agent", user="erika", agent_id="four-eyes-bot")
+    call = asyncio.create_task(support.call("tickets.update_ticket_status",
+                                            {"ticket_id": 1, "status": "closed", "comment": "Quokka-Tarif"},
+                                            timeout_s=60))
+    record = await pending_approval(nc, "four-eyes-bot")
+    assert record.approvals_required == 2
+    first = await decide_as(nc, "team-lead", record.approval_id)
+    assert (first.accepted, first.state, first.approvals_missing, first.approver) == (True, "pending", 1, "team-lead")
+    assert not call.done()
+    again = await decide_as(nc, "team-lead", record.approval_id)
+    assert (again.accepted, again.reason) == (False, "same_approver")
+    await credential(nc, "clinic-approver", tenant="st-marien-klinikum")  # an approver of another tenant
+    foreign = await decide_as(nc, "clinic-approver", record.approval_id)
+    assert (foreign.accepted, foreign.reason) == (False, "wrong_tenant")
+    second = await decide_as(nc, "deputy", record.approval_id)
+    assert (second.accepted, second.state, second.approver) == (True, "approved", "deputy")
+    result = await call
+    assert result.status == "ok", result.error
+
+    js = nc.jetstream()
+    decided = [decode(d, ApprovalDecided) for d in await stored(js, subjects.TOOL_APPROVAL_DECIDED)]
+    (final,) = [e for e in decided if e.approval_id == record.approval_id]
+    assert (final.approver, final.approvers) == ("deputy", ["team-lead", "deputy"])
+
+    async def audited() -> list[AuditEvent] | None:
+        mine = [e for e in await audit_events(js)
+                if e.stage == "approval" and e.tool is not None and e.tool.approval_id == record.approval_id]
+        return mine if len(mine) >= 4 else None
+
+    events = {(e.outcome, e.attributes.get("reason")): e for e in await eventually(audited)}
+    assert events[("first_approval", None)].tool.approver == "team-lead"  # type: ignore[union-attr]
+    assert events[("decision_refused", "same_approver")].attributes["actor"] == "team-lead"
+    assert events[("decision_refused", "wrong_tenant")].attributes["actor"] == "clinic-approver"
+    approved = events[("approved", None)]
+    assert approved.tool is not None and approved.tool.approver == "deputy"
+    assert approved.attributes["approvers"] == "team-lead+deputy"
+
+
+async def _credential_in_new_loop(mesh: Mesh, key_id: str) -> str:
+    if key_id in _CREDENTIALS:
+        return _CREDENTIALS[key_id]
+    client = await connect(mesh.url, "test", persistent=False)
+    try:
+        return await credential(client, key_id)
+    finally:
+        await client.close()
 
 
 # --- the command line --------------------------------------------------------------------
@@ -308,9 +405,18 @@ def test_cli_lists_calls_and_approves(mesh: Mesh) -> None:
         prose = runner.invoke(approvals_app, ["deny", approval_id, "--reason", "because I said so",
                                               "--nats-url", mesh.url])
         assert prose.exit_code == 2  # reasons are codes: they are audited
-        approved = runner.invoke(approvals_app, ["approve", approval_id, "--approver", "team-lead",
-                                                 "--nats-url", mesh.url])
+        unproven = runner.invoke(approvals_app, ["approve", approval_id, "--approver", "team-lead",
+                                                 "--nats-url", mesh.url], env={"STELLWERK_APPROVER_CREDENTIAL": ""})
+        assert unproven.exit_code == 1 and "identity_required" in unproven.output
+        secret = asyncio.run(_credential_in_new_loop(mesh, "team-lead"))
+        for _ in range(50):  # a key created a moment ago reaches the tool gateway's watch within ms
+            approved = runner.invoke(approvals_app, ["approve", approval_id, "--nats-url", mesh.url],
+                                     env={"STELLWERK_APPROVER_CREDENTIAL": secret})
+            if "invalid_credential" not in approved.output:
+                break
+            asyncio.run(asyncio.sleep(0.1))
         assert approved.exit_code == 0, approved.output
+        assert "approved by team-lead" in approved.output
         out, errors = waiting.communicate(timeout=60)
     finally:
         if waiting.poll() is None:

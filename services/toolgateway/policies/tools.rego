@@ -7,7 +7,7 @@
 #
 # Tools are named `<server>.<tool>`; a pattern is a full name, `<server>.*` or `*`.
 #
-# Output: {"allow", "rule_id", "approval_required", "approval_timeout_s",
+# Output: {"allow", "rule_id", "approval_required", "approvals_required", "approval_timeout_s",
 # "screen_arguments", "injection_action"}. No output at all when data.toolgateway is
 # malformed: the gateway then refuses the call (fail closed).
 package stellwerk.tools
@@ -92,6 +92,12 @@ screen_arguments := cfg.screen_arguments[input.server] if {
 
 injection_action := object.get(cfg, "injection_action", "block")
 
+# Four eyes (issue 14): a critical call of a tool listed here needs two distinct approvers.
+approvals_required := 2 if {
+	first.id == "role.allowed.critical_approval"
+	any_match(object.get(cfg, "four_eyes_tools", []))
+} else := 1
+
 # --- decision -------------------------------------------------------------------------
 
 decision := {
@@ -99,6 +105,7 @@ decision := {
 	"rule_id": first.id,
 	"approval_required": first.id == "role.allowed.critical_approval",
 	"approval_timeout_s": approval_timeout_s,
+	"approvals_required": approvals_required,
 	"screen_arguments": screen_arguments,
 	"injection_action": injection_action,
 } if config_ok
