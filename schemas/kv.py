@@ -119,6 +119,8 @@ class KeyRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     revoked_at: Timestamp | None = None
     rotated_from: Ident | None = None
     rotated_to: Ident | None = None
+    # The first key id of a rotation chain: limits count per lineage (a rotation resets none).
+    lineage: Ident | None = None
 
     def valid(self, now: datetime | None = None) -> bool:
         return not self.revoked and (self.expires_at is None or (now or utcnow()) < self.expires_at)

@@ -47,7 +47,7 @@ from schemas.vocabulary import UsecaseClass
 from services.gateway import errors as gateway_errors
 from services.gateway import limits
 from services.gateway.attributes import InvalidAttribute, resolve_attributes, resolve_pseudonymize
-from services.gateway.guard import GatewayGuard
+from services.gateway.guard import VERIFIED_TOKEN, GatewayGuard, identity_lookup
 from services.gateway.health import RETRY_AFTER_S, BusHealth
 from services.gateway.openai_api import (
     ChatCompletionRequest,
@@ -224,7 +224,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     app.add_middleware(
         GatewayGuard,
         limits=config.gateway_limits,
-        key_of=keyring.key_id_of,
+        key_of=identity_lookup(keyring.limit_id_of, oidc),  # OIDC callers too (issue 14)
         on_error=count_error,
         on_in_flight=lambda key_id, count: metrics.key_in_flight.labels(api_key=key_id).set(count),
     )
@@ -336,8 +336,10 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         token of the issuer, its claims mapped to what a key grants (docs/identity.md)."""
         presented = _bearer(request)
         if oidc is not None and looks_like_jwt(presented):
+            verified = VERIFIED_TOKEN.get()
             try:
-                key, claims = await oidc.authenticate(presented)
+                # The guard verified this request's token already; otherwise verify it now.
+                key, claims = verified[1] if verified and verified[0] == presented else await oidc.authenticate(presented)
             except TokenRejected as exc:
                 return error(401, "invalid_api_key", f"Invalid bearer token: {exc.reason}.", reason=exc.reason)
             except IdentityNotMapped as exc:

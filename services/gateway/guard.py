@@ -7,6 +7,8 @@
   recurses (400).
 * Concurrency per API key: at most ``max_concurrent_per_key`` requests of one key in flight
   in this replica, streaming responses included until their last byte (429, Retry-After).
+  An OIDC caller counts per identity (``oidc:<sub>``, whichever of its tokens it presents), a
+  rotated key with its predecessor (issue 14).
 * Send timeout: a client that reads nothing for ``send_timeout_s`` (an SSE client that stopped
   reading) has its connection closed; the request's slot, task and buffers are released.
 * Crash guard: an exception no handler caught is answered with an OpenAI-shaped 500 (if no
@@ -18,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,11 +38,22 @@ from services.gateway.limits import (
     header_bytes,
     header_violation,
 )
-from services.runtime.settings import GatewayLimits
+from services.runtime.oidc import (
+    IdentityNotMapped,
+    IdpUnavailable,
+    OidcVerifier,
+    TokenRejected,
+    looks_like_jwt,
+)
+from services.runtime.settings import ApiKey, GatewayLimits
 
 log = structlog.get_logger("stellwerk.gateway")
 
-KeyOf = Callable[[str], str | None]  # presented API key → key id (None: unknown key)
+# presented API key or token → the identity limits count (None: unknown, the handler refuses)
+KeyOf = Callable[[str], str | Awaitable[str | None] | None]
+# A token the guard verified, for the handler of the same request (no second verification).
+VERIFIED_TOKEN: ContextVar[tuple[str, tuple[ApiKey, dict[str, Any]]] | None] = ContextVar(
+    "stellwerk_verified_token", default=None)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -66,6 +82,26 @@ def key_lookup(digests: dict[str, str]) -> KeyOf:
         return digests.get(hashlib.sha256(presented.encode("utf-8", "replace")).hexdigest())
 
     return key_of
+
+
+def identity_lookup(key_of: Callable[[str], str | None], oidc: OidcVerifier | None) -> KeyOf:
+    """API keys by ``key_of``; with OIDC, a bearer token is verified here (the identity's key id,
+    ``oidc:<sub>``) and the result kept for the request's handler. A token that does not verify
+    counts against nothing: the handler answers it with its reason."""
+    if oidc is None:
+        return key_of
+
+    async def of(presented: str) -> str | None:
+        if not looks_like_jwt(presented):
+            return key_of(presented)
+        try:
+            found = await oidc.authenticate(presented)
+        except (TokenRejected, IdentityNotMapped, IdpUnavailable):
+            return None
+        VERIFIED_TOKEN.set((presented, found))
+        return found[0].limit_id
+
+    return of
 
 
 class GatewayGuard:
@@ -106,7 +142,8 @@ class GatewayGuard:
             if violation is not None:
                 await self._refuse(scope, violation, send_bounded)
                 return
-            key_id = self.key_of(presented_key(headers))
+            found = self.key_of(presented_key(headers))
+            key_id = await found if inspect.isawaitable(found) else found
             if key_id is not None:
                 if self.in_flight[key_id] >= self.limits.max_concurrent_per_key:
                     key_id = None  # not admitted: nothing to release

@@ -112,14 +112,15 @@ def plan(
     docs: dict[str, list[Check]] = {}
     team = f"{key.tenant}.{key.business_unit}"
     subjects_of: list[tuple[Scope, str, str, LimitSpec | None]] = [
-        ("user", key.key_id, f"user.{subjects.token(key.key_id)}", _spec(limits.users, key.key_id)),
+        # Per key lineage (issue 14): a rotated key counts on its predecessor's document.
+        ("user", key.limit_id, f"user.{subjects.token(key.limit_id)}", _spec(limits.users, key.key_id, key.limit_id)),
         ("team", team, f"team.{subjects.token(key.tenant)}.{subjects.token(key.business_unit)}",
          _spec(limits.teams, team, key.business_unit)),
         ("endpoint", endpoint, f"endpoint.{subjects.token(endpoint)}", _spec(limits.endpoints, endpoint)),
     ]
     if end_user is not None:
         subjects_of.append(("end_user", end_user, f"enduser.{subjects.token(key.tenant)}.{subjects.token(end_user)}",
-                            _spec(limits.end_users, key.key_id, key.tenant)))
+                            _spec(limits.end_users, key.key_id, key.limit_id, key.tenant)))
     for scope, subject, kv_key, spec in subjects_of:
         if spec is None:
             continue

@@ -171,6 +171,7 @@ class KeyStore:
         pseudonymize: bool = False,
         forward_end_user: bool = False,
         rotated_from: str | None = None,
+        lineage: str | None = None,
     ) -> tuple[str, KeyRecord]:
         """A new key: (the key, shown once; its record)."""
         key = new_key()
@@ -191,6 +192,7 @@ class KeyStore:
             expires_at=utcnow() + expires_in if expires_in is not None else None,
             created_by=actor,
             rotated_from=rotated_from,
+            lineage=lineage,
         )
         # Strict decoding checks the record (identifiers, enums) before it is stored.
         record = _decode(msgspec.json.encode(record))
@@ -232,6 +234,7 @@ class KeyStore:
             max_budget_class=old.max_budget_class, quality_tier=old.quality_tier,
             max_quality_tier=old.max_quality_tier, sensitivity_floor=old.sensitivity_floor,
             pseudonymize=old.pseudonymize, forward_end_user=old.forward_end_user, rotated_from=old.key_id,
+            lineage=old.lineage or old.key_id,  # the caller's limits carry over to the new key
         )
         ends = utcnow() + grace
         if old.expires_at is not None and old.expires_at < ends:
@@ -303,6 +306,11 @@ class KeyRing:
     def key_id_of(self, presented: str) -> str | None:
         record = self.record_for(presented)
         return record.key_id if record is not None else None
+
+    def limit_id_of(self, presented: str) -> str | None:
+        """Whom the concurrency guard counts a presented key against: its lineage."""
+        record = self.record_for(presented)
+        return (record.lineage or record.key_id) if record is not None else None
 
     def __len__(self) -> int:
         return len(self._by_id)

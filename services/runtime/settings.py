@@ -114,6 +114,14 @@ class ApiKey(BaseModel):
     # Issue 14 (docs/identity.md): the application may name its end user in the header
     # ``X-Stellwerk-End-User`` (hashed per tenant at once); refused (403) for other keys.
     forward_end_user: bool = False
+    # Issue 14: the first key id of a rotation chain. Rate limits and the concurrency guard
+    # count per lineage, so rotating a key does not reset what its caller has used.
+    lineage: str | None = None
+
+    @property
+    def limit_id(self) -> str:
+        """Whom limits count against: the key's lineage (the id it was first created under)."""
+        return self.lineage or self.key_id
 
 
 class RouteSpec(BaseModel):
