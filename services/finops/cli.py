@@ -177,6 +177,7 @@ async def _report(url: str, config: PlatformConfig, by: Any, period: Any) -> Any
     from services.finops.pricing import PriceBook
     from services.finops.replay import read_usage
     from services.finops.report import aggregate
+    from services.finops.reserved import reserved_deployments, reserved_use
     from services.finops.store import config_budgets, load_budget_book
 
     tz = ZoneInfo(config.finops_timezone)
@@ -201,6 +202,11 @@ async def _report(url: str, config: PlatformConfig, by: Any, period: Any) -> Any
     local = {d.name for d in config.deployments if d.provider == "hosted_vllm" or d.gpu_share > 0}
     local |= {e.deployment for e in config.price_table.entries if e.gpu_class}
     result = aggregate(items, by=by, period=period, currency=config.currency, local_deployments=local)
+    if reserved_deployments(config):
+        # Fixed cost is booked up to now, never ahead; "all" starts at the first call.
+        first = min((u.occurred_at for u, _ in items), default=now)
+        until = min(period.end, now) if period.end else now
+        result.reserved = reserved_use(config, items, period.start or first, until, tz)
     for key, budgets in sorted(book.index().items()):
         doc = replay.docs.get(key) or new_totals(key, config.currency)
         result.budgets.extend(budget_state(doc, b, now, tz) for b in budgets)

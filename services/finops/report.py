@@ -17,7 +17,8 @@ from rich.text import Text
 from schemas.events import UsageRecorded
 from schemas.kv import BudgetState
 from services.finops.ledger import Counters
-from services.finops.pricing import Charge
+from services.finops.pricing import NANO, Charge
+from services.finops.reserved import ReservedUse
 
 Dimension = Literal["usecase", "tenant", "business_unit", "model", "route", "deployment", "user"]
 DIMENSIONS: tuple[Dimension, ...] = ("usecase", "tenant", "business_unit", "model", "route", "deployment", "user")
@@ -141,6 +142,12 @@ class Report:
     total: Row
     deployments: list[Row]  # GPU-seconds per 1k tokens per deployment
     budgets: list[BudgetState] = field(default_factory=list)
+    # Reserved capacity (PTU, issue 17): fixed cost, utilisation, break-even, spill-over.
+    reserved: list[ReservedUse] = field(default_factory=list)
+
+    @property
+    def fixed_cost(self) -> float:
+        return sum(r.fixed_nanos for r in self.reserved) / NANO
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +170,10 @@ class Report:
                 }
                 for b in self.budgets
             ],
+            "reserved": [r.as_dict() for r in self.reserved],
+            # Per-call cost (the rows) plus the reservations' fixed cost of the period.
+            "fixed_cost": round(self.fixed_cost, 9),
+            "total_cost": round(self.total.cost + self.fixed_cost, 9),
         }
 
 
@@ -237,8 +248,29 @@ def render_table(report: Report, console: Console) -> None:
         deployments.add_row(row.key, f"{row.requests:,}", f"{row.tokens:,}", _fmt(row.gpu_seconds, 1),
                             _fmt(row.gpu_seconds_per_1k_tokens, 3), _fmt(row.cost_per_1k_tokens, 6))
     console.print(deployments)
+    if report.reserved:
+        render_reserved(report, console)
     if report.budgets:
         render_budgets(report.budgets, console)
+
+
+def render_reserved(report: Report, console: Console) -> None:
+    table = Table(title=f"Reserved capacity (PTU) — {report.period.label} ({report.currency})", title_justify="left")
+    for name in ("deployment", "fixed cost", "tokens", "capacity", "utilisation", "", "break-even",
+                 "PAYG equivalent", "savings", "spill-over req", "spill-over cost"):
+        table.add_column(name, justify="left" if name in ("deployment", "") else "right")
+    for r in report.reserved:
+        utilisation, break_even = r.utilisation, r.break_even
+        colour = "green" if utilisation is not None and break_even is not None and utilisation >= break_even else "yellow"
+        table.add_row(
+            r.deployment, _fmt(r.fixed_nanos / NANO, 2), f"{r.tokens:,}", f"{r.capacity_tokens:,.0f}",
+            _fmt_pct(utilisation), Text(bar(min(1.0, utilisation or 0.0), 12), style=colour), _fmt_pct(break_even),
+            _fmt(r.payg_equivalent_nanos / NANO, 2), _fmt(r.savings_nanos / NANO, 2),
+            f"{r.spill_requests:,}", _fmt(r.spill_cost_nanos / NANO, 4),
+        )
+    console.print(table)
+    console.print(f"per-call cost {report.total.cost:,.4f} + fixed cost {report.fixed_cost:,.2f} = "
+                  f"{report.total.cost + report.fixed_cost:,.4f} {report.currency}")
 
 
 def render_budgets(budgets: Sequence[BudgetState], console: Console) -> None:
