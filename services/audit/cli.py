@@ -194,6 +194,28 @@ def keygen(
     typer.echo(f"key id {signer.key_id}: signing key {private}, public key {public}")
 
 
+@app.command("end-user")
+def end_user(
+    user: Annotated[str, typer.Argument(help="The end user's id as the application sends it ('-': read it from "
+                                             "stdin, out of the shell history).")],
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant the end user belongs to.")],
+    config: Annotated[Path | None, typer.Option("--config", envvar="STELLWERK_CONFIG_FILE",
+                                                help="Platform config (its end_user_hash_key).")] = None,
+) -> None:
+    """The pseudonym an end user has in the audit trail and the usage events (issue 14): "who
+    asked" for an auditor who holds the end_user_hash_key. Search with it: --format jsonl output
+    of show/replay, or finops report --by user."""
+    from services.kernel.end_user import MAX_ID_CHARS, end_user_hash
+    from services.runtime.settings import DEFAULT_CONFIG, load_config
+
+    given = sys.stdin.readline().strip() if user == "-" else user
+    if not 1 <= len(given) <= MAX_ID_CHARS:
+        typer.echo(f"error: an end user id has 1 to {MAX_ID_CHARS} characters", err=True)
+        raise typer.Exit(2)
+    key = load_config((config or DEFAULT_CONFIG).resolve()).end_user_hash_key
+    typer.echo(end_user_hash(tenant, given, key))
+
+
 @app.command()
 def show(
     request_id: Annotated[str, typer.Argument(help="The request id (x-stellwerk-request-id).")],

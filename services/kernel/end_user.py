@@ -8,7 +8,8 @@ trail, the usage events, rate-limit and budget documents.
 
 Keyed, so that whoever reads the audit trail or the usage stream cannot recover an id by
 hashing a list of candidate e-mail addresses; the key is held separately (a secret by
-reference), and an auditor who holds it answers "who asked" with ``stellwerk audit end-user``.
+reference), and an auditor who holds it answers "who asked" with ``stellwerk audit end-user``
+(the pseudonym of a candidate id, to search the trail for).
 Per tenant, so the same person behind two tenants is two unrelated pseudonyms. Without a
 configured key the hash is an unkeyed SHA-256 (development only; ``stellwerk up`` warns).
 """
