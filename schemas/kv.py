@@ -11,6 +11,7 @@ Key layout
                        ``current.<policy>``    → ``PolicyChange`` with its bundle (what workers run)
                        ``log.<policy>.<ns>``   → ``PolicyChange`` (push / rollback history)
 - ``rollouts``:        ``<route>.<variant>``   → ``RolloutState`` (a canary rolled back, issue 17)
+- ``guard_reviews``:   ``review.<id>``         → ``GuardReview`` (a guard ``review`` for a human, issue 16)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from schemas.events import utcnow
 from schemas.vocabulary import (
     BudgetClass,
     DataSensitivity,
+    Direction,
     Ident,
     ProviderHealth,
     QualityTier,
@@ -170,3 +172,38 @@ class RolloutState(msgspec.Struct, kw_only=True):
     error_rate: float = 0.0
     p95_latency_ms: float = 0.0
     at: Timestamp = msgspec.field(default_factory=utcnow)
+
+
+GuardReviewStatus = Literal["open", "resolved"]
+# confirmed: the guard was right (an attack, a harmful answer); dismissed: a false alarm.
+GuardReviewResolution = Literal["confirmed", "dismissed"]
+
+
+class GuardScore(msgspec.Struct, kw_only=True):
+    name: Ident
+    score: float
+
+
+class GuardReview(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """KV ``guard_reviews`` ``review.<review_id>``: a guard decision ``review`` (issue 16) —
+    the request went through and waits for a human's look. Metadata only, like the audit
+    record it is made from: ids, rule, scores, signal names; never the text."""
+
+    review_id: Ident  # 16 hex characters of sha256(request_id, direction)
+    request_id: Ident
+    correlation_id: Ident
+    tenant: Ident
+    business_unit: Ident
+    user_role: Ident
+    usecase_class: UsecaseClass
+    end_user: Ident | None = None
+    direction: Direction
+    rule_id: Ident
+    policy_version: Ident
+    categories: list[GuardScore] = msgspec.field(default_factory=list)
+    signals: list[Ident] = msgspec.field(default_factory=list)
+    created_at: Timestamp
+    status: GuardReviewStatus = "open"
+    resolution: GuardReviewResolution | None = None
+    resolved_by: Ident | None = None
+    resolved_at: Timestamp | None = None

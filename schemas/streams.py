@@ -167,6 +167,10 @@ KV_POLICIES: Final = "policies"
 # Canary rollbacks in force (issue 17): ``<route>.<variant>`` → schemas.kv.RolloutState; every
 # router and inference replica follows it, so a rolled-back canary gets no traffic anywhere.
 KV_ROLLOUTS: Final = "rollouts"
+# Guard decisions ``review`` waiting for a human (issue 16): ``review.<id>`` → schemas.kv.GuardReview,
+# written by the DLP workers, listed and resolved by operators (CLI, console).
+KV_GUARD_REVIEWS: Final = "guard_reviews"
 KV_BUCKETS: Final = (
-    KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS, KV_KEYS, KV_POLICIES, KV_ROLLOUTS
+    KV_BUDGETS, KV_PROVIDER_HEALTH, KV_CAPACITY, KV_RATELIMITS, KV_APPROVALS, KV_KEYS, KV_POLICIES, KV_ROLLOUTS,
+    KV_GUARD_REVIEWS,
 )

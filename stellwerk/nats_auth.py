@@ -52,6 +52,7 @@ from schemas.streams import (
     KV_BUCKETS,
     KV_BUDGETS,
     KV_CAPACITY,
+    KV_GUARD_REVIEWS,
     KV_KEYS,
     KV_POLICIES,
     KV_PROVIDER_HEALTH,
@@ -246,21 +247,23 @@ def principals() -> tuple[Principal, ...]:
                    ch.POLICY_PUSH.pattern, ch.TOOL_DECIDE.pattern, ch.TOOL_LIST.pattern, ch.TOOL_CALL.pattern)
             | topology() | audit_stages("finops", "approval", "identity") | kv_write(KV_BUDGETS)
             | kv_read(KV_APPROVALS) | kv_write(KV_KEYS) | kv_write(KV_POLICIES) | kv_write(KV_ROLLOUTS)
+            | kv_write(KV_GUARD_REVIEWS)
             | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
             | read_stream(FINOPS.name) | read_stream(APPROVALS.name),
             stages=("finops", "approval", "identity"),
         ),
         Principal(
             "console", "The operators' web console (stellwerk/console): the operator's reads and decisions, "
-            "DLP screening for the playground, routing signals",
+            "DLP screening for the playground, routing signals, guard reviews",
             _inbox("console")
             | _pub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$SRV.>",
                    ch.TOOL_DECIDE.pattern, ch.DLP_SCREEN.pattern)
-            | topology() | audit_stages("identity") | kv_read(KV_APPROVALS) | kv_write(KV_KEYS)
+            | topology() | audit_stages("identity", "approval") | kv_read(KV_APPROVALS) | kv_write(KV_KEYS)
+            | kv_write(KV_GUARD_REVIEWS)
             | kv_read(KV_BUDGETS) | kv_read(KV_PROVIDER_HEALTH) | kv_read(KV_CAPACITY)
             | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
             | read_stream(FINOPS.name),
-            stages=("identity",),
+            stages=("identity", "approval"),
         ),
     )
 

@@ -12,9 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.kv import RolloutState
-from schemas.streams import KV_ROLLOUTS
+from schemas.kv import PolicyBundle, RolloutState
+from schemas.streams import KV_POLICIES, KV_ROLLOUTS
 from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
+from services.runtime import policy_bundles
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.prompts import SHIPPED_PROMPTS_DIR, PromptError, check_prompts
 from services.runtime.settings import MeshSettings, load_config
@@ -139,3 +140,47 @@ def prompts_check(
         raise typer.Exit(FAILED) from exc
     for template in templates.values():
         console.print(f"{template.version}  ok", highlight=False)
+
+
+async def _store_only(url: str, bundle: PolicyBundle) -> None:
+    nc = await connect(url, "stellwerk-rollout", persistent=False)
+    try:
+        js = nc.jetstream()
+        try:
+            kv = await js.key_value(KV_POLICIES)
+        except Exception:  # noqa: BLE001 - a mesh older than the bucket: create the topology
+            await ensure_topology(js)
+            kv = await js.key_value(KV_POLICIES)
+        await kv.put(policy_bundles.bundle_key(bundle.policy, bundle.version), msgspec.json.encode(bundle))
+    finally:
+        await nc.close()
+
+
+@rollout_app.command("stage-policy")
+def rollout_stage_policy(
+    directory: Annotated[Path, typer.Argument(help="Routing policy directory (*.rego, data.json, *_test.json).")],
+    message: Annotated[str, typer.Option("-m", "--message", help="Why this version.")] = "",
+    actor: Annotated[str | None, typer.Option("--actor", help="Who (default: the OS user).")] = None,
+    nats_url: NatsUrl = None,
+) -> None:
+    """Check a routing policy (compile + case tables) and store it in KV policies WITHOUT putting
+    it in force: a candidate for ``policy_canary`` in the config (docs/routing.md)."""
+    from services.runtime.rego import PolicyError
+    from stellwerk.policy_push import actor_id, check_bundle, default_actor
+
+    try:
+        name, source = check_bundle(directory, "routing")
+    except PolicyError as exc:
+        err.print(f"[red]policy rejected:[/] {exc}")
+        raise typer.Exit(2) from exc
+    who = actor_id(actor) if actor else default_actor()
+    bundle = PolicyBundle(policy=name, version=source.version, modules=source.modules, data=source.data,
+                          actor=who, message=message)
+    url = _url(nats_url)
+    try:
+        asyncio.run(_store_only(url, bundle))
+    except OSError as exc:
+        err.print(f"[red]{unreachable(url)}[/]: {type(exc).__name__}")
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+    console.print(f"routing policy {source.version}: stored, not in force (by {who}). As a canary:\n"
+                  f"  policy_canary: {{version: \"{source.version}\", weight: 10}}", highlight=False)

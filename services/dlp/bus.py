@@ -10,6 +10,7 @@ publishes stellwerk.v1.request.screened    (prompt allowed or redacted; decision
           stellwerk.v1.audit.trail.dlp_output, stellwerk.v1.audit.trail.dlp_input
                                            (the request's audit trail, when it ends here)
 loads     KV policies current.sensitivity, current.guard at start and follows them
+writes    KV guard_reviews review.<id>          (a guard decision ``review`` for a human, issue 16)
 serves    stellwerk.v1.dlp.screen          ScreenRequest → ScreenReply (queue group ``dlp``;
                                            tool arguments and results, same guard and reload)
 """
@@ -17,7 +18,7 @@ serves    stellwerk.v1.dlp.screen          ScreenRequest → ScreenReply (queue 
 from __future__ import annotations
 
 from schemas.events import DlpDecision, RequestSubmitted, ResponseGenerated, ResponseStreaming
-from schemas.streams import DLP_INPUT, DLP_OUTPUT, DLP_STREAM
+from schemas.streams import DLP_INPUT, DLP_OUTPUT, DLP_STREAM, KV_GUARD_REVIEWS
 from services.dlp.guard import DlpGuard, DlpSettings
 from services.dlp.guardrails import GuardDecision, Guardrails
 from services.dlp.handlers import (
@@ -27,6 +28,7 @@ from services.dlp.handlers import (
     screen_output,
     screen_tool_calls,
 )
+from services.dlp.reviews import ReviewStore, file_reviews, reviews_in
 from services.dlp.screen_service import serve_screening
 from services.dlp.stream_window import StreamScreen, growth_for
 from services.dlp.streaming import StreamScreening
@@ -65,11 +67,23 @@ def build(worker: Worker) -> None:
     guardrails = Guardrails(guard.settings.guard_policy_dir, observe=observe_guard)
     guardrails.warm_up()
 
+    # Guard reviews (issue 16): a ``review`` decision's work item goes to KV guard_reviews
+    # before the engine carries the effects out — the item exists before the caller has the
+    # answer; a failure to store it fails the handler (redelivered), never silently.
+    reviews: list[ReviewStore] = []
+
+    async def filed(effects: Effects) -> Effects:
+        if reviews_in(effects):
+            if not reviews:
+                reviews.append(ReviewStore(await worker.js.key_value(KV_GUARD_REVIEWS)))
+            await file_reviews(reviews[0], effects)
+        return effects
+
     async def on_submitted(event: RequestSubmitted) -> Effects:
-        return screen_input(guard, event, observe, guardrails)
+        return await filed(screen_input(guard, event, observe, guardrails))
 
     async def on_generated(event: ResponseGenerated) -> Effects:
-        return screen_output(guard, event, observe, guardrails)
+        return await filed(screen_output(guard, event, observe, guardrails))
 
     async def reload_rules() -> None:
         # Org identifier patterns and the sensitivity policy take effect without a restart.
@@ -104,4 +118,8 @@ def build(worker: Worker) -> None:
         lambda event, calls: screen_tool_calls(guard, event, calls),
         moderate=lambda event, text: moderate_stream(guardrails, event, text),
     )
-    worker.consume(DLP_STREAM, ResponseStreaming, screen_stream, max_in_flight=256)
+
+    async def on_streaming(event: ResponseStreaming) -> Effects:
+        return await filed(await screen_stream(event))
+
+    worker.consume(DLP_STREAM, ResponseStreaming, on_streaming, max_in_flight=256)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from schemas import contracts as c
-from schemas.streams import CHUNKS, DLP_INPUT, DLP_OUTPUT, DLP_STREAM, KV_POLICIES
+from schemas.streams import CHUNKS, DLP_INPUT, DLP_OUTPUT, DLP_STREAM, KV_GUARD_REVIEWS, KV_POLICIES
 
 STAGES: Final = ("dlp_input", "dlp_output")
 
@@ -23,4 +23,5 @@ CONTRACT: Final = c.ServiceContract(
     ),
     reads_streams=(CHUNKS,),  # a streamed answer's chunks, in order (ordered consumer)
     kv_reads=(KV_POLICIES,),  # the sensitivity and guardrail policies in force (issue 17)
+    kv_writes=(KV_GUARD_REVIEWS,),  # guard decisions ``review`` for a human (issue 16)
 )

@@ -58,6 +58,16 @@ class GuardDecision:
 
 
 Observe = Callable[[GuardDecision], None]
+# How strict an action is (as the policy ranks them, guardrails.rego ``rank``).
+RANK: Final[dict[str, int]] = {"allow": 0, "flag": 20, "review": 30, "replace": 45, "block": 50}
+
+
+def stricter(a: GuardDecision | None, b: GuardDecision | None) -> GuardDecision | None:
+    """The stricter of two decisions (the first on a tie): a streamed answer is moderated
+    release by release, and its record is the strictest verdict."""
+    if a is None or b is None:
+        return a or b
+    return b if RANK[b.action] > RANK[a.action] else a
 
 
 def _ignore(_: GuardDecision) -> None:

@@ -9,6 +9,8 @@ answer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
 
 from schemas import subjects
 from schemas.events import (
@@ -27,6 +29,7 @@ from schemas.events import (
 from schemas.vocabulary import Stage, max_sensitivity
 from services.dlp.guard import DlpGuard, DlpUnavailable, PolicyContext, restore_pseudonyms
 from services.dlp.guardrails import (
+    GuardDecision,
     Guardrails,
     GuardUnavailable,
     closing_audit,
@@ -206,19 +209,28 @@ def screen_tool_calls(
     return screened(), screening.decision
 
 
-def moderate_stream(guardrails: Guardrails, event: ResponseStreaming, text: str) -> Effects | None:
-    """Output moderation of streamed text about to be released (``streaming.Moderate``): the
-    effects that end the stream with ``content_filter``, or None. A ``replace`` decision ends
-    it too — text already released cannot be taken back, so the fixed answer is for whole
-    answers only; ``flag``/``review`` let it through (counted in the metrics)."""
+@dataclass(frozen=True, slots=True)
+class StreamModeration:
+    """Output moderation of one release of a streamed answer (``streaming.Moderate``)."""
+
+    verdict: GuardDecision | None  # None: the guard could not decide
+    stop: Effects | None  # the effects that end the stream now (block, guard failure), else None
+
+
+def moderate_stream(guardrails: Guardrails, event: ResponseStreaming, text: str) -> StreamModeration:
+    """Output moderation of streamed text about to be released. ``block`` (and a guard
+    failure) end the stream with ``content_filter`` — nothing of ``text`` is released;
+    ``replace`` is for the stream to carry out (``replace_stream``: it knows what was already
+    released); ``allow``/``flag``/``review`` let it through and the strictest of them is the
+    stream's guard record (``streaming.StreamScreening``)."""
     try:
         verdict = guardrails.check([text], direction="output", context=policy_context(event))
     except GuardUnavailable:
-        return [Fail("guard_unavailable", "dlp_output", result_fields={"routing": event.routing},
-                     audits=[closing_audit(event, "dlp_output", None, "guard_unavailable")])]
-    if verdict.action not in ("block", "replace"):
-        return None
-    return [
+        return StreamModeration(None, [Fail("guard_unavailable", "dlp_output", result_fields={"routing": event.routing},
+                                            audits=[closing_audit(event, "dlp_output", None, "guard_unavailable")])])
+    if verdict.action != "block":
+        return StreamModeration(verdict, None)
+    return StreamModeration(verdict, [
         Fail(
             "guard_blocked_output",
             "dlp_output",
@@ -227,4 +239,30 @@ def moderate_stream(guardrails: Guardrails, event: ResponseStreaming, text: str)
             audits=[guard_audit(event, verdict), closing_audit(event, "dlp_output", verdict, "guard_blocked_output")],
             result_fields={"dlp_input": event.dlp_input, "routing": event.routing, "finish_reason": "content_filter"},
         )
-    ]
+    ])
+
+
+SAFE_ANSWER_SEPARATOR: Final = "\n\n"
+
+
+def replace_stream(event: ResponseStreaming, verdict: GuardDecision, released: str,
+                   decision: DlpDecision | None) -> Effects:
+    """``replace`` decided mid-stream: what was already released stays (it cannot be taken
+    back), the policy's fixed answer follows it, and the stream ends with ``finish_reason:
+    "content_filter"`` — nothing of the moderated text is released. Like a whole answer's
+    replacement; the fixed answer is the policy's text, so the DLP window does not read it."""
+    safe = verdict.safe_answer or ""
+    content = f"{released}{SAFE_ANSWER_SEPARATOR}{safe}" if released else safe
+    audits = [guard_audit(event, verdict)]
+    if decision is not None:
+        audits.append(decision_audit(event, "dlp_output", decision))
+    result = RequestResult(
+        **envelope_fields(event),
+        status="ok",
+        content=content,
+        finish_reason="content_filter",
+        dlp_input=event.dlp_input,
+        routing=event.routing,
+        dlp_output=decision,
+    )
+    return [Record([*event.trail, *audits]), Reply(result)]

@@ -12,6 +12,10 @@ answer. Fail closed at every step:
 * a block decision ends it with ``dlp_blocked_output`` (the gateway turns that into
   ``finish_reason: "content_filter"``) — nothing after the decision is released; the rest of
   the model's stream is still read, so the call's records reach the audit trail;
+* output moderation (issue 16) reads each release before it goes out: ``block`` ends the
+  stream like DLP (``guard_blocked_output``); ``replace`` ends it with the policy's fixed
+  answer after what was released and ``finish_reason: "content_filter"``; the strictest of
+  ``allow``/``flag``/``review`` is the answer's guard record;
 * while it works, the worker sends an empty delta every ``heartbeat_s``: a gateway that
   stops hearing them ends the stream with a typed error instead of hanging.
 """
@@ -41,7 +45,8 @@ from schemas.events import (
 from schemas.streams import CHUNKS
 from schemas.vocabulary import DlpAction
 from services.dlp.guard import DlpUnavailable
-from services.dlp.handlers import decision_audit
+from services.dlp.guardrails import GuardDecision, guard_audit, stricter
+from services.dlp.handlers import StreamModeration, decision_audit, replace_stream
 from services.runtime.effects import Effects, Fail, Record, Reply
 from services.runtime.worker import Worker
 
@@ -68,8 +73,8 @@ class Window(Protocol):
 
 ScreenCalls = Callable[[ResponseStreaming, list[ToolCall]], tuple[list[ToolCall] | None, DlpDecision]]
 # Output moderation (issue 16) of text the window is about to release, read with the tail of
-# what was released before: the effects that end the stream, or None to release it.
-Moderate = Callable[[ResponseStreaming, str], Effects | None]
+# what was released before (``handlers.moderate_stream``).
+Moderate = Callable[[ResponseStreaming, str], StreamModeration]
 MODERATION_TAIL = 400
 
 
@@ -116,6 +121,7 @@ class StreamScreening:
         decision: DlpDecision | None = None
         blocked_by: DlpDecision | None = None
         moderated = False  # ended by output moderation (the caller has its answer)
+        guarded: GuardDecision | None = None  # the strictest moderation verdict that let text through
         try:
             while True:
                 timeout = max(0.1, min(self.idle_timeout_s, event.remaining_s()))
@@ -136,13 +142,15 @@ class StreamScreening:
                 decision = release.decision or decision
                 if release.blocked:
                     blocked_by = decision
-                    await worker.carry_out(event, self._blocked(event, decision))
+                    await worker.carry_out(event, self._blocked(event, decision, guarded))
                     continue
-                stop = self._moderated(event, released, release.text)
+                check = self._moderated(event, released, release.text)
+                stop = self._stop(event, check, released, decision)
                 if stop is not None:
                     moderated = True
                     await worker.carry_out(event, stop)
                     continue
+                guarded = stricter(guarded, check.verdict if check else None)
                 await emit(release.text)
             if blocked_by is not None or moderated:  # the caller has its answer; record the call as well
                 return [Record(chunk.trail)] if chunk.trail else []
@@ -154,10 +162,12 @@ class StreamScreening:
             release = window.finish()
             decision = release.decision or decision
             if release.blocked:
-                return self._blocked(event, decision)
-            stop = self._moderated(event, released, release.text)
+                return self._blocked(event, decision, guarded)
+            check = self._moderated(event, released, release.text)
+            stop = self._stop(event, check, released, decision)
             if stop is not None:
-                return stop
+                return [*stop, Record(chunk.trail)] if chunk.trail else stop
+            guarded = stricter(guarded, check.verdict if check else None)
             await emit(release.text)
             tool_calls, calls_decision = None, None
             if chunk.tool_calls:
@@ -167,7 +177,7 @@ class StreamScreening:
                     return [Fail("dlp_unavailable", "dlp_output", audits=chunk.trail,
                                  result_fields={"routing": event.routing, "dlp_input": event.dlp_input})]
                 if tool_calls is None:
-                    return self._blocked(event, calls_decision)
+                    return self._blocked(event, calls_decision, guarded)
         finally:
             heart.cancel()
             with contextlib.suppress(Exception):
@@ -177,7 +187,10 @@ class StreamScreening:
             with contextlib.suppress(Exception):
                 await worker.js.purge_stream(CHUNKS.name, subject=subjects.chunk(event.request_id))
         assert decision is not None, "a finished window has decided"
-        audits = [decision_audit(event, "dlp_output", decision)]
+        # The guard's record (the strictest verdict over the releases) before DLP's, as for a
+        # whole answer: a flagged or reviewed stream is on the trail like any other.
+        audits = [guard_audit(event, guarded)] if guarded is not None else []
+        audits.append(decision_audit(event, "dlp_output", decision))
         if calls_decision is not None:  # the tool calls' own decision; the stricter one is the answer's
             audits.append(decision_audit(event, "dlp_output", calls_decision))
             decision = max(decision, calls_decision, key=lambda d: ACTION_ORDER.index(d.action))
@@ -197,7 +210,7 @@ class StreamScreening:
         )
         return [Record([*event.trail, *chunk.trail, *audits]), Reply(result)]
 
-    def _moderated(self, event: ResponseStreaming, released: list[str], text: str) -> Effects | None:
+    def _moderated(self, event: ResponseStreaming, released: list[str], text: str) -> StreamModeration | None:
         if self.moderate is None or not text:
             return None
         tail: list[str] = []
@@ -209,8 +222,23 @@ class StreamScreening:
                 break
         return self.moderate(event, "".join(reversed(tail))[-MODERATION_TAIL:] + text)
 
-    def _blocked(self, event: ResponseStreaming, decision: DlpDecision | None) -> Effects:
-        audits = [decision_audit(event, "dlp_output", decision)] if decision is not None else []
+    @staticmethod
+    def _stop(event: ResponseStreaming, check: StreamModeration | None, released: list[str],
+              decision: DlpDecision | None) -> Effects | None:
+        """The effects that end the stream after this moderation, or None to release the text."""
+        if check is None:
+            return None
+        if check.stop is not None:
+            return check.stop
+        if check.verdict is not None and check.verdict.action == "replace":
+            return replace_stream(event, check.verdict, "".join(released), decision)
+        return None
+
+    def _blocked(self, event: ResponseStreaming, decision: DlpDecision | None,
+                 guarded: GuardDecision | None = None) -> Effects:
+        audits = [guard_audit(event, guarded)] if guarded is not None else []
+        if decision is not None:
+            audits.append(decision_audit(event, "dlp_output", decision))
         return [
             Fail(
                 "dlp_blocked_output",

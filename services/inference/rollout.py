@@ -15,6 +15,7 @@ from schemas.vocabulary import DlpAction, ErrorCode
 from services.inference.engine import CallOutcome, InferenceFailed
 from services.kernel.variants import BreachReason, Measured, VariantWindow, breach
 from services.runtime.prompts import PromptTemplate, envelope_values, inject
+from services.runtime.rollouts import variant_rollback_audit
 from services.runtime.settings import PlatformConfig, RouteSpec
 
 SHADOW_VARIANT = "shadow"
@@ -69,38 +70,8 @@ def rollback_state(route: str, variant: str, reason: BreachReason, measured: Mea
 
 
 def rollback_audit(state: RolloutState, spec: RouteSpec, now: datetime, worker_id: str) -> AuditEvent:
-    """The automatic rollback, on the audit trail: actor ``system``, the variant, what was
-    measured and the thresholds it was measured against."""
-    request_id = f"rollback.{state.route}.{state.variant}.{int(now.timestamp() * 1e9)}"
-    thresholds = spec.rollback
-    return AuditEvent(
-        request_id=request_id,
-        correlation_id=request_id,
-        occurred_at=now,
-        deadline=now,
-        tenant="platform",
-        business_unit="inference",
-        user_role="system",
-        usecase_class="chat",
-        stage="inference",
-        outcome="variant_rolled_back",
-        rule_id=f"rollback.{state.reason}",
-        route=state.route,
-        attributes={
-            "actor": "system",
-            "variant": state.variant,
-            "reason": state.reason,
-            "requests": str(state.requests),
-            "error_rate": repr(state.error_rate),
-            "p95_latency_ms": repr(state.p95_latency_ms),
-            "window_s": repr(thresholds.window_s),
-            "min_requests": str(thresholds.min_requests),
-            "max_error_rate": repr(thresholds.max_error_rate) if thresholds.max_error_rate is not None else "none",
-            "max_p95_latency_ms": repr(thresholds.max_p95_latency_ms)
-            if thresholds.max_p95_latency_ms is not None else "none",
-            "worker": worker_id,
-        },
-    )
+    """The automatic rollback of a route variant, on the audit trail (actor ``system``)."""
+    return variant_rollback_audit(state, spec.rollback, "inference", now, worker_id)
 
 
 def shadow_records(event: RequestRouted, outcome: CallOutcome, currency: str, dlp_action: DlpAction | None,

@@ -4,6 +4,8 @@ consumes  stellwerk.v1.request.screened  (durable ``router``)
           stellwerk.v1.control.policy.push  (every worker: install a pushed policy)
 loads     KV policies current.routing at start, before the first request, and follows it
 watches   KV provider_health, capacity, budgets (runtime signals, never awaited per request)
+          KV rollouts (route variants and the routing-policy canary rolled back, issue 17)
+writes    KV rollouts policy.<digits> (the policy canary breached its thresholds)
 publishes stellwerk.v1.request.routed    (route, rule, policy version, allowed fallbacks; decision on the trail)
           stellwerk.v1.result.<id>       (fallback-policy: typed refusal with retry hint)
           stellwerk.v1.audit.trail.router (the request's trail, when the policy refuses it)
@@ -11,20 +13,24 @@ publishes stellwerk.v1.request.routed    (route, rule, policy version, allowed f
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.errors import KeyWrongLastSequenceError
 
 from schemas import subjects
-from schemas.events import PolicyPushAck, PolicyPushed, RequestScreened, decode, encode
-from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_PROVIDER_HEALTH, ROUTER
+from schemas.events import PolicyPushAck, PolicyPushed, RequestScreened, decode, encode, utcnow
+from schemas.streams import KV_BUDGETS, KV_CAPACITY, KV_POLICIES, KV_PROVIDER_HEALTH, KV_ROLLOUTS, ROUTER
 from services.router.context_length import load_encoding
 from services.router.decision import RouterSettings, RoutingEngine
 from services.router.handlers import route_request
+from services.router.policy_canary import PolicyCanaryState
 from services.router.signals import SignalBoard
 from services.runtime import policy_bundles
 from services.runtime.effects import Effects
 from services.runtime.rego import PolicyError, PolicySource
-from services.runtime.rollouts import RolledBack, RolloutMetrics
+from services.runtime.rollouts import RolledBack, RolloutMetrics, variant_rollback_audit
 from services.runtime.worker import Worker
 
 
@@ -76,13 +82,63 @@ def build(worker: Worker) -> None:
     # Canary rollbacks in force (issue 17): every replica follows KV rollouts, so a variant
     # rolled back by any inference replica gets weight 0 here at once.
     rollout_metrics = RolloutMetrics(worker.metrics.registry)
+    canary: list[PolicyCanaryState] = []  # the routing-policy canary, once loaded
     rolled_back = RolledBack(rollout_metrics)
-    worker.watch(RolledBack.bucket, rolled_back.apply)
+
+    def follow_rollouts(key: str, value: bytes | None) -> None:
+        rolled_back.apply(key, value)
+        for state in canary:
+            state.rolled_back = state.key in rolled_back
+
+    worker.watch(RolledBack.bucket, follow_rollouts)
+
+    async def load_policy_canary() -> None:
+        spec = worker.config.policy_canary
+        if spec is None:
+            return
+        # Fail safe: without its stored bundle the canary decides nothing (the policy in force
+        # decides every request), and says so.
+        try:
+            bundle = await policy_bundles.find(await worker.kv(KV_POLICIES), spec.version, "routing")
+            if bundle is None:
+                worker.log.error("policy_canary_unavailable", version=spec.version, error="NotStored")
+                return
+            canary_engine = RoutingEngine(RouterSettings())
+            canary_engine.replace(policy_bundles.source_of(bundle))
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the policy in force alone
+            worker.log.error("policy_canary_unavailable", version=spec.version, error=type(exc).__name__)
+            return
+        state = PolicyCanaryState(spec, canary_engine)
+        state.rolled_back = state.key in rolled_back
+        canary.append(state)
+
+    worker.on_start(load_policy_canary)
+
+    async def roll_back_policy(state: PolicyCanaryState, reason: Any, measured: Any) -> None:
+        rollout = state.state(reason, measured)
+        kv = await worker.kv(KV_ROLLOUTS)
+        try:
+            await kv.create(state.key, msgspec.json.encode(rollout))  # one writer, one record
+        except KeyWrongLastSequenceError:
+            return
+        rollout_metrics.rollbacks.labels(rollout.route, rollout.variant, reason).inc()
+        worker.log.warning("policy_canary_rolled_back", version=state.spec.version, reason=reason)
+        await worker.audit(variant_rollback_audit(rollout, state.spec.rollback, "router", utcnow(),
+                                                  subjects.token(worker.settings.worker_id)))
 
     async def on_screened(event: RequestScreened) -> Effects:
         signals = board.signals_for(event.tenant, event.business_unit, event.usecase_class, end_user=event.end_user)
-        return route_request(engine, signals, event, encoding, worker.metrics, board.routes_for(),
-                             worker.config, rolled_back.keys, rollout_metrics)
+        state = canary[0] if canary else None
+        effects = route_request(engine, signals, event, encoding, worker.metrics, board.routes_for(),
+                                worker.config, rolled_back.keys, rollout_metrics, state)
+        verdict = state.breached() if state is not None else None
+        if state is not None and verdict is not None:
+            state.rolled_back = True  # this router stops at once; the others follow KV
+            try:
+                await roll_back_policy(state, *verdict)
+            except Exception as exc:  # noqa: BLE001 - the request is routed either way; this router stays stopped
+                worker.log.error("policy_canary_rollback_failed", error=type(exc).__name__)
+        return effects
 
     # A policy decision costs well under a millisecond: a few in flight overlap the publishes.
     worker.consume(ROUTER, RequestScreened, on_screened, max_in_flight=8)

@@ -18,5 +18,6 @@ CONTRACT: Final = c.ServiceContract(
         c.Publishes(c.AUDIT_TRAIL, {"stage": ("router",)}),
         c.Publishes(c.AUDIT_EVENT, {"stage": ("router",)}),
     ),
-    kv_reads=(KV_PROVIDER_HEALTH, KV_CAPACITY, KV_BUDGETS, KV_POLICIES, KV_ROLLOUTS),
+    kv_reads=(KV_PROVIDER_HEALTH, KV_CAPACITY, KV_BUDGETS, KV_POLICIES),
+    kv_writes=(KV_ROLLOUTS,),  # the routing-policy canary's rollback (issue 17); writers read too
 )

@@ -25,6 +25,7 @@ from services.router.decision import (
     RoutingUnavailable,
     route_catalogue,
 )
+from services.router.policy_canary import PolicyCanaryState
 from services.runtime.effects import Effects, Fail, Publish
 from services.runtime.metrics import WorkerMetrics
 from services.runtime.rollouts import RolloutMetrics, choose_variant, shadow_for
@@ -41,11 +42,13 @@ def route_request(
     config: PlatformConfig | None = None,
     rolled_back: Collection[str] = (),
     rollout_metrics: RolloutMetrics | None = None,
+    policy_canary: PolicyCanaryState | None = None,
 ) -> Effects:
     """``routes``: the catalogue with each route's capacity and quota now (the worker's
     ``SignalBoard.routes_for``); None takes the shipped default config's routes. ``config``
     (default: the shipped one) holds the routes' variants and shadows; ``rolled_back``: the
-    ``<route>.<variant>`` keys of KV ``rollouts`` (those variants get weight 0)."""
+    ``<route>.<variant>`` keys of KV ``rollouts`` (those variants get weight 0);
+    ``policy_canary``: a routing-policy version deciding a share of the requests."""
     config = config or cached_config(DEFAULT_CONFIG)
     if routes is None:
         routes = route_catalogue(config)
@@ -55,10 +58,18 @@ def route_request(
         dlp_sensitivity=event.dlp_input.derived_sensitivity,
         context_length_bucket=prompt.bucket,
     )
+    policy_input = RoutingInput.from_request(event, attributes, signals, routes)
     try:
-        verdict = engine.evaluate(RoutingInput.from_request(event, attributes, signals, routes))
+        verdict = engine.evaluate(policy_input)
     except RoutingUnavailable:
         return [Fail("policy_unavailable", "router")]
+    canary: dict[str, str] = {}
+    if policy_canary is not None and policy_canary.applies(event.request_id):
+        stable_route = verdict.decision.route
+        verdict, error = policy_canary.decide(policy_input, verdict)
+        canary = {"policy_variant": "canary", "stable_route": stable_route}
+        if error:
+            canary["policy_canary_error"] = "true"
     decision = verdict.decision
     decision.prompt_tokens_estimate = prompt.tokens
     if metrics is not None:
@@ -95,6 +106,7 @@ def route_request(
             "requested_model": attributes.requested_model or "stellwerk",
             "budget_actions": "+".join(signals.budget_actions) or "none",
             **rollout,
+            **canary,
             # PTU (issue 17): the reserved route whose throughput was used up.
             **({"spillover_from": decision.spillover_from} if decision.spillover_from else {}),
         },

@@ -22,15 +22,17 @@ Config example (docs/routing.md, "Canary, shadow and prompt templates")::
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
-from schemas.events import VariantChoice
+from schemas.events import AuditEvent, VariantChoice
 from schemas.kv import RolloutState
 from schemas.streams import KV_ROLLOUTS
+from schemas.vocabulary import Stage
 from services.kernel.variants import mirrored, pick
 from services.runtime.metrics import LATENCY_BUCKETS
 
@@ -64,6 +66,64 @@ class Rollback(BaseModel):
     min_requests: int = Field(default=20, ge=1)
     max_error_rate: float | None = Field(default=0.2, ge=0, le=1)
     max_p95_latency_ms: float | None = Field(default=None, gt=0)
+
+
+class PolicyCanary(BaseModel):
+    """A pushed routing policy version (``stellwerk policy push`` without putting it... it is in
+    KV ``policies`` under its hash) deciding ``weight`` percent of the requests, picked by a hash
+    of the request id. Judged by ``rollback``: an error is a request the canary policy could not
+    decide, or refused where the policy in force would have routed it."""
+
+    version: str = Field(pattern=r"^sha256:[0-9a-f]{8,64}$")
+    weight: float = Field(gt=0, le=100)
+    rollback: Rollback = Field(default_factory=Rollback)
+
+
+# KV ``rollouts`` key of a routing-policy canary: ``policy.<hex digits of its version>``.
+POLICY_ROUTE: Final = "policy"
+
+
+def policy_canary_key(version: str) -> str:
+    return f"{POLICY_ROUTE}.{version.removeprefix('sha256:')}"
+
+
+def in_policy_canary(canary: PolicyCanary, request_id: str) -> bool:
+    return mirrored(canary.weight, request_id, "routing-policy")
+
+
+def variant_rollback_audit(state: RolloutState, thresholds: Rollback, stage: Stage, now: datetime, worker_id: str
+                           ) -> AuditEvent:
+    """The automatic rollback, on the audit trail: actor ``system``, the variant, what was
+    measured and the thresholds it was measured against."""
+    request_id = f"rollback.{state.route}.{state.variant}.{int(now.timestamp() * 1e9)}"
+    return AuditEvent(
+        request_id=request_id,
+        correlation_id=request_id,
+        occurred_at=now,
+        deadline=now,
+        tenant="platform",
+        business_unit=stage,
+        user_role="system",
+        usecase_class="chat",
+        stage=stage,
+        outcome="variant_rolled_back",
+        rule_id=f"rollback.{state.reason}",
+        route=state.route,
+        attributes={
+            "actor": "system",
+            "variant": state.variant,
+            "reason": state.reason,
+            "requests": str(state.requests),
+            "error_rate": repr(state.error_rate),
+            "p95_latency_ms": repr(state.p95_latency_ms),
+            "window_s": repr(thresholds.window_s),
+            "min_requests": str(thresholds.min_requests),
+            "max_error_rate": repr(thresholds.max_error_rate) if thresholds.max_error_rate is not None else "none",
+            "max_p95_latency_ms": repr(thresholds.max_p95_latency_ms)
+            if thresholds.max_p95_latency_ms is not None else "none",
+            "worker": worker_id,
+        },
+    )
 
 
 def check_rollouts(config: PlatformConfig) -> None:

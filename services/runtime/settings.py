@@ -25,7 +25,7 @@ from schemas.vocabulary import (
     Route,
     UsecaseClass,
 )
-from services.runtime.rollouts import Rollback, Shadow, Variant, check_rollouts
+from services.runtime.rollouts import PolicyCanary, Rollback, Shadow, Variant, check_rollouts
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "stellwerk.yaml"
 
@@ -328,6 +328,8 @@ class PlatformConfig(BaseModel):
     # ``<dir>/<usecase>/<name>.md`` (None: the shipped ones), and the template per use case.
     prompts_dir: Path | None = None
     prompt_templates: dict[UsecaseClass, str] = Field(default_factory=dict)
+    # A stored routing-policy version deciding a share of the requests (issue 17).
+    policy_canary: PolicyCanary | None = None
     # Issue 14 (docs/identity.md): the key of the end users' pseudonyms (HMAC per tenant), a
     # secret by reference. None: an unkeyed hash (development; ``stellwerk up`` warns).
     end_user_hash_key: str | None = Field(default=None, repr=False)

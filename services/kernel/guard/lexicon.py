@@ -50,6 +50,11 @@ TOPICS: Final[dict[str, tuple[tuple[re.Pattern[str], float], ...]]] = {
     "legal_advice": _c([
         (r"\b(?:sue|lawsuit|lawyer|attorney|court|legal action|contract law|liability)\b", 0.7),
         (r"\b(?:verklagen|klage|anwalt|anwältin|gericht|rechtsstreit|haftung|abmahnung)\b", 0.7),
+        # Someone's own case: one subject term alone ("the court approved") is no request for advice.
+        (r"\b(?:legal advice|my rights|sue (?:him|her|them|my|our|the|for)|take (?:him|her|them|it|my \w+) to court)\b",
+         0.7),
+        (r"\b(?:rechtsberatung|meine rechte|vor gericht (?:ziehen|gehen)|(?:ihn|sie|meinen \w+|meine \w+) verklagen)\b",
+         0.7),
     ]),
 }
 
