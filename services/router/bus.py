@@ -88,7 +88,7 @@ def build(worker: Worker) -> None:
     def follow_rollouts(key: str, value: bytes | None) -> None:
         rolled_back.apply(key, value)
         for state in canary:
-            state.rolled_back = state.key in rolled_back
+            state.follow(state.key in rolled_back)
 
     worker.watch(RolledBack.bucket, follow_rollouts)
 

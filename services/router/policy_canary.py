@@ -39,6 +39,12 @@ class PolicyCanaryState:
     def variant(self) -> str:
         return self.key.split(".", 1)[1]
 
+    def follow(self, rolled_back: bool) -> None:
+        """The KV state: a restored canary starts a fresh window (not the calls that breached)."""
+        if self.rolled_back and not rolled_back:
+            self.window = VariantWindow(self.spec.rollback.window_s)
+        self.rolled_back = rolled_back
+
     def applies(self, request_id: str) -> bool:
         return not self.rolled_back and in_policy_canary(self.spec, request_id)
 

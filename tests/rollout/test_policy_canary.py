@@ -93,8 +93,10 @@ def test_a_canary_refusing_what_the_policy_in_force_routes_is_rolled_back(tmp_pa
     state = canary.state(reason, measured)
     assert state.route == "policy" and state.variant == canary.spec.version.removeprefix("sha256:")
     assert state.actor == "system" and state.error_rate == 1.0
-    canary.rolled_back = True
+    canary.follow(True)
     assert all(isinstance(route(stable, canary, f"later{i}"), Publish) for i in range(20))
+    canary.follow(False)  # stellwerk rollout restore: judged afresh
+    assert canary.breached() is None
 
 
 def test_a_canary_that_cannot_decide_never_fails_the_caller(tmp_path: Path, stable: RoutingEngine) -> None:
