@@ -40,3 +40,20 @@ def test_only_approvers_decide() -> None:
     assert Operator(key_id="a", role="approver", tenant="t").may("decide")
     assert not Operator(key_id="o", role="operator", tenant="t").may("decide")  # sees approvals, cannot decide
     assert Operator(key_id="o", role="operator", tenant="t").may("approvals")
+
+
+def test_the_tool_gateway_accepts_the_consoles_tokens_for_decisions() -> None:
+    """A person signed in to the console by SSO decides with the token of that sign-in: its
+    audience is the console's client id, and it need not carry a business unit."""
+    from services.runtime.settings import ConsoleOidcConfig, OidcConfig, PlatformConfig
+    from services.toolgateway.approvers import approver_tokens
+
+    base = PlatformConfig.model_validate({"api_keys": [], "deployments": []})
+    assert approver_tokens(base) is None  # no issuer: keys only
+    oidc = OidcConfig(issuer="https://idp.example", audience=["stellwerk-gateway"])
+    verifier = approver_tokens(base.model_copy(update={
+        "oidc": oidc, "console_oidc": ConsoleOidcConfig(client_id="stellwerk-console")}))
+    assert verifier is not None
+    assert verifier.config.audience == ["stellwerk-gateway", "stellwerk-console"]
+    assert verifier.config.defaults["business_unit"] == "console"
+    assert oidc.audience == ["stellwerk-gateway"]  # the gateway's own setting is left alone
