@@ -45,6 +45,7 @@ Stage = Literal[
     "audit",
     "client",
     "identity",  # issue 14: API key changes by operators (``stellwerk keys``) and their bootstrap import
+    "policy",  # issue 17: policy bundle pushes and rollbacks by operators (``stellwerk policy``)
 ]
 
 # Machine-readable reason codes. Error bodies and audit records carry these, never free text

@@ -389,7 +389,7 @@ def policy_push(
 
     async def work(url: str) -> list[PolicyPushAck]:
         await store_bundle(url, name, source, who, message)
-        return await push_routing_policy(url, source, wait, who) if name == "routing" else []
+        return await push_routing_policy(url, source, wait) if name == "routing" else []
 
     acks = _on_mesh(nats_url, work)
     console.print(f"{name} policy {source.version}: stored and in force (by {who})")

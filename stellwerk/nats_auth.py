@@ -245,12 +245,12 @@ def principals() -> tuple[Principal, ...]:
             _inbox("operator")
             | _pub("$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$SRV.>",
                    ch.POLICY_PUSH.pattern, ch.TOOL_DECIDE.pattern, ch.TOOL_LIST.pattern, ch.TOOL_CALL.pattern)
-            | topology() | audit_stages("finops", "approval", "identity") | kv_write(KV_BUDGETS)
+            | topology() | audit_stages("finops", "approval", "identity", "policy") | kv_write(KV_BUDGETS)
             | kv_read(KV_APPROVALS) | kv_write(KV_KEYS) | kv_write(KV_POLICIES) | kv_write(KV_ROLLOUTS)
             | kv_write(KV_GUARD_REVIEWS)
             | read_stream(AUDIT.name) | read_stream(USAGE.name) | read_stream(DLQ.name)
             | read_stream(FINOPS.name) | read_stream(APPROVALS.name),
-            stages=("finops", "approval", "identity"),
+            stages=("finops", "approval", "identity", "policy"),
         ),
         Principal(
             "console", "The operators' web console (stellwerk/console): the operator's reads and decisions, "

@@ -60,13 +60,41 @@ async def _policies(nc_url: str) -> tuple[Client, KeyValue]:
     return nc, kv
 
 
+async def audit_change(nc: Client, change: PolicyChange) -> None:
+    """The change itself is evidence: who put which version of which policy in force, when.
+    Stage ``policy`` (the operator's own audit subject); the message is free text and stays in
+    KV ``policies``, never in the audit trail."""
+    change_id = new_id()
+    await nc.jetstream().publish(
+        subjects.audit("policy"),
+        encode(
+            AuditEvent(
+                request_id=change_id,
+                correlation_id=change_id,
+                deadline=deadline_in(0),
+                tenant="platform",
+                business_unit="platform",
+                user_role="operator",
+                usecase_class="chat",
+                stage="policy",
+                outcome="policy_pushed" if change.action == "push" else "policy_rolled_back",
+                policy_version=change.version,
+                attributes={"policy": change.policy, "actor": actor_id(change.actor)},
+            )
+        ),
+        headers={"Nats-Msg-Id": f"policy-change:{change_id}"},
+    )
+
+
 async def store_bundle(nats_url: str, policy: PolicyName, source: PolicySource, actor: str,
                        message: str) -> PolicyChange:
     nc, kv = await _policies(nats_url)
     try:
         bundle = PolicyBundle(policy=policy, version=source.version, modules=source.modules, data=source.data,
                               actor=actor, message=message)
-        return await policy_bundles.put_in_force(kv, bundle, "push", actor, message)
+        change = await policy_bundles.put_in_force(kv, bundle, "push", actor, message)
+        await audit_change(nc, change)
+        return change
     finally:
         await nc.close()
 
@@ -83,7 +111,9 @@ async def rollback(nats_url: str, version: str, policy: PolicyName | None, actor
         from services.runtime.rego import CompiledPolicy
 
         CompiledPolicy(policy_bundles.source_of(bundle), policy_bundles.ENTRYPOINTS[bundle.policy])
-        return await policy_bundles.put_in_force(kv, bundle, "rollback", actor, message)
+        change = await policy_bundles.put_in_force(kv, bundle, "rollback", actor, message)
+        await audit_change(nc, change)
+        return change
     finally:
         await nc.close()
 
@@ -134,8 +164,9 @@ async def history(nats_url: str, policy: PolicyName | None) -> tuple[list[Policy
         await nc.close()
 
 
-async def push_routing_policy(nats_url: str, source: PolicySource, wait_s: float,
-                              actor: str = "unknown", action: str = "push") -> list[PolicyPushAck]:
+async def push_routing_policy(nats_url: str, source: PolicySource, wait_s: float) -> list[PolicyPushAck]:
+    """Send a stored routing bundle to the running routers and collect their acknowledgements
+    (the change is audited when it is stored: ``audit_change``)."""
     nc = await connect(nats_url, "stellwerk-policy-push", persistent=False)
     try:
         acks: list[PolicyPushAck] = []
@@ -152,28 +183,6 @@ async def push_routing_policy(nats_url: str, source: PolicySource, wait_s: float
         await nc.flush()
         await asyncio.sleep(wait_s)
         await sub.unsubscribe()
-        change_id = new_id()
-        # The change itself is evidence: who runs which policy version since when.
-        await nc.jetstream().publish(
-            subjects.audit("router"),
-            encode(
-                AuditEvent(
-                    request_id=change_id,
-                    correlation_id=change_id,
-                    deadline=deadline_in(0),
-                    tenant="platform",
-                    business_unit="platform",
-                    user_role="operator",
-                    usecase_class="chat",
-                    stage="router",
-                    outcome="policy_pushed" if action == "push" else "policy_rolled_back",
-                    policy_version=source.version,
-                    attributes={"accepted": str(sum(a.accepted for a in acks)), "workers": str(len(acks)),
-                                "actor": actor_id(actor)},
-                )
-            ),
-            headers={"Nats-Msg-Id": f"policy-push:{change_id}"},
-        )
         return acks
     finally:
         await nc.close()

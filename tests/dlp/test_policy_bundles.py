@@ -27,7 +27,7 @@ from services.runtime.bus import connect, ensure_topology
 from services.runtime.rego import read_policy_dir
 from stellwerk.cli import app
 from stellwerk.discovery import ping_workers
-from tests.integration.mesh import eventually
+from tests.integration.mesh import audit_events, eventually
 
 ENVELOPE = {"correlation_id": "c1", "tenant": "acme", "business_unit": "claims", "user_role": "analyst",
             "usecase_class": "chat"}
@@ -140,6 +140,11 @@ async def test_late_dlp_worker_follows_pushes_and_rollbacks(
     assert document["in_force"] == {"sensitivity": v1}
     assert [(c["action"], c["version"], c["actor"]) for c in document["changes"]] == [
         ("push", v1, "alice"), ("push", v2, "bob"), ("rollback", v1, "carol")]
+    # Every change is also an audit event of the operator's stage "policy": kind, version, actor.
+    changes = [(e.outcome, e.policy_version, e.attributes["actor"]) for e in await audit_events(nc.jetstream())
+               if e.stage == "policy" and e.attributes.get("policy") == "sensitivity"]
+    assert changes == [("policy_pushed", v1, "alice"), ("policy_pushed", v2, "bob"),
+                       ("policy_rolled_back", v1, "carol")]
     result = await acli("policy", "show", v2, "--module", "sensitivity.rego", "--nats-url", nats_url)
     assert result.exit_code == 0 and result.stdout == (second / "sensitivity.rego").read_text()
     result = await acli("policy", "show", read_policy_dir(shipped).version, "--module", "sensitivity.rego",
