@@ -184,7 +184,7 @@ class GuardScore(msgspec.Struct, kw_only=True):
     score: float
 
 
-class GuardReview(msgspec.Struct, kw_only=True, omit_defaults=True):
+class GuardReview(msgspec.Struct, kw_only=True):
     """KV ``guard_reviews`` ``review.<review_id>``: a guard decision ``review`` (issue 16) —
     the request went through and waits for a human's look. Metadata only, like the audit
     record it is made from: ids, rule, scores, signal names; never the text."""

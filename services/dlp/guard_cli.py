@@ -19,6 +19,7 @@ Exit codes (``services.kernel.cli_conventions``; docs/guardrails.md, "CLI"):
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
@@ -150,3 +151,126 @@ def check(
         if decision.signals:
             console.print("signals: " + ", ".join(decision.signals))
     raise typer.Exit(FAILED if decision.action in REFUSING else OK)
+
+
+# --- reviews: guard decisions ``review`` waiting for a human (KV guard_reviews) ----------------
+
+reviews_app = typer.Typer(help="Guard decisions 'review' waiting for a human: list and resolve.",
+                          no_args_is_help=True, pretty_exceptions_show_locals=False)
+app.add_typer(reviews_app, name="reviews")
+
+NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS server URL (default: STELLWERK_NATS_URL).")]
+
+
+def _with_store(nats_url: str | None, work: Any) -> Any:
+    """Connect, run ``work(store, js)``, close; an unreachable mesh exits 3."""
+    import asyncio
+
+    from nats.errors import NoServersError
+
+    from schemas.streams import KV_GUARD_REVIEWS
+    from services.dlp.reviews import ReviewStore
+    from services.kernel.cli_conventions import unreachable
+    from services.runtime.bus import connect
+    from services.runtime.settings import MeshSettings
+
+    settings = MeshSettings(**({"nats_url": nats_url} if nats_url else {}))  # type: ignore[arg-type]
+
+    async def main() -> Any:
+        nc = await connect(settings.nats_url, "stellwerk-cli-guard", persistent=False)
+        try:
+            js = nc.jetstream()
+            return await work(ReviewStore(await js.key_value(KV_GUARD_REVIEWS)), js)
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(main())
+    except (NoServersError, OSError) as exc:
+        typer.echo(f"{unreachable(settings.nats_url)}: {type(exc).__name__}", err=True)
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+
+
+def review_row(review: Any) -> dict[str, Any]:
+    import msgspec
+
+    return msgspec.to_builtins(review)  # type: ignore[no-any-return]
+
+
+@reviews_app.command("list")
+def reviews_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved reviews.")] = False,
+    output: Annotated[OutputFormat, typer.Option("--format", help="table, json, or jsonl (one per line).")]
+    = OutputFormat.table,
+    nats_url: NatsUrl = None,
+) -> None:
+    """Guard reviews, oldest first: request, rule, scores — never the text."""
+
+    async def work(store: Any, _: Any) -> list[Any]:
+        return await store.items(include_resolved=all_)  # type: ignore[no-any-return]
+
+    items = _with_store(nats_url, work)
+    rows = [review_row(r) for r in items]
+    if output is OutputFormat.jsonl:
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+        return
+    if output is OutputFormat.json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Guard reviews" if all_ else "Guard reviews awaiting a human")
+    for column in ("id", "status", "created", "request", "tenant/unit", "use case", "direction", "rule", "scores"):
+        table.add_column(column, overflow="fold")
+    for r in items:
+        scores = ", ".join(f"{c.name} {c.score:.2f}" for c in r.categories[:3])
+        status = r.status if r.status == "open" else f"{r.resolution} by {r.resolved_by}"
+        table.add_row(r.review_id, status, r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.request_id,
+                      f"{r.tenant}/{r.business_unit}", r.usecase_class, r.direction, r.rule_id, scores)
+    Console().print(table)
+
+
+@reviews_app.command("resolve")
+def reviews_resolve(
+    review_id: Annotated[str, typer.Argument(help="The review's id (stellwerk guard reviews list).")],
+    actor: Annotated[str | None, typer.Option("--actor", help="Who resolves it, as audited (default: "
+                                              "$STELLWERK_ACTOR or the OS user).")] = None,
+    dismiss: Annotated[bool, typer.Option("--dismiss", help="A false alarm (default: --confirm, the guard "
+                                          "was right).")] = False,
+    confirm: Annotated[bool, typer.Option("--confirm", help="The guard was right.")] = False,
+    nats_url: NatsUrl = None,
+) -> None:
+    """Resolve one review (once; the resolution is audited on the request's trail)."""
+    from services.kernel.cli_conventions import operator_actor
+
+    if dismiss and confirm:
+        raise typer.BadParameter("either --confirm or --dismiss", param_hint="--dismiss")
+    if not re.fullmatch(r"[0-9a-f]{16}", review_id):
+        raise typer.BadParameter("a review id is 16 hexadecimal characters", param_hint="REVIEW_ID")
+    try:
+        who = operator_actor(actor)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--actor") from exc
+    resolution = "dismissed" if dismiss else "confirmed"
+
+    async def work(store: Any, js: Any) -> Any:
+        from schemas import subjects
+        from schemas.events import encode
+        from services.dlp.reviews import Refused, resolution_audit
+
+        outcome = await store.resolve(review_id, who, resolution)
+        if not isinstance(outcome, Refused):
+            audit = resolution_audit(outcome)
+            await js.publish(subjects.audit("approval"), encode(audit),
+                             headers={"Nats-Msg-Id": f"guard-review:{review_id}"})
+        return outcome
+
+    from services.dlp.reviews import Refused
+
+    outcome = _with_store(nats_url, work)
+    if isinstance(outcome, Refused):
+        typer.echo(json.dumps({"error": {"code": outcome.reason, "review_id": review_id}}), err=True)
+        raise typer.Exit(FAILED)
+    typer.echo(json.dumps(review_row(outcome), ensure_ascii=False))

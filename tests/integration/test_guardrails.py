@@ -6,10 +6,12 @@ request (fail closed, on a mesh of its own) — and none of the text in the audi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import nats
@@ -17,10 +19,13 @@ import openai
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
+from typer.testing import CliRunner, Result
 
 from schemas.events import ChatMessage, RequestResult
+from schemas.streams import KV_GUARD_REVIEWS
 from schemas.vocabulary import UsecaseClass
 from services.dlp.settings import DlpSettings
+from stellwerk.cli import app
 from stellwerk.client import StellwerkClient
 from stellwerk.supervisor import Mesh
 from tests.integration.mesh import audit_events, eventually, running_mesh, write_test_config
@@ -100,17 +105,24 @@ async def test_a_moderated_streamed_answer_ends_with_content_filter(mesh: Mesh) 
 
 @pytest.fixture(scope="module")
 def failing_guard_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    """A mesh whose DLP workers read a guardrail policy with broken data: the business unit
-    ``claims`` (the demo key's) sets ``injection_action`` to ``quarantine``, an action the
+    """A mesh whose DLP workers read a guardrail policy with test data. Broken: the business
+    unit ``claims`` (the demo key's) sets ``injection_action`` to ``quarantine``, an action the
     policy does not know. The Rego compiles and the workers' ``warm_up()`` passes — it checks
     a harmless text for the business unit ``warm-up``, where no rule fires — so the failure
     is hit only when an injection arrives from ``claims``: the guard fails at evaluation, on
-    a live request, which is what must refuse the request rather than let it through."""
+    a live request, which is what must refuse the request rather than let it through.
+
+    And the clinic key's business unit ``cardiology`` is treated like the shipped
+    ``hospital`` (a self-harm answer is replaced by the fixed safe answer), with violence in
+    an answer sent to a human (``review``): the streamed ``replace`` and ``review`` tests."""
     root = tmp_path_factory.mktemp("guard-failing")
     policy = root / "guard_policies"
     shutil.copytree(DlpSettings().guard_policy_dir, policy)
     data = json.loads((policy / "data.json").read_text())
     data["stellwerk_guard"]["business_units"]["claims"] = {"injection_action": "quarantine"}
+    hospital = data["stellwerk_guard"]["business_units"]["hospital"]
+    data["stellwerk_guard"]["business_units"]["cardiology"] = {
+        **hospital, "moderation": {**hospital["moderation"], "violence": "review"}}
     (policy / "data.json").write_text(json.dumps(data))
     env = {"STELLWERK_ACK_WAIT_S": "2", "STELLWERK_DLP_GUARD_POLICY_DIR": str(policy)}
     with running_mesh(root, write_test_config(root), extra_env=env) as running:
@@ -153,3 +165,103 @@ async def test_a_failing_guard_refuses_the_request(failing_guard_mesh: Mesh, fai
     result = await chat(failing_nc, DE)  # German too, over the bus: the typed code, not a block
     assert result.status != "ok"
     assert result.error is not None and result.error.code == "guard_unavailable"
+
+
+CLINIC_KEY = "sk-stellwerk-clinic"  # business unit cardiology (see the fixture's data)
+PREFIX = "Die Zusammenfassung des Aufenthalts folgt in kurzen Sätzen. " * 6
+
+
+async def stream_answer(mesh: Mesh, answer: str) -> tuple[str, list[str], str]:
+    """Stream ``answer`` through the gateway with the real openai client (the simulator echoes
+    ``echo-b64:``): the text the caller saw, the finish reasons, the request id."""
+    prompt = "echo-b64:" + base64.b64encode(answer.encode()).decode()
+    client = openai.AsyncOpenAI(base_url=mesh.gateway_url + "/v1", api_key=CLINIC_KEY, max_retries=0, timeout=60)
+    stream = await client.chat.completions.create(
+        model="stellwerk", messages=[{"role": "user", "content": prompt}], stream=True)
+    text: list[str] = []
+    finish: list[str] = []
+    request_id = ""
+    async for chunk in stream:
+        request_id = chunk.id.removeprefix("chatcmpl-")
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish.append(chunk.choices[0].finish_reason)
+        if chunk.choices and chunk.choices[0].delta.content:
+            text.append(chunk.choices[0].delta.content)
+    return "".join(text), finish, request_id
+
+
+async def trail(nc: Client, request_id: str, done: Callable[[list[Any]], bool]) -> list[Any]:
+    async def found() -> list[Any] | None:
+        events = [e for e in await audit_events(nc.jetstream()) if e.request_id == request_id]
+        return events if done(events) else None
+
+    return await eventually(found)
+
+
+async def test_a_replaced_streamed_answer_ends_with_the_fixed_answer_and_content_filter(
+        failing_guard_mesh: Mesh, failing_nc: Client) -> None:
+    # (worded without "here is how to": the input guard reads the echoed answer in the prompt too)
+    harm = "Suicide methods and the lethal dose of these pills are listed below."
+    text, finish, request_id = await stream_answer(failing_guard_mesh, PREFIX + harm)
+    safe = json.loads((DlpSettings().guard_policy_dir / "data.json").read_text())[
+        "stellwerk_guard"]["safe_answers"]["self_harm_support"]
+    assert finish == ["content_filter"]  # a normal end of the stream, no error event
+    assert text.endswith(safe)
+    assert "suicide" not in text.lower() and "lethal" not in text
+    assert PREFIX.startswith(text[: -len(safe)].rstrip()[:40])  # what went out before is the answer's start
+    events = await trail(failing_nc, request_id,
+                         lambda es: any(e.stage == "guard" for e in es) and any(e.stage == "inference" for e in es))
+    guard = [e for e in events if e.stage == "guard"]
+    assert [(e.outcome, e.rule_id, e.attributes["direction"]) for e in guard if e.attributes["direction"] == "output"] \
+        == [("replace", "guard.replace.moderation.self_harm", "output")]
+    assert "suicide" not in repr(events)
+
+
+async def test_a_reviewed_streamed_answer_is_audited_and_queued_for_a_human(
+        failing_guard_mesh: Mesh, failing_nc: Client) -> None:
+    violence = "Then he said he would kill them all and stab the family."
+    text, finish, request_id = await stream_answer(failing_guard_mesh, PREFIX + violence)
+    assert finish == ["stop"] and text == PREFIX + violence  # review lets it through
+    events = await trail(failing_nc, request_id, lambda es: any(e.stage == "dlp_output" for e in es))
+    output_guard = [e for e in events if e.stage == "guard" and e.attributes.get("direction") == "output"]
+    assert [(e.outcome, e.rule_id) for e in output_guard] == [("review", "guard.review.moderation.violence")]
+    assert float(output_guard[0].attributes["score.violence"]) >= 0.7
+
+    # The work item: in KV guard_reviews, listed and resolved with the CLI, metadata only.
+    url = failing_guard_mesh.url
+    listed = await acli("guard", "reviews", "list", "--format", "jsonl", "--nats-url", url)
+    assert listed.exit_code == 0, listed.output
+    items = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+    mine = [i for i in items if i["request_id"] == request_id]
+    assert len(mine) == 1
+    item = mine[0]
+    assert (item["status"], item["direction"], item["rule_id"], item["tenant"], item["business_unit"]) == (
+        "open", "output", "guard.review.moderation.violence", "st-marien-klinikum", "cardiology")
+    assert item["categories"][0]["name"] == "violence"
+    assert "stab" not in listed.stdout and "kill" not in listed.stdout
+    kv = await failing_nc.jetstream().key_value(KV_GUARD_REVIEWS)
+    assert "stab" not in (await kv.get(f"review.{item['review_id']}")).value.decode()  # type: ignore[union-attr]
+
+    resolved = await acli("guard", "reviews", "resolve", item["review_id"], "--actor", "alice", "--dismiss",
+                          "--nats-url", url)
+    assert resolved.exit_code == 0, resolved.output
+    assert json.loads(resolved.stdout)["resolution"] == "dismissed"
+    again = await acli("guard", "reviews", "resolve", item["review_id"], "--actor", "bob", "--nats-url", url)
+    assert again.exit_code == 1 and "already_resolved" in again.output
+    unknown = await acli("guard", "reviews", "resolve", "0123456789abcdef", "--actor", "bob", "--nats-url", url)
+    assert unknown.exit_code == 1 and "not_found" in unknown.output
+    bad = await acli("guard", "reviews", "resolve", "not-an-id", "--actor", "bob", "--nats-url", url)
+    assert bad.exit_code == 2
+    still_open = await acli("guard", "reviews", "list", "--format", "jsonl", "--nats-url", url)
+    assert request_id not in still_open.stdout
+    everything = await acli("guard", "reviews", "list", "--all", "--format", "jsonl", "--nats-url", url)
+    assert request_id in everything.stdout
+
+    events = await trail(failing_nc, request_id, lambda es: any(e.stage == "approval" for e in es))
+    approval = [e for e in events if e.stage == "approval"]
+    assert [(e.outcome, e.rule_id, e.attributes["actor"]) for e in approval] == [
+        ("review_dismissed", "guard.review.moderation.violence", "alice")]
+
+
+async def acli(*args: str) -> Result:
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args))
