@@ -37,7 +37,7 @@ from services.router.decision import (
 from services.runtime.bus import connect
 from services.runtime.keys import KeyChangeRefused, KeyRing, KeyStore
 from services.runtime.settings import MeshSettings, load_config
-from stellwerk.console import data
+from stellwerk.console import data, guard_reviews
 from stellwerk.console.session import CONSOLE_ROLES, COOKIE, SESSION_S, Operator, Sessions
 from stellwerk.console.sso import STATE_COOKIE, STATE_PURPOSE, STATE_TTL_S, ConsoleSso, SsoRefused
 
@@ -206,6 +206,8 @@ def create_console(settings: MeshSettings | None = None) -> FastAPI:
         else:
             notice = ("approved" if approve else "denied") if reply.accepted else (reply.reason or "not_accepted")
         return RedirectResponse(f"/console/approvals?notice={notice}", 303)
+
+    guard_reviews.register(app, state, who, acting, page)  # issue 16: its own module and template
 
     @app.get("/console/requests", response_class=HTMLResponse)
     async def requests(request: Request, request_id: str = "", since_hours: float = 24,

@@ -36,6 +36,7 @@ PAGES: Final[dict[str, frozenset[str]]] = {
     "status": frozenset({"operator"}),
     "routing": frozenset({"operator", "dpo"}),
     "keys": frozenset({"operator"}),
+    "guard_reviews": frozenset({"operator", "dpo"}),  # issue 16: guard decisions ``review``
 }
 CONSOLE_ROLES: Final = frozenset().union(*PAGES.values())
 
