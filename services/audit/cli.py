@@ -212,7 +212,11 @@ def end_user(
     if not 1 <= len(given) <= MAX_ID_CHARS:
         typer.echo(f"error: an end user id has 1 to {MAX_ID_CHARS} characters", err=True)
         raise typer.Exit(2)
-    key = load_config((config or DEFAULT_CONFIG).resolve()).end_user_hash_key
+    try:
+        key = load_config((config or DEFAULT_CONFIG).resolve()).end_user_key()
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(end_user_hash(tenant, given, key))
 
 

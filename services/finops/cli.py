@@ -248,7 +248,11 @@ def budget_set(
         if scope is not Scope.end_user or not tenant or scope_id:
             err.print("[red]invalid budget:[/] --end-user goes with --scope end_user and --tenant, without --scope-id")
             raise typer.Exit(2)
-        scope_id = end_user_hash(tenant, end_user, platform.end_user_hash_key)
+        try:
+            scope_id = end_user_hash(tenant, end_user, platform.end_user_key())
+        except ValueError as exc:
+            err.print(f"[red]invalid budget:[/] {exc}")
+            raise typer.Exit(2) from exc
     if not scope_id:
         err.print("[red]invalid budget:[/] --scope-id is required (or --end-user with --tenant)")
         raise typer.Exit(2)

@@ -150,6 +150,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     # Issue 14: keys as data (KV ``keys``, watched); the config's keys seed it until it is read.
     keyring = KeyRing(config.api_keys)
     oidc = OidcVerifier(config.oidc) if config.oidc is not None else None  # issue 14: SSO tokens
+    end_user_key = config.end_user_key()  # a reference that does not resolve stops the gateway here
 
     async def watch_backlog(js: JetStreamContext) -> None:
         # Also exports every consumer's queue, so dashboards need no separate NATS exporter.
@@ -329,7 +330,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
             )
 
     def pseudonym(tenant: str, user: str) -> str:
-        return end_user_hash(tenant, user, config.end_user_hash_key)
+        return end_user_hash(tenant, user, end_user_key)
 
     async def authenticate(request: Request) -> ApiKey | JSONResponse:
         """The caller: an API key of the ``keys`` bucket, or (with ``oidc`` configured) a bearer

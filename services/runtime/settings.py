@@ -331,7 +331,9 @@ class PlatformConfig(BaseModel):
     # A stored routing-policy version deciding a share of the requests (issue 17).
     policy_canary: PolicyCanary | None = None
     # Issue 14 (docs/identity.md): the key of the end users' pseudonyms (HMAC per tenant), a
-    # secret by reference. None: an unkeyed hash (development; ``stellwerk up`` warns).
+    # secret by reference, resolved where it is used (``end_user_key()``: the gateway at start,
+    # the auditors' and FinOps CLI) so no other service needs the secret mounted. None: an
+    # unkeyed hash (development; ``stellwerk up`` warns).
     end_user_hash_key: str | None = Field(default=None, repr=False)
     # Plaintext secrets (a provider ``api_key`` written out) are refused at load; local
     # development may allow them here or with STELLWERK_ALLOW_PLAINTEXT_SECRETS=1.
@@ -345,10 +347,10 @@ class PlatformConfig(BaseModel):
             raise ValueError(plaintext_refusal(where))
         return data
 
-    @field_validator("end_user_hash_key", mode="before")
-    @classmethod
-    def _hash_key_by_reference(cls, value: Any) -> Any:
-        return resolve_secret(value) if isinstance(value, str) else value
+    def end_user_key(self) -> str | None:
+        """The end-user pseudonym key, resolved now; ValueError naming the reference if it does
+        not resolve (the caller fails closed)."""
+        return resolve_secret(self.end_user_hash_key) if self.end_user_hash_key else None
 
     def key_for(self, presented: str) -> ApiKey | None:
         digest = hashlib.sha256(presented.encode()).hexdigest()

@@ -74,7 +74,14 @@ def test_a_plaintext_end_user_hash_key_is_refused_too(tmp_path: Path, monkeypatc
     monkeypatch.setenv("STELLWERK_TEST_PEPPER", "pepper-by-reference")
     raw["end_user_hash_key"] = "os.environ/STELLWERK_TEST_PEPPER"
     path.write_text(yaml.safe_dump(raw))
-    assert load_config(path).end_user_hash_key == "pepper-by-reference"
+    config = load_config(path)
+    # Resolved where it is used (the gateway at start), so other services need no such secret.
+    assert config.end_user_key() == "pepper-by-reference"
+    raw["end_user_hash_key"] = "file:/nonexistent/end-user-key"
+    path.write_text(yaml.safe_dump(raw))
+    unresolved = load_config(path)  # loads: the DLP worker or the router never needs the key
+    with pytest.raises(ValueError, match="cannot read"):
+        unresolved.end_user_key()
 
 
 def test_plaintext_loads_where_local_development_allows_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
