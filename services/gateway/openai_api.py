@@ -367,6 +367,8 @@ def governance_summary(result: RequestResult) -> dict[str, Any]:
             "route": result.routing.route,
             "rule_id": result.routing.rule_id,
             "policy_version": result.routing.policy_version,
+            # Issue 17: the route variant that served the request (canary or not), by name.
+            **({"variant": result.routing.variant.name} if result.routing.variant else {}),
         }
     if result.inference is not None:
         summary["deployment"] = result.inference.deployment

@@ -91,8 +91,11 @@ def client(mesh: Mesh) -> openai.AsyncOpenAI:
 async def ask(mesh: Mesh, text: str, model: str = "stellwerk", **headers: str) -> tuple[str, str]:
     completion = await client(mesh).chat.completions.create(
         model=model, messages=[{"role": "user", "content": text}], extra_headers=headers or None)
-    request_id = completion.model_extra["stellwerk"]["request_id"]  # type: ignore[index]
-    return request_id, completion.choices[0].message.content or ""
+    summary = completion.model_extra["stellwerk"]  # type: ignore[index]
+    variant = summary["routing"].get("variant")
+    if model == "stellwerk":  # the caller sees which variant answered
+        assert variant in ("stable", "canary")
+    return summary["request_id"], completion.choices[0].message.content or ""
 
 
 def of(events: list[AuditEvent], request_id: str, stage: str, outcome: str | None = None) -> list[AuditEvent]:
