@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -27,7 +28,7 @@ from schemas.vocabulary import UsecaseClass
 from services.dlp.settings import DlpSettings
 from stellwerk.cli import app
 from stellwerk.client import StellwerkClient
-from stellwerk.supervisor import Mesh
+from stellwerk.supervisor import DEFAULT_SCALE, Mesh
 from tests.integration.mesh import audit_events, eventually, running_mesh, write_test_config
 
 API_KEY = "sk-stellwerk-demo"
@@ -125,7 +126,8 @@ def failing_guard_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mes
         **hospital, "moderation": {**hospital["moderation"], "violence": "review"}}
     (policy / "data.json").write_text(json.dumps(data))
     env = {"STELLWERK_ACK_WAIT_S": "2", "STELLWERK_DLP_GUARD_POLICY_DIR": str(policy)}
-    with running_mesh(root, write_test_config(root), extra_env=env) as running:
+    # With its console: the guard reviews page is tested over HTTP here.
+    with running_mesh(root, write_test_config(root), extra_env=env, scale={**DEFAULT_SCALE, "console": 1}) as running:
         yield running
 
 
@@ -265,3 +267,46 @@ async def test_a_reviewed_streamed_answer_is_audited_and_queued_for_a_human(
 
 async def acli(*args: str) -> Result:
     return await asyncio.to_thread(CliRunner().invoke, app, list(args))
+
+
+async def test_the_console_lists_and_resolves_guard_reviews(failing_guard_mesh: Mesh, failing_nc: Client) -> None:
+    """The console's page over HTTP with a real client: an input ``review`` (legal advice in
+    decision support) is listed for an operator — rule and scores, not the question — and
+    resolved with the form (once; audited); an approver has no business there."""
+    question = "Should I sue my neighbour? Which lawyer should I take to court?"
+    result = await chat(failing_nc, question, usecase="decision_support")
+    assert result.status == "ok", result.error
+    base = failing_guard_mesh.console_url
+    async with httpx.AsyncClient(timeout=30) as http:
+        signed_in = await http.post(base + "/login", data={"api_key": "sk-stellwerk-operator",
+                                                            "next": "/console/guard-reviews"})
+        assert signed_in.status_code == 303
+        listed = await http.get(base + "/guard-reviews")
+        assert listed.status_code == 200
+        assert result.request_id in listed.text and "guard.review.topic.legal_advice" in listed.text
+        assert "neighbour" not in listed.text and "lawyer" not in listed.text
+        card = re.search(r'id="review-([0-9a-f]{16})"(?:(?!id="review-).)*' + result.request_id, listed.text, re.S)
+        assert card is not None
+        review = card.group(1)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', listed.text)
+        assert csrf is not None
+        forged = await http.post(f"{base}/guard-reviews/{review}", data={"resolution": "confirmed", "csrf": "x"})
+        assert forged.status_code == 403
+        done = await http.post(f"{base}/guard-reviews/{review}",
+                               data={"resolution": "confirmed", "csrf": csrf.group(1)})
+        assert done.status_code == 303 and done.headers["location"].endswith("notice=confirmed")
+        again = await http.post(f"{base}/guard-reviews/{review}",
+                                data={"resolution": "dismissed", "csrf": csrf.group(1)})
+        assert again.headers["location"].endswith("notice=already_resolved")
+        assert result.request_id not in (await http.get(base + "/guard-reviews")).text
+        history = await http.get(base + "/guard-reviews?resolved=true")
+        assert result.request_id in history.text and "confirmed by console-operator" in history.text
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        await http.post(base + "/login", data={"api_key": "sk-stellwerk-approver"})
+        refused = await http.get(base + "/guard-reviews")
+        assert "Not for your role" in refused.text and result.request_id not in refused.text
+
+    events = await trail(failing_nc, result.request_id, lambda es: any(e.stage == "approval" for e in es))
+    assert [(e.outcome, e.attributes["actor"]) for e in events if e.stage == "approval"] == [
+        ("review_confirmed", "console-operator")]
