@@ -235,7 +235,7 @@ ALLOW_PLAINTEXT_ENV: Final = "STELLWERK_ALLOW_PLAINTEXT_SECRETS"
 
 def plaintext_secrets(raw: Any) -> list[str]:
     """Where a raw (YAML) config writes a secret out in plaintext: ``deployment NAME`` for a
-    provider ``api_key``, ``end_user_hash_key`` for the end-user pseudonym key."""
+    provider ``api_key``, ``end_user_hash_key``, ``console_oidc.client_secret``."""
     if not isinstance(raw, dict):
         return []
     found = [
@@ -246,6 +246,10 @@ def plaintext_secrets(raw: Any) -> list[str]:
     key = raw.get("end_user_hash_key")
     if isinstance(key, str) and not key.startswith(SECRET_REFERENCES):
         found.append("end_user_hash_key")
+    console = raw.get("console_oidc")
+    secret = console.get("client_secret") if isinstance(console, dict) else None
+    if isinstance(secret, str) and not secret.startswith(SECRET_REFERENCES):
+        found.append("console_oidc.client_secret")
     return found
 
 
@@ -637,7 +641,12 @@ class ConsoleOidcConfig(BaseModel):
     ``https://console.example.org`` (default: the URL the request came in on)."""
 
     client_id: str
-    client_secret: SecretStr | None = None  # None: a public client (PKCE only)
+    # None: a public client (PKCE only). A secret by reference (``os.environ/NAME``,
+    # ``file:/path``), resolved by the console when it signs someone in (issue 14).
+    client_secret: str | None = Field(default=None, repr=False)
+
+    def secret(self) -> str | None:
+        return resolve_secret(self.client_secret) if self.client_secret else None
     redirect_base_url: str | None = None
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
 

@@ -81,8 +81,9 @@ class ConsoleSso:
         metadata = await self.metadata()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
                 "client_id": self.client.client_id, "code_verifier": kept["verifier"]}
-        if self.client.client_secret is not None:
-            form["client_secret"] = self.client.client_secret.get_secret_value()
+        secret = self.client.secret()  # by reference, resolved here: only the console needs it
+        if secret is not None:
+            form["client_secret"] = secret
         try:
             async with httpx.AsyncClient(timeout=10.0) as http:
                 response = await http.post(metadata["token_endpoint"], data=form,

@@ -42,7 +42,10 @@ def mesh(provider: Provider, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "claims": {"tenant": "tenant", "business_unit": "department", "role": "roles"},
         "roles": {"Stellwerk.Approver": "approver", "Stellwerk.Operator": "operator", "Claims.Analyst": "analyst"},
     }
-    config["console_oidc"] = {"client_id": CLIENT_ID, "client_secret": "console-secret"}  # the mock wants one
+    # The mock wants a client secret; by reference, as plaintext secrets are refused (issue 14).
+    secret = root / "console-client-secret"
+    secret.write_text("console-secret\n")
+    config["console_oidc"] = {"client_id": CLIENT_ID, "client_secret": f"file:{secret}"}
     path.write_text(yaml.safe_dump(config))
     # Only what the console needs: the bus and the console itself (no gateway imports the
     # config's keys into the bucket, so operator keys are tested in test_console.py).

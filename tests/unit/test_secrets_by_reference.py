@@ -104,3 +104,20 @@ def test_stellwerk_up_refuses_plaintext_provider_keys(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "plaintext secrets in the config" in result.stderr and "allow_plaintext_secrets" in result.stderr
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_the_consoles_client_secret_is_a_secret_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOW_PLAINTEXT_ENV, raising=False)
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["oidc"] = {"issuer": "https://idp.example", "audience": "stellwerk-gateway"}
+    raw["console_oidc"] = {"client_id": "stellwerk-console", "client_secret": SECRET}
+    path = tmp_path / "stellwerk.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValidationError, match=r"console_oidc\.client_secret") as refused:
+        load_config(path)
+    assert SECRET not in str(refused.value)
+    monkeypatch.setenv("STELLWERK_TEST_CONSOLE_SECRET", SECRET)
+    raw["console_oidc"]["client_secret"] = "os.environ/STELLWERK_TEST_CONSOLE_SECRET"
+    path.write_text(yaml.safe_dump(raw))
+    console = load_config(path).console_oidc
+    assert console is not None and console.secret() == SECRET and SECRET not in repr(console)
