@@ -10,6 +10,7 @@ the canned simulator too, so an answer of the shadow would be recognisable at th
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from nats.aio.client import Client
+from typer.testing import CliRunner, Result
 
 from schemas import subjects
 from schemas.events import AuditEvent, UsageRecorded, decode
@@ -30,6 +32,7 @@ from schemas.streams import KV_ROLLOUTS
 from services.runtime.prompts import SHIPPED_PROMPTS_DIR, load_templates
 from services.runtime.rollouts import choose_variant
 from services.runtime.settings import load_config
+from stellwerk.cli import app
 from stellwerk.supervisor import Mesh, free_port
 from tests.integration.mesh import audit_events, eventually, running_mesh, stored, write_test_config
 
@@ -193,6 +196,24 @@ async def test_a_failing_canary_is_rolled_back_everywhere_and_audited(canary_mes
                              for part in canary_mesh.parts
                              if part.name.startswith("inference") and part.metrics_port and part.alive])
     assert 'stellwerk_variant_rollbacks_total{reason="error_rate",route="local-vllm",variant="canary"} 1.0' in metrics
+    # The operator sees it and restores it; the canary takes its share again on every replica.
+    def cli(*args: str) -> Result:  # in a thread: the CLI runs its own event loop
+        return CliRunner().invoke(app, [*args, "--nats-url", canary_mesh.url])
+
+    status = await asyncio.to_thread(cli, "rollout", "status", "--format", "json")
+    assert status.exit_code == 0, status.output
+    assert [(s["route"], s["variant"], s["actor"]) for s in json.loads(status.output)] == [
+        ("local-vllm", "canary", "system")]
+    restored = await asyncio.to_thread(cli, "rollout", "restore", "local-vllm", "canary")
+    assert restored.exit_code == 0, restored.output
+    again = await asyncio.to_thread(cli, "rollout", "restore", "local-vllm", "canary")
+    assert again.exit_code == 1  # nothing to restore any more
+
+    async def canary_answers() -> bool:
+        answers = await asyncio.gather(*(ask(canary_mesh, f"Wieder {i}") for i in range(8)))
+        return any(content == CANNED for _, content in answers)
+
+    assert await eventually(canary_answers, timeout_s=20)
 
 
 async def _rolled_back(kv: Any) -> RolloutState | None:
