@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.guard_corpus import evaluation, training
+from bench.guard_corpus import evaluation, fresh_evaluation, training
 from schemas.events import (
     AuditEvent,
     ChatMessage,
@@ -163,6 +163,7 @@ def test_evaluation_templates_are_not_in_training() -> None:
     train = {e.texts for e in training()}
     held_out = evaluation()
     assert not [e for e in held_out if e.texts in train]
+    assert not [e for e in fresh_evaluation() if e.texts in train]
     assert sum(e.label for e in held_out) >= 300 and sum(1 - e.label for e in held_out) >= 300
 
 

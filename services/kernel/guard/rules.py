@@ -45,6 +45,11 @@ RULES: Final[tuple[Rule, ...]] = (
             rf"{_VORHER}\W+(?:\w+\W+){{0,2}}?{_ANWEISUNGEN}\b"
             rf"|\b{_ANWEISUNGEN}\b(?:\W+\w+){{0,4}}?\W+(?:ignorieren|vergessen|missachten|ausser kraft)\b"
             r"|\b(?:setze|setzt)\b(?:\W+\w+){0,4}\W+ausser kraft\b"
+            # the user's own request set aside (indirect injection: "disregard the user's request")
+            r"|\b(?:ignore|disregard|forget|override|bypass|skip)\b(?:\W+\w+){0,2}?\W+(?:the )?users?'?s?\W+"
+            r"(?:request|question|instructions?|task|prompt)\b"
+            r"|\b(?:ignorier\w*|vergiss|missacht\w*|übergeh\w*)\b(?:\W+\w+){0,2}?\W+(?:die |den )?"
+            r"(?:bitte|anfrage|frage|anweisung\w*|aufgabe) des (?:nutzers|benutzers|anwenders)\b"
         ),
         ("ignor", "disregard", "forget", "overrid", "bypass", "skip", "drop", "abandon", "vergiss", "vergesst", "missacht", "übergeh", "umgeh", "verwirf", "verwerft", "ausser kraft"),
     ),
@@ -111,9 +116,12 @@ RULES: Final[tuple[Rule, ...]] = (
         "message_to_model",
         "suspicious",
         _re(
-            r"\b(?:dear|attention|note to|hey|hello) (?:ai|assistant|llm|model|agent|chatbot|language model)\b"
-            r"|\b(?:ai|llm|assistant|agent)s? (?:reading|processing|summari[sz]ing) this\b"
-            r"|\b(?:liebe|an die|hinweis für die|achtung) (?:ki|künstliche intelligenz|assistenz|sprachmodell)\b"
+            r"\b(?:dear|attention|note to|note for|hey|hello|reminder for|message for|instructions? for) "
+            r"(?:any |the |all |every |whichever )?(?:ai|assistant|llm|model|agent|chatbot|language model)s?\b"
+            r"|\b(?:ai|llm|assistant|agent|model|language model|chatbot)s? (?:reading|processing|summari[sz]ing|handling)"
+            r" this\b"
+            r"|\b(?:liebe|an die|hinweis für die|achtung|nachricht an|anweisung an|anweisung für|erinnerung an) "
+            r"(?:jede |die |den |alle )?(?:ki|künstliche intelligenz|assistenz|sprachmodell|assistent\w*|chatbot\w*)\b"
             r"|\b(?:ki|assistent|sprachmodell),? (?:die|der) (?:das|dies) (?:liest|verarbeitet|zusammenfasst)\b"
         ),
         ("ai", "assistant", "llm", "model", "agent", "chatbot", "ki", "künstliche", "assistenz", "sprachmodell", "assistent"),
