@@ -4,14 +4,17 @@ issue 17. See docs/routing.md, "Canary, shadow and prompt templates"."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from schemas import subjects
+from schemas.events import AuditEvent, deadline_in, encode
 from schemas.kv import PolicyBundle, RolloutState
 from schemas.streams import KV_POLICIES, KV_ROLLOUTS
 from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
@@ -57,15 +60,29 @@ async def _states(url: str) -> list[RolloutState]:
         await nc.close()
 
 
-async def _restore(url: str, route: str, variant: str) -> bool:
+async def _audit(nc: Any, outcome: str, actor: str, attributes: dict[str, str], version: str | None = None) -> None:
+    """An operator's lifecycle change on the audit trail (stage ``policy``, like policy pushes)."""
+    change_id = f"rollout.{time.time_ns()}"
+    event = AuditEvent(
+        request_id=change_id, correlation_id=change_id, deadline=deadline_in(0), tenant="platform",
+        business_unit="platform", user_role="operator", usecase_class="chat", stage="policy", outcome=outcome,
+        policy_version=version, attributes={**attributes, "actor": actor},
+    )
+    await nc.jetstream().publish(subjects.audit("policy"), encode(event), headers={"Nats-Msg-Id": change_id})
+
+
+async def _restore(url: str, route: str, variant: str, actor: str) -> bool:
     nc = await connect(url, "stellwerk-rollout", persistent=False)
     try:
         kv = await nc.jetstream().key_value(KV_ROLLOUTS)
         try:
-            await kv.get(f"{route}.{variant}")
+            entry = await kv.get(f"{route}.{variant}")
         except Exception:  # noqa: BLE001 - not rolled back (KeyNotFound / deleted)
             return False
+        if not entry.value:
+            return False
         await kv.delete(f"{route}.{variant}")
+        await _audit(nc, "variant_restored", actor, {"route": route, "variant": variant})
         return True
     finally:
         await nc.close()
@@ -101,12 +118,15 @@ def rollout_status(output: Format = OutputFormat.table, nats_url: NatsUrl = None
 def rollout_restore(
     route: Annotated[str, typer.Argument(help="The route, as in the config.")],
     variant: Annotated[str, typer.Argument(help="The rolled-back variant.")],
+    actor: Annotated[str | None, typer.Option("--actor", help="Who (default: the OS user).")] = None,
     nats_url: NatsUrl = None,
 ) -> None:
-    """Give a rolled-back variant its configured weight again, on every replica."""
+    """Give a rolled-back variant its configured weight again, on every replica (audited)."""
+    from stellwerk.policy_push import actor_id, default_actor
+
     url = _url(nats_url)
     try:
-        restored = asyncio.run(_restore(url, route, variant))
+        restored = asyncio.run(_restore(url, route, variant, actor_id(actor) if actor else default_actor()))
     except OSError as exc:
         err.print(f"[red]{unreachable(url)}[/]: {type(exc).__name__}")
         raise typer.Exit(MESH_UNREACHABLE) from exc
@@ -152,6 +172,7 @@ async def _store_only(url: str, bundle: PolicyBundle) -> None:
             await ensure_topology(js)
             kv = await js.key_value(KV_POLICIES)
         await kv.put(policy_bundles.bundle_key(bundle.policy, bundle.version), msgspec.json.encode(bundle))
+        await _audit(nc, "policy_staged", bundle.actor, {"policy": bundle.policy}, bundle.version)
     finally:
         await nc.close()
 

@@ -204,8 +204,11 @@ async def test_a_failing_canary_is_rolled_back_everywhere_and_audited(canary_mes
     assert status.exit_code == 0, status.output
     assert [(s["route"], s["variant"], s["actor"]) for s in json.loads(status.output)] == [
         ("local-vllm", "canary", "system")]
-    restored = await asyncio.to_thread(cli, "rollout", "restore", "local-vllm", "canary")
+    restored = await asyncio.to_thread(cli, "rollout", "restore", "local-vllm", "canary", "--actor", "bob")
     assert restored.exit_code == 0, restored.output
+    restore_records = [e for e in await audit_events(cnc.jetstream()) if e.outcome == "variant_restored"]
+    assert [(e.stage, e.attributes["actor"], e.attributes["variant"]) for e in restore_records] == [
+        ("policy", "bob", "canary")]
     again = await asyncio.to_thread(cli, "rollout", "restore", "local-vllm", "canary")
     assert again.exit_code == 1  # nothing to restore any more
 

@@ -110,6 +110,8 @@ async def test_a_refusing_policy_canary_is_rolled_back_and_audited(policy_mesh: 
     canaried = [e for e in events if e.stage == "router" and e.attributes.get("policy_variant") == "canary"]
     assert canaried and all(e.policy_version == version for e in canaried)
     assert any(e.attributes.get("policy_canary_error") == "true" for e in canaried)
+    staged = [e for e in events if e.outcome == "policy_staged"]
+    assert [(e.stage, e.attributes["actor"], e.policy_version) for e in staged] == [("policy", "alice", version)]
     rollback = [e for e in events if e.outcome == "variant_rolled_back"]
     assert len(rollback) == 1 and rollback[0].stage == "router"
     assert rollback[0].attributes["actor"] == "system"
