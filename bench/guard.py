@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from bench.guard_corpus import evaluation
+from bench.guard_corpus import evaluation, fresh_evaluation
 from services.dlp.guard import PolicyContext
 from services.dlp.guardrails import Guardrails
 from services.dlp.settings import DlpSettings
@@ -66,7 +66,15 @@ def run() -> dict[str, Any]:
             "by_language_family": {f"{k[0]}/{k[1]}": {"n": len(v), "rate": _rate(v)} for k, v in sorted(table.items())},
         }
 
-    return {"recall": summary(attacks), "false_positive_rate": summary(benign), "latency": latency(guardrails)}
+    fresh: dict[str, list[bool]] = defaultdict(list)
+    for example in fresh_evaluation():  # written before the second training round, never tuned on
+        context = PolicyContext(usecase_class="chat", tenant="bench", business_unit="claims", user_role="analyst")
+        decision = guardrails.check(list(example.texts), direction="input", context=context)
+        kind = "indirect_recall" if example.label else "role_false_positive_rate"
+        fresh[f"{example.language}/{kind}"].append(decision.rule_id == "guard.block.injection")
+    return {"recall": summary(attacks), "false_positive_rate": summary(benign),
+            "fresh": {k: {"n": len(v), "rate": _rate(v)} for k, v in sorted(fresh.items())},
+            "latency": latency(guardrails)}
 
 
 def latency(guardrails: Guardrails, samples: int = 200) -> dict[str, float]:
@@ -107,6 +115,8 @@ def main() -> int:
         print("false-positive rate per benign family:")
         for family, row in fpr["by_family"].items():
             print(f"  {family:<13} {row['rate']:.3f} (n={row['n']})")
+        print("second held-out set (fresh_evaluation): " + ", ".join(
+            f"{k} {v['rate']:.3f} (n={v['n']})" for k, v in result["fresh"].items()))
         print(f"latency (CPU, one core): input p50 {lat['input_p50_ms_per_1000_chars']:.2f} ms / 1,000 chars "
               f"(p95 {lat['input_p95_ms_per_1000_chars']:.2f}), output p50 {lat['output_p50_ms_per_1000_chars']:.2f} "
               f"(p95 {lat['output_p95_ms_per_1000_chars']:.2f})  [target ≤ {TARGET_MS_PER_1000}]")

@@ -132,10 +132,13 @@ class Lexicon:
         for match in self._scan.finditer(folded):
             found.add(int((match.lastgroup or "e-1")[1:]))
             spans.append(match.span())
-        if spans:
+        if spans and len(found) < len(self.entries):
+            # Every entry starts with ``\\b`` and a word character: a hidden match starts at
+            # the beginning of a word inside a consumed span.
+            starts = [at for start, end in spans for at in range(start, end)
+                      if folded[at].isalnum() and (at == 0 or not (folded[at - 1].isalnum() or folded[at - 1] == "_"))]
             for index, (_, pattern, _) in enumerate(self.entries):
-                if index not in found and any(pattern.match(folded, at) for start, end in spans
-                                              for at in range(start, end)):
+                if index not in found and any(pattern.match(folded, at) for at in starts):
                     found.add(index)
         return found
 
