@@ -369,16 +369,19 @@ def new_secrets() -> dict[str, str]:
 
 
 SEAL_SIGNING_KEY: Final = "STELLWERK_AUDIT_SEAL_SIGNING_KEY"
+END_USER_HASH_KEY: Final = "STELLWERK_END_USER_HASH_KEY"  # issue 14: the gateway's pseudonym key
 
 
 def new_env_file() -> dict[str, str]:
     """Every secret compose/compose.yaml requires: the users' passwords, the key of JetStream's
     encryption at rest, the audit service's Ed25519 signing key (PEM; compose hands it to the
-    audit service alone as a secret file), Grafana's admin password, SearXNG's secret."""
+    audit service alone as a secret file), the end users' pseudonym key (the gateway's, as a
+    secret file), Grafana's admin password, SearXNG's secret."""
     from services.audit.checkpoint import Ed25519Signer
 
     return {**new_secrets(), "NATS_JS_KEY": new_password(48),
             SEAL_SIGNING_KEY: Ed25519Signer.generate().private_pem().decode(),
+            END_USER_HASH_KEY: new_password(48),
             "GRAFANA_ADMIN_PASSWORD": new_password(24), "SEARXNG_SECRET": new_password(48)}
 
 

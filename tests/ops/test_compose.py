@@ -83,9 +83,10 @@ def test_every_service_has_its_own_nats_user_and_a_secret_not_in_the_repo(render
         assert env["STELLWERK_STREAM_REPLICAS"] == "3"
         assert env["STELLWERK_NATS_TLS_CA"].endswith("ca.pem")
         assert env["STELLWERK_NATS_PASSWORD_FILE"] == "/run/secrets/nats-password"
-        # Its NATS password; the audit service also its seal signing key (issue 17).
+        # Its NATS password; the audit service also its seal signing key (issue 17), the gateway
+        # the end users' pseudonym key (issue 14).
         assert [s["source"] for s in services[name]["secrets"]] == [f"nats-{name}"] + (
-            ["audit-seal-signing"] if name == "audit" else [])
+            ["audit-seal-signing"] if name == "audit" else []) + (["end-user-hash-key"] if name == "gateway" else [])
         assert "STELLWERK_NATS_PASSWORD" not in env
     text = COMPOSE.read_text()
     assert not re.search(r"^\s*NATS_PASSWORD_\w+:\s*[^$\s]", text, re.M), "a literal password in compose.yaml"

@@ -46,6 +46,8 @@ def test_every_service_runs_with_its_own_user_and_secrets_from_the_cluster() -> 
         assert len(env["STELLWERK_NATS_URL"]["value"].split(",")) == 3
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         assert volumes["nats-password"]["secret"]["secretName"] == f"nats-user-{name}"
+        # The end users' pseudonym key (issue 14): the gateway's alone.
+        assert ("end-user-hash-key" in volumes) == (name == "gateway")
         assert not any("password" in e["name"].lower() and "value" in e and "FILE" not in e["name"] for e in env.values())
 
 
