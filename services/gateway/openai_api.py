@@ -369,6 +369,8 @@ def governance_summary(result: RequestResult) -> dict[str, Any]:
             "policy_version": result.routing.policy_version,
             # Issue 17: the route variant that served the request (canary or not), by name.
             **({"variant": result.routing.variant.name} if result.routing.variant else {}),
+            # PTU (issue 17): served pay-as-you-go because this reserved route was full.
+            **({"spillover_from": result.routing.spillover_from} if result.routing.spillover_from else {}),
         }
     if result.inference is not None:
         summary["deployment"] = result.inference.deployment

@@ -77,6 +77,8 @@ async def test_reserved_route_first_then_spill_over_to_pay_as_you_go(mesh: Mesh,
 
     spill = await eventually(spilled, timeout_s=30)
     assert spill["routing"]["rule_id"] == "quality.high"
+    assert "spillover_from" not in first["routing"]
+    assert spill["routing"]["spillover_from"] == "api-ptu"  # the caller sees it too
 
     # The router's audit record says why: the reserved route was full; while it had room, the
     # decision named pay-as-you-go as the first fallback.
