@@ -34,6 +34,7 @@ from services.dlp.stream_window import StreamScreen, growth_for
 from services.dlp.streaming import StreamScreening
 from services.runtime import policy_bundles
 from services.runtime.effects import Effects
+from services.runtime.rollouts import RolloutMetrics
 from services.runtime.worker import Worker
 
 RELOAD_INTERVAL_S = 2.0
@@ -82,8 +83,20 @@ def build(worker: Worker) -> None:
     async def on_submitted(event: RequestSubmitted) -> Effects:
         return await filed(screen_input(guard, event, observe, guardrails))
 
+    # Issue 17: output screening per route variant (canary vs stable), next to the shadow's.
+    rollout_metrics = RolloutMetrics(metrics.registry)
+
     async def on_generated(event: ResponseGenerated) -> Effects:
-        return await filed(screen_output(guard, event, observe, guardrails))
+        variant = event.routing.variant
+        if variant is None:
+            return await filed(screen_output(guard, event, observe, guardrails))
+
+        def observe_variant(decision: DlpDecision) -> None:
+            observe(decision)
+            if decision.direction == "output":
+                rollout_metrics.dlp.labels(event.routing.route, variant.name, decision.action).inc()
+
+        return await filed(screen_output(guard, event, observe_variant, guardrails))
 
     async def reload_rules() -> None:
         # Org identifier patterns and the sensitivity policy take effect without a restart.

@@ -129,6 +129,13 @@ async def test_the_chosen_variant_is_the_one_called_and_audited(canary_mesh: Mes
     assert variants == {"stable", "canary"}
     usage = await eventually(lambda: _usage(js, {r for r, _ in answers}, len(answers)))
     assert {u.variant for u in usage} == {"stable", "canary"}
+    # Output screening per variant, from the DLP workers' metrics.
+    async with httpx.AsyncClient() as http:
+        dlp = "\n".join([(await http.get(f"http://127.0.0.1:{part.metrics_port}/metrics")).text
+                         for part in canary_mesh.parts
+                         if part.name.startswith("dlp") and part.metrics_port and part.alive])
+    for variant in ("stable", "canary"):
+        assert f'stellwerk_variant_dlp_outcomes_total{{action="allow",route="local-vllm",variant="{variant}"}}' in dlp
 
 
 async def test_shadow_traffic_never_reaches_the_caller_and_is_booked_as_shadow(canary_mesh: Mesh, cnc: Client) -> None:
