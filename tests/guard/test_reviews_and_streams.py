@@ -138,3 +138,39 @@ def test_the_strictest_verdict_is_the_streams_record() -> None:
         seen = stricter(seen, verdict)
     assert seen is review
     assert stricter(None, None) is None and stricter(flag, None) is flag
+
+
+# -- the store, on a real nats-server ------------------------------------------------------------
+
+async def test_the_store_files_once_and_resolves_once(nats_url: str, guardrails: Guardrails) -> None:
+    """A redelivered request files its item once (what a human did stays); of two operators
+    resolving at once, exactly one wins; the open list and the full list say so."""
+    import asyncio
+
+    import nats
+    from nats.js.api import KeyValueConfig
+
+    from services.dlp.reviews import ReviewStore, file_reviews
+
+    connection = await nats.connect(nats_url)
+    try:
+        kv = await connection.jetstream().create_key_value(KeyValueConfig(bucket="guard_reviews", history=5))
+        store = ReviewStore(kv)
+        record = review_record(guardrails)
+        effects = [Record([record])]
+        assert await file_reviews(store, effects) == 1
+        rid = review_id("s1", "input")
+        assert [r.review_id for r in await store.items()] == [rid]
+        outcomes = await asyncio.gather(store.resolve(rid, "alice", "confirmed"),
+                                        store.resolve(rid, "bob", "dismissed"))
+        winners = [o for o in outcomes if isinstance(o, GuardReview)]
+        assert len(winners) == 1 and Refused("already_resolved") in outcomes
+        assert await file_reviews(store, effects) == 0  # redelivered: the resolution stays
+        found = await store.get(rid)
+        assert found is not None and found[0].status == "resolved"
+        assert found[0].resolved_by == winners[0].resolved_by
+        assert await store.items() == []
+        assert [r.review_id for r in await store.items(include_resolved=True)] == [rid]
+        assert await store.resolve("0123456789abcdef", "alice", "confirmed") == Refused("not_found")
+    finally:
+        await connection.close()
