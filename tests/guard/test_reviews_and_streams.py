@@ -174,3 +174,29 @@ async def test_the_store_files_once_and_resolves_once(nats_url: str, guardrails:
         assert await store.resolve("0123456789abcdef", "alice", "confirmed") == Refused("not_found")
     finally:
         await connection.close()
+
+
+async def test_the_cli_lists_reviews_as_a_table_for_people(nats_url: str, guardrails: Guardrails) -> None:
+    import asyncio
+
+    import nats
+    from nats.js.api import KeyValueConfig
+    from typer.testing import CliRunner
+
+    from services.dlp.reviews import ReviewStore, file_reviews
+    from stellwerk.cli import app
+
+    connection = await nats.connect(nats_url)
+    try:
+        kv = await connection.jetstream().create_key_value(KeyValueConfig(bucket="guard_reviews", history=5))
+        await file_reviews(ReviewStore(kv), [Record([review_record(guardrails)])])
+    finally:
+        await connection.close()
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["guard", "reviews", "list", "--nats-url", nats_url],
+                                     env={"COLUMNS": "250"})  # a wide terminal: ids are not folded
+    assert result.exit_code == 0, result.output
+    assert review_id("s1", "input") in result.output and "guard.review.topic.legal_advice" in result.output
+    assert "neighbour" not in result.output
+    unreachable = await asyncio.to_thread(CliRunner().invoke, app,
+                                          ["guard", "reviews", "list", "--nats-url", "nats://127.0.0.1:9"])
+    assert unreachable.exit_code == 3
