@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -75,16 +76,26 @@ class LastWritten:
 
     Correct whatever others do: a write by anyone else has moved the revision, the
     compare-and-set fails, the entry is dropped and the loop reads afresh. With one worker
-    per scope (the common case) this halves the KV round trips of a booking."""
+    per scope (the common case) this halves the KV round trips of a booking.
 
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[int, bytes]] = {}
+    Bounded (least recently used out): scopes per end user make the set of documents
+    unbounded, and a forgotten entry only costs one read."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._entries: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._capacity = capacity
 
     def get(self, kv_key: str) -> tuple[int, bytes] | None:
-        return self._entries.get(kv_key)
+        entry = self._entries.get(kv_key)
+        if entry is not None:
+            self._entries.move_to_end(kv_key)
+        return entry
 
     def put(self, kv_key: str, revision: int, value: bytes) -> None:
         self._entries[kv_key] = (revision, value)
+        self._entries.move_to_end(kv_key)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
 
     def drop(self, kv_key: str) -> None:
         self._entries.pop(kv_key, None)

@@ -21,13 +21,12 @@ import base64
 import contextlib
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
-from multidict import CIMultiDictProxy
 
 from schemas.events import FunctionCall, GeneratedChoice, ToolCall
 
@@ -163,7 +162,7 @@ def answer_choices(choices: list[Any]) -> tuple[str, str, list[ToolCall] | None,
     return first.content, first.finish_reason, first.tool_calls, tuple(parsed[1:])
 
 
-def _ratelimit_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+def _ratelimit_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")}
 
 
@@ -183,6 +182,9 @@ class OpenAIWire:
                 connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
                 # Never a client-wide timeout: each call brings its own deadline.
                 timeout=aiohttp.ClientTimeout(total=None),
+                # HTTPS_PROXY / NO_PROXY as the environment says (httpx's default, and what
+                # deployments behind an egress proxy rely on).
+                trust_env=True,
             )
         return self._session
 
@@ -215,8 +217,9 @@ class OpenAIWire:
     async def _once(self, api_base: str, api_key: str, body: dict[str, Any], timeout_s: float) -> WireAnswer:
         started = time.perf_counter()
         url = f"{api_base.rstrip('/')}/chat/completions"
+        timeout = _between_reads(timeout_s) if body.get("stream") else aiohttp.ClientTimeout(total=timeout_s)
         async with _calling(), self._http().post(url, data=_encode(body), headers=_headers(api_key),
-                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                                     timeout=timeout) as response:
             _raise_for_status(response)
             if body.get("stream"):
                 return await _read_stream(response, started)
@@ -256,7 +259,7 @@ class OpenAIWire:
         headers = _headers(api_key)
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         async with _calling(), self._http().post(url, data=_encode(body), headers=headers,
-                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                                     timeout=_between_reads(timeout_s)) as response:
             _raise_for_status(response)
             return await _read_stream(response, started, _sink(on_text))
         raise ProviderError("unreachable")  # pragma: no cover - _calling re-raises
@@ -327,6 +330,12 @@ async def _calling() -> AsyncIterator[None]:
         raise ProviderTimeout(type(exc).__name__) from exc
     except aiohttp.ClientError as exc:
         raise ProviderError(type(exc).__name__) from exc
+
+
+def _between_reads(timeout_s: float) -> aiohttp.ClientTimeout:
+    """A stream's timeout: to connect and between two reads, not for the whole answer — a
+    long answer that keeps coming is not late (httpx's semantics, which the wire had)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
 
 
 def _headers(api_key: str) -> dict[str, str]:
