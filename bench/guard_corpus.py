@@ -389,6 +389,41 @@ def _round2_train(rng: random.Random, language: str) -> list[Example]:
     return out
 
 
+# Added after a mesh test found short benign German statements blocked by the second round's
+# model ("Antwort Nummer 7 über Weichen." scored 0.64: the round's redirect examples made words
+# such as "Antwort" and "Nachricht" attack cues on texts too short to carry anything else).
+# Short everyday statements and notes, with those words in benign use, both languages.
+_TRAIN_SHORT: Final[dict[str, dict[str, list[str]]]] = {
+    "en": {
+        "noun": ["Answer", "Message", "Note", "Question", "Reply", "Report", "Instruction", "Request", "Entry",
+                 "Item", "Reminder", "Summary"],
+        "topic": ["switches", "signals", "the invoice", "the timetable", "the claim", "the meeting", "the budget",
+                  "track 4", "the new printer", "the holiday plan", "the water damage", "the contract"],
+        "frame": ["{noun} number {n} about {topic}.", "{noun} {n} on {topic}.", "Here is {noun} {n} about {topic}.",
+                  "{noun} about {topic}, part {n}.", "Short {noun} on {topic}.", "{noun} {n}: {topic} is done.",
+                  "Please see {noun} {n} regarding {topic}."],
+    },
+    "de": {
+        "noun": ["Antwort", "Nachricht", "Notiz", "Frage", "Rückmeldung", "Bericht", "Anweisung", "Anfrage",
+                 "Eintrag", "Punkt", "Erinnerung", "Zusammenfassung"],
+        "topic": ["Weichen", "Signale", "die Rechnung", "den Fahrplan", "den Schadenfall", "das Meeting",
+                  "das Budget", "Gleis 4", "den neuen Drucker", "den Urlaubsplan", "den Wasserschaden", "den Vertrag"],
+        "frame": ["{noun} Nummer {n} über {topic}.", "{noun} {n} zu {topic}.", "Hier ist {noun} {n} über {topic}.",
+                  "{noun} über {topic}, Teil {n}.", "Kurze {noun} zu {topic}.", "{noun} {n}: {topic} ist erledigt.",
+                  "Siehe {noun} {n} zu {topic}."],
+    },
+}
+
+
+def _short_train(rng: random.Random, language: str) -> list[Example]:
+    slots = _TRAIN_SHORT[language]
+    return [
+        Example((rng.choice(slots["frame"]).format(noun=rng.choice(slots["noun"]), n=rng.randint(1, 400),
+                                                   topic=rng.choice(slots["topic"])),), 0, language, "general")
+        for _ in range(240)
+    ]
+
+
 def training() -> list[Example]:
     rng = random.Random(SEED)
     out: list[Example] = []
@@ -403,6 +438,9 @@ def training() -> list[Example]:
     round2 = random.Random(SEED + 2)  # its own stream: the first round's examples stay as they were
     for language in ("en", "de"):
         out.extend(_round2_train(round2, language))
+    short = random.Random(SEED + 3)  # its own stream too
+    for language in ("en", "de"):
+        out.extend(_short_train(short, language))
     return _dedupe(out)
 
 
