@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+from nats.js.errors import APIError
+from nats.js.kv import KeyValue
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +27,9 @@ from services.runtime.settings import MeshSettings, load_config
 
 console = Console()
 err = Console(stderr=True)
+# JetStream's "wrong last sequence" codes: nats-py's ``kv.delete(last=…)`` raises them as a bare
+# APIError (``update`` maps them to KeyWrongLastSequenceError, ``delete`` does not).
+_WRONG_LAST_SEQUENCE = (10071, 10164)
 
 rollout_app = typer.Typer(no_args_is_help=True)
 prompts_app = typer.Typer(no_args_is_help=True)
@@ -79,13 +84,27 @@ async def _restore(url: str, route: str, variant: str, actor: str) -> bool:
             entry = await kv.get(f"{route}.{variant}")
         except Exception:  # noqa: BLE001 - not rolled back (KeyNotFound / deleted)
             return False
-        if not entry.value:
+        if not entry.value or entry.revision is None:
             return False
-        await kv.delete(f"{route}.{variant}")
+        if not await delete_unchanged(kv, f"{route}.{variant}", entry.revision):
+            return False  # another restore (or a new rollback) came first: this one did nothing
         await _audit(nc, "variant_restored", actor, {"route": route, "variant": variant})
         return True
     finally:
         await nc.close()
+
+
+async def delete_unchanged(kv: KeyValue, key: str, revision: int) -> bool:
+    """Delete ``key`` only if it is still at ``revision`` (compare-and-set): of two concurrent
+    restores exactly one deletes and audits, and a restore that read an older rollback never
+    deletes a newer one. False: the key changed since it was read."""
+    try:
+        await kv.delete(key, last=revision)
+    except APIError as exc:
+        if exc.err_code in _WRONG_LAST_SEQUENCE:
+            return False
+        raise
+    return True
 
 
 @rollout_app.command("status")
