@@ -68,8 +68,8 @@ def route_request(
         stable_route = verdict.decision.route
         verdict, error = policy_canary.decide(policy_input, verdict)
         canary = {"policy_variant": "canary", "stable_route": stable_route}
-        if error:
-            canary["policy_canary_error"] = "true"
+        if error is not None:
+            canary |= {"policy_canary_error": "true", "policy_canary_reason": error}
     decision = verdict.decision
     decision.prompt_tokens_estimate = prompt.tokens
     if metrics is not None:

@@ -5,7 +5,8 @@ router loads it at start next to the policy in force. A request whose id hashes 
 share is decided by the canary; the policy in force decides it too (well under a millisecond)
 so the two can be compared. An *error* of the canary is a request it could not decide — the
 request is then decided by the policy in force, callers never pay for a broken canary — or
-refused where the policy in force would have routed it. The window of those outcomes is
+refused where the policy in force would have routed it, or routed where the policy in force
+refuses it. The policy in force is a floor: what it refuses stays refused (fail closed). The window of those outcomes is
 judged against ``policy_canary.rollback`` like a deployment canary; on a breach the router
 writes ``policy.<digits>`` into KV ``rollouts`` and every router stops using the canary.
 """
@@ -14,11 +15,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from schemas.kv import RolloutState
 from services.kernel.variants import BreachReason, Measured, VariantWindow, breach
 from services.router.decision import RoutingEngine, RoutingInput, RoutingUnavailable, RoutingVerdict
 from services.runtime.rollouts import POLICY_ROUTE, PolicyCanary, in_policy_canary, policy_canary_key
+
+REFUSED = "fallback-policy"
+# An error of the canary, as recorded on the router's record (``policy_canary_reason``):
+# it could not decide, it refused what the policy in force routes, or it routed what the
+# policy in force refuses (the request is refused all the same).
+CanaryError = Literal["undecided", "refuses_routed", "permits_refused"]
 
 
 @dataclass(slots=True)
@@ -49,16 +57,28 @@ class PolicyCanaryState:
         return not self.rolled_back and in_policy_canary(self.spec, request_id)
 
     def decide(self, policy_input: RoutingInput, stable: RoutingVerdict, now: float | None = None
-               ) -> tuple[RoutingVerdict, bool]:
-        """The canary's verdict (or the stable one when it cannot decide) and whether this
-        counts as an error of the canary."""
+               ) -> tuple[RoutingVerdict, CanaryError | None]:
+        """The verdict for a request in the canary's share, and the canary's error if any.
+
+        Fail closed: the policy in force is a floor. Where it refuses (locality, a budget hard
+        stop, no capacity) the request is refused as it says, whatever the canary would do — a
+        permissive candidate must not leak requests during its trial. The canary permitting
+        what the policy in force refuses is a divergence and counts as an error toward its
+        rollback, like refusing what the policy in force routes."""
+        at = time.monotonic() if now is None else now
         try:
             verdict = self.engine.evaluate(policy_input)
         except RoutingUnavailable:
-            self.window.add(time.monotonic() if now is None else now, False, 0.0)
-            return stable, True
-        error = verdict.decision.route == "fallback-policy" and stable.decision.route != "fallback-policy"
-        self.window.add(time.monotonic() if now is None else now, not error, 0.0)
+            self.window.add(at, False, 0.0)
+            return stable, "undecided"
+        stable_refuses = stable.decision.route == REFUSED
+        canary_refuses = verdict.decision.route == REFUSED
+        error: CanaryError | None = None
+        if stable_refuses and not canary_refuses:
+            error, verdict = "permits_refused", stable
+        elif canary_refuses and not stable_refuses:
+            error = "refuses_routed"
+        self.window.add(at, error is None, 0.0)
         return verdict, error
 
     def breached(self, now: float | None = None) -> tuple[BreachReason, Measured] | None:

@@ -106,3 +106,26 @@ def test_a_canary_that_cannot_decide_never_fails_the_caller(tmp_path: Path, stab
         assert isinstance(effect, Publish) and isinstance(effect.event, RequestRouted)
         assert effect.event.routing.policy_version == stable.policy_version  # the policy in force decided
     assert canary.breached() is not None  # but the canary is judged by it
+
+
+def test_a_permissive_canary_never_routes_what_the_policy_in_force_refuses(tmp_path: Path,
+                                                                         stable: RoutingEngine) -> None:
+    # The candidate sends local-only data to an external API when no local route is up.
+    leaky = '{"id": "sensitivity.local_only.unavailable", "route": "api-gpt52"}'
+    canary = canary_of(policy_copy(tmp_path, "leaky", rego=(
+        '{"id": "sensitivity.local_only.unavailable", "route": refuse}', leaky)), weight=100)
+    no_local = RuntimeSignals(local_capacity_ok=False)
+    for i in range(5):
+        effects = route_request(stable, no_local, screened(f"req{i}", sensitivity="highly_confidential"),
+                                stable.settings.tokenizer_encoding, config=CANARY, policy_canary=canary)
+        refusal = effects[0]
+        # Fail closed: refused as the policy in force says, whatever the canary would do.
+        assert isinstance(refusal, Fail) and refusal.rule_id == "sensitivity.local_only.unavailable"
+        record = refusal.audits[0]
+        assert record.rule_id == "sensitivity.local_only.unavailable"
+        assert record.policy_version == stable.policy_version
+        assert record.attributes["policy_canary_error"] == "true"
+        assert record.attributes["policy_canary_reason"] == "permits_refused"
+        assert record.attributes["stable_route"] == "fallback-policy"
+    # ...and the divergence is judged toward its rollback.
+    assert canary.breached() is not None
