@@ -36,6 +36,11 @@ litellm.telemetry = False
 litellm.suppress_debug_info = True
 
 
+# The error type of an attempt skipped because its route's circuit breaker is open: nothing
+# was called (a canary's window must not count it).
+CIRCUIT_OPEN = "CircuitOpen"
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptFailure:
     route: Route
@@ -288,7 +293,7 @@ class InferenceEngine:
                 break
             breaker = self.breakers[route]
             if not breaker.allows(time.monotonic()):
-                attempts.append(AttemptFailure(route, "provider_error", "CircuitOpen", chosen))
+                attempts.append(AttemptFailure(route, "provider_error", CIRCUIT_OPEN, chosen))
                 continue
             try:
                 outcome = await self._call(route, messages, params, remaining, sink, operation, chosen)

@@ -12,7 +12,7 @@ from datetime import datetime
 from schemas.events import AuditEvent, ChatMessage, RequestRouted, TokenUsage, UsageRecorded, envelope_fields
 from schemas.kv import RolloutState
 from schemas.vocabulary import DlpAction, ErrorCode
-from services.inference.engine import CallOutcome, InferenceFailed
+from services.inference.engine import CIRCUIT_OPEN, CallOutcome, InferenceFailed
 from services.kernel.variants import BreachReason, Measured, VariantWindow, breach
 from services.runtime.prompts import PromptTemplate, envelope_values, inject
 from services.runtime.rollouts import variant_rollback_audit
@@ -41,17 +41,26 @@ def with_template(event: RequestRouted, template: PromptTemplate | None) -> list
 
 
 def variant_failed(event: RequestRouted, outcome: CallOutcome | None, failure: InferenceFailed | None) -> bool | None:
-    """Whether the request's variant failed its call (None: the request has no variant).
+    """Whether the request's variant failed its call (None: the request has no variant, or
+    the variant was never called).
 
     A variant with its own deployment failed when an attempt on that deployment failed; a
-    template-only variant when the first attempt on the decided route did."""
+    template-only variant when the first attempt on the decided route did. An attempt skipped
+    because the route's circuit breaker was open never reached the variant: it says nothing
+    about the canary and is not counted in its window (a route outage would otherwise roll
+    back a healthy canary)."""
     variant = event.routing.variant
     if variant is None:
         return None
     attempts = outcome.failed_attempts if outcome is not None else tuple(failure.attempts if failure else ())
     if variant.deployment is not None:
-        return any(a.deployment == variant.deployment for a in attempts)
-    return bool(attempts) and attempts[0].route == event.routing.route
+        mine = [a for a in attempts if a.deployment == variant.deployment]
+        if any(a.error_type != CIRCUIT_OPEN for a in mine):
+            return True
+        return None if mine else False
+    if not attempts or attempts[0].route != event.routing.route:
+        return False
+    return None if attempts[0].error_type == CIRCUIT_OPEN else True
 
 
 def judge(window: VariantWindow, spec: RouteSpec, now: float) -> tuple[BreachReason, Measured] | None:

@@ -187,6 +187,20 @@ def test_variant_failure_is_the_failure_of_its_deployment() -> None:
     assert variant_failed(routed(None), outcome("local-vllm-1"), None) is None
 
 
+def test_a_canary_skipped_by_an_open_breaker_is_not_judged() -> None:
+    # The route's breaker was open: the canary was never called, the fallback answered.
+    skipped = (AttemptFailure("local-vllm", "provider_error", "CircuitOpen", "local-vllm-2"),
+               AttemptFailure("local-vllm", "provider_error", "CircuitOpen", None))
+    fallback = outcome("api-gpt52-1", skipped)
+    assert variant_failed(routed(CANARY_VARIANT), fallback, None) is None
+    assert variant_failed(routed(CANARY_VARIANT), None, InferenceFailed("provider_error", list(skipped))) is None
+    template_only = VariantChoice(name="canary", prompt_template="chat/assistant-v2", canary=True)
+    assert variant_failed(routed(template_only), fallback, None) is None
+    # A call that was made and failed still counts.
+    assert variant_failed(routed(template_only), outcome("api-gpt52-1", (
+        AttemptFailure("local-vllm", "provider_error", "APIError"),)), None) is True
+
+
 def test_shadow_is_booked_as_shadow_under_its_own_call_id() -> None:
     event = routed(None, shadow="api-gpt52-shadow")
     audit, usage = shadow_records(event, outcome("api-gpt52-shadow"), "EUR", "allow", None)
