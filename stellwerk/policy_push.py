@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from schemas import subjects
-from schemas.events import AuditEvent, PolicyPushAck, PolicyPushed, deadline_in, decode, encode, new_id
+from schemas.events import AuditEvent, PolicyPushAck, PolicyPushed, deadline_in, decode, encode
 from schemas.kv import PolicyBundle, PolicyChange, PolicyName
 from schemas.streams import KV_POLICIES
 from services.router.policy_store import check_policy_dir
@@ -60,17 +60,25 @@ async def _policies(nc_url: str) -> tuple[Client, KeyValue]:
     return nc, kv
 
 
-async def audit_change(nc: Client, change: PolicyChange) -> None:
+def change_id(change: PolicyChange, revision: int) -> str:
+    """A change's audit id, derived from the change and the revision of ``current.<policy>``
+    it replaces: a retried push or rollback gets the same id (JetStream drops the duplicate),
+    two changes never share one."""
+    return f"policy-change.{change.policy}.{change.action}.{policy_bundles.digest_of(change.version)}.{revision}"
+
+
+async def audit_change(nc: Client, change: PolicyChange, revision: int) -> None:
     """The change itself is evidence: who put which version of which policy in force, when.
+    Published before the change is written (``put_in_force``): if this fails, nothing changes.
     Stage ``policy`` (the operator's own audit subject); the message is free text and stays in
     KV ``policies``, never in the audit trail."""
-    change_id = new_id()
+    audit_id = change_id(change, revision)
     await nc.jetstream().publish(
         subjects.audit("policy"),
         encode(
             AuditEvent(
-                request_id=change_id,
-                correlation_id=change_id,
+                request_id=audit_id,
+                correlation_id=audit_id,
                 deadline=deadline_in(0),
                 tenant="platform",
                 business_unit="platform",
@@ -82,7 +90,7 @@ async def audit_change(nc: Client, change: PolicyChange) -> None:
                 attributes={"policy": change.policy, "actor": actor_id(change.actor)},
             )
         ),
-        headers={"Nats-Msg-Id": f"policy-change:{change_id}"},
+        headers={"Nats-Msg-Id": audit_id},
     )
 
 
@@ -92,9 +100,8 @@ async def store_bundle(nats_url: str, policy: PolicyName, source: PolicySource, 
     try:
         bundle = PolicyBundle(policy=policy, version=source.version, modules=source.modules, data=source.data,
                               actor=actor, message=message)
-        change = await policy_bundles.put_in_force(kv, bundle, "push", actor, message)
-        await audit_change(nc, change)
-        return change
+        return await policy_bundles.put_in_force(kv, bundle, "push", actor, message,
+                                                 announce=lambda change, revision: audit_change(nc, change, revision))
     finally:
         await nc.close()
 
@@ -111,9 +118,8 @@ async def rollback(nats_url: str, version: str, policy: PolicyName | None, actor
         from services.runtime.rego import CompiledPolicy
 
         CompiledPolicy(policy_bundles.source_of(bundle), policy_bundles.ENTRYPOINTS[bundle.policy])
-        change = await policy_bundles.put_in_force(kv, bundle, "rollback", actor, message)
-        await audit_change(nc, change)
-        return change
+        return await policy_bundles.put_in_force(kv, bundle, "rollback", actor, message,
+                                                 announce=lambda change, revision: audit_change(nc, change, revision))
     finally:
         await nc.close()
 

@@ -9,7 +9,7 @@ deleted, so any ``policy_version`` in the audit trail resolves to its text.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, get_args
 
 import msgspec
@@ -110,14 +110,30 @@ async def find(kv: KeyValue, version: str, policy: str | None = None) -> PolicyB
     return None
 
 
-async def put_in_force(kv: KeyValue, bundle: PolicyBundle, action: PolicyAction, actor: str,
-                       message: str) -> PolicyChange:
-    """Store the bundle (once per content hash), make it the version in force, log the change."""
+async def in_force_revision(kv: KeyValue, policy: str) -> int:
+    """The KV revision of ``current.<policy>`` (0: nothing in force yet, or deleted)."""
+    try:
+        entry = await kv.get(current_key(policy))
+    except KeyNotFoundError:
+        return 0
+    return (entry.revision or 0) if entry.value else 0
+
+
+async def put_in_force(kv: KeyValue, bundle: PolicyBundle, action: PolicyAction, actor: str, message: str,
+                       announce: Callable[[PolicyChange, int], Awaitable[None]] | None = None) -> PolicyChange:
+    """Store the bundle (once per content hash), make it the version in force, log the change.
+
+    ``announce`` (the audit) runs before anything is written, with the revision of
+    ``current.<policy>`` the change replaces: if it fails nothing changes, so no change is ever
+    in force unaudited. Change and revision name the audit message (its JetStream message id),
+    so retrying a push whose write failed after its audit does not audit it twice."""
+    change = PolicyChange(policy=bundle.policy, version=bundle.version, action=action, actor=actor,
+                          message=message)
+    if announce is not None:
+        await announce(change, await in_force_revision(kv, bundle.policy))
     key = bundle_key(bundle.policy, bundle.version)
     if await _get(kv, key) is None:
         await kv.put(key, msgspec.json.encode(bundle))
-    change = PolicyChange(policy=bundle.policy, version=bundle.version, action=action, actor=actor,
-                          message=message)
     await kv.put(f"log.{bundle.policy}.{time.time_ns()}", msgspec.json.encode(change))
     await kv.put(current_key(bundle.policy), msgspec.json.encode(msgspec.structs.replace(change, bundle=bundle)))
     return change

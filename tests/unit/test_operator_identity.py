@@ -56,3 +56,40 @@ def test_an_actor_that_is_no_identifier_changes_nothing(nats_url: str) -> None:
     pushed = CliRunner().invoke(stellwerk_app, ["policy", "push", str(ROUTING_POLICY), "-m", "test", "--actor",
                                                 "x" * 129, "--nats-url", nats_url])
     assert pushed.exit_code == INVALID_INPUT, pushed.output
+
+
+def test_a_policy_change_is_never_in_force_unaudited(nats_url: str) -> None:
+    """Review 1h: the audit event is published before the change is written, under an id derived
+    from the change and the revision it replaces — a failed audit leaves nothing in force, and
+    a retried change is audited once."""
+    from nats.js.errors import NoStreamResponseError
+
+    from schemas.streams import AUDIT, KV_POLICIES
+    from services.runtime import policy_bundles
+    from stellwerk.policy_push import audit_change, check_bundle, store_bundle
+
+    name, source = check_bundle(ROUTING_POLICY)
+
+    async def run() -> None:
+        nc = await connect(nats_url, "test", persistent=False)
+        try:
+            js = nc.jetstream()
+            await ensure_topology(js)
+            kv = await js.key_value(KV_POLICIES)
+            await js.delete_stream(AUDIT.name)  # the audit trail cannot take the event
+            with pytest.raises(NoStreamResponseError):
+                await store_bundle(nats_url, name, source, "alice", "audit down")
+            assert await policy_bundles.current(kv, name) is None
+            assert await policy_bundles.history(kv, name) == []
+
+            await ensure_topology(js)  # the audit trail is back: the change lands, audited
+            change = await store_bundle(nats_url, name, source, "alice", "audit up")
+            assert (await policy_bundles.current(kv, name)).version == source.version  # type: ignore[union-attr]
+            await audit_change(nc, change, 0)  # a retry of the same change: the same message id
+            pushed = [decode(d, AuditEvent) for d in await stored(js, subjects.audit("policy"))]
+            assert [(e.outcome, e.policy_version, e.attributes["actor"]) for e in pushed] == [
+                ("policy_pushed", source.version, "alice")]
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
