@@ -53,6 +53,7 @@ from services.inference.handlers import (
     usage_effect,
 )
 from services.inference.rollout import (
+    ShadowSlots,
     judge,
     rollback_audit,
     rollback_state,
@@ -93,6 +94,7 @@ def build(worker: Worker) -> None:
     windows: dict[tuple[str, str], VariantWindow] = {}
     rolled_back = RolledBack(rollout_metrics, on_restore=lambda route, variant: windows.pop((route, variant), None))
     worker.watch(RolledBack.bucket, rolled_back.apply)
+    shadow_slots = ShadowSlots(config.shadow_max_in_flight)
 
     async def report_health(force: bool = False) -> None:
         kv = await worker.kv(KV_PROVIDER_HEALTH)
@@ -212,11 +214,21 @@ def build(worker: Worker) -> None:
 
     def mirror(event: RequestRouted, template_version: str | None, messages: list[ChatMessage]) -> None:
         """The request, as inference received it (screened, with its template), to the shadow
-        deployment in the background; the caller's answer never waits for it."""
-        target = event.routing.shadow
-        if target is None or event.attributes.operation != "chat":
+        deployment in the background; the caller's answer never waits for it. At most
+        ``shadow_max_in_flight`` at once: beyond that the mirror is dropped (metric only)."""
+        target, dropped = shadow_slots.admit(event)
+        if dropped and event.routing.shadow is not None:
+            rollout_metrics.shadow_dropped.labels(event.routing.route, event.routing.shadow).inc()
+        if target is None:
             return
-        in_background(shadow_call(event, target, template_version, messages))
+
+        async def bounded() -> None:
+            try:
+                await shadow_call(event, target, template_version, messages)
+            finally:
+                shadow_slots.release()
+
+        in_background(bounded())
 
     async def shadow_call(event: RequestRouted, target: str, template_version: str | None,
                           messages: list[ChatMessage]) -> None:
@@ -229,6 +241,8 @@ def build(worker: Worker) -> None:
             target_route = failure.attempts[0].route if failure.attempts else route
             await worker.audit(shadow_failed_audit(event, target, target_route, failure.code))
             return
+        # Its tokens use the provider's quota like any call's: the router must see them.
+        in_background(count_quota(outcome))
         # Screened like a real answer, though nobody reads it: its DLP outcome is part of what
         # the shadow is compared on (a model that leaks more is not a better model).
         action = None

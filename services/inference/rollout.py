@@ -83,6 +83,33 @@ def rollback_audit(state: RolloutState, spec: RouteSpec, now: datetime, worker_i
     return variant_rollback_audit(state, spec.rollback, "inference", now, worker_id)
 
 
+class ShadowSlots:
+    """Shadow calls this worker has in flight, bounded (``shadow_max_in_flight``).
+
+    A mirror runs outside the consumer's ``max_in_flight`` and holds a slot of its target
+    deployment: unbounded, a burst of mirrored requests would starve the callers' own calls.
+    When all slots are taken the mirror is dropped — counted, not audited (a shadow is a
+    sample; a dropped one is no event of the request)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def admit(self, event: RequestRouted) -> tuple[str | None, bool]:
+        """(the shadow deployment to call now — a slot taken, ``release`` it — or None, and
+        whether the request's shadow was due but dropped for want of a free slot)."""
+        target = event.routing.shadow
+        if target is None or event.attributes.operation != "chat":
+            return None, False
+        if self.in_flight >= self.limit:
+            return None, True
+        self.in_flight += 1
+        return target, False
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+
 def shadow_records(event: RequestRouted, outcome: CallOutcome, currency: str, dlp_action: DlpAction | None,
                    template_version: str | None) -> tuple[AuditEvent, UsageRecorded]:
     """A shadow call's record and usage: booked like any call (``shadow: true``, its own call

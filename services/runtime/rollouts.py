@@ -202,6 +202,10 @@ class RolloutMetrics:
             "stellwerk_shadow_decisions", "Shadow mirrors decided by the router (mirrored, refused_by_policy)",
             ["route", "deployment", "outcome"], registry=registry,
         )
+        self.shadow_dropped = Counter(
+            "stellwerk_shadow_dropped", "Shadow mirrors dropped by inference: shadow_max_in_flight reached",
+            ["route", "deployment"], registry=registry,
+        )
         self.calls = Counter(
             "stellwerk_variant_calls", "Model calls per route variant by outcome (ok, error); shadow calls as shadow=true",
             ["route", "variant", "shadow", "outcome"], registry=registry,

@@ -334,6 +334,9 @@ class PlatformConfig(BaseModel):
     prompt_templates: dict[UsecaseClass, str] = Field(default_factory=dict)
     # A stored routing-policy version deciding a share of the requests (issue 17).
     policy_canary: PolicyCanary | None = None
+    # Shadow (mirrored) calls each inference worker runs at once; more are dropped (counted in
+    # stellwerk_shadow_dropped_total): mirrors run beside the callers' calls, not instead of them.
+    shadow_max_in_flight: int = Field(default=16, ge=0)
     # Issue 14 (docs/identity.md): the key of the end users' pseudonyms (HMAC per tenant), a
     # secret by reference, resolved where it is used (``end_user_key()``: the gateway at start,
     # the auditors' and FinOps CLI) so no other service needs the secret mounted. None: an

@@ -24,6 +24,7 @@ from schemas.events import (
 from services.inference.engine import AttemptFailure, CallOutcome, InferenceFailed
 from services.inference.handlers import call_completed
 from services.inference.rollout import (
+    ShadowSlots,
     rollback_audit,
     rollback_state,
     shadow_records,
@@ -208,6 +209,19 @@ def test_shadow_is_booked_as_shadow_under_its_own_call_id() -> None:
     assert usage.call_id == "r1.shadow.api-gpt52-shadow" and usage.deployment == "api-gpt52-shadow"
     assert audit.outcome == "shadow_completed" and audit.attributes["dlp_output"] == "allow"
     assert audit.attributes["shadow_of"] == "local-vllm"
+
+
+def test_shadows_are_bounded_and_dropped_when_all_slots_are_taken() -> None:
+    assert CANARY.shadow_max_in_flight == 16  # the default
+    slots = ShadowSlots(2)
+    mirrored = routed(None, shadow="api-gpt52-shadow")
+    assert slots.admit(mirrored) == ("api-gpt52-shadow", False)
+    assert slots.admit(mirrored) == ("api-gpt52-shadow", False)
+    assert slots.admit(mirrored) == (None, True)  # full: dropped, not queued
+    assert slots.admit(routed(None)) == (None, False)  # no shadow due: nothing dropped
+    slots.release()
+    assert slots.admit(mirrored) == ("api-gpt52-shadow", False)
+    assert ShadowSlots(0).admit(mirrored) == (None, True)  # 0 turns mirroring off
 
 
 def test_rollback_is_audited_with_actor_system_and_the_measured_values() -> None:
