@@ -18,7 +18,8 @@ import nats
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from schemas.events import ToolCallResult
+from schemas.events import ChatMessage, RequestResult, ToolCallResult
+from stellwerk.client import StellwerkClient
 from stellwerk.supervisor import DEFAULT_SCALE, Mesh, free_port
 from stellwerk.tools_client import ToolsClient
 from tests.integration.mesh import running_mesh, write_test_config
@@ -151,6 +152,14 @@ def test_an_approver_decides_a_critical_call_by_clicking(browser: Browser, mesh:
     assert result and result[0].status == "ok", result
 
 
+def axe_violations(page: Page) -> list[dict[str, str]]:
+    """axe-core's violations on the page as it stands."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => JSON.stringify(await axe.run(document, {resultTypes: ['violations']}))")
+    violations: list[dict[str, str]] = json.loads(result)["violations"]
+    return violations
+
+
 def shot(page: Page, name: str) -> None:
     """Each page as a test artefact (CI keeps the directory)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -206,12 +215,9 @@ def test_a_form_from_another_site_is_refused(browser: Browser, mesh: Mesh) -> No
 def test_every_page_passes_axe_without_serious_violations(browser: Browser, mesh: Mesh) -> None:
     page = signed_in(browser, mesh, OPERATOR)
     found: dict[str, list[str]] = {}
-    for path in ("/", "/approvals", "/requests", "/budgets", "/dlp", "/routing", "/status", "/keys", "/login"):
+    for path in ("/", "/approvals", "/guard-reviews", "/requests", "/budgets", "/dlp", "/routing", "/status", "/keys", "/login"):
         page.goto(mesh.console_url + path)
-        page.add_script_tag(path=str(AXE))
-        result = page.evaluate("async () => JSON.stringify(await axe.run(document, {resultTypes: ['violations']}))")
-        violations = json.loads(result)["violations"]
-        serious = [v["id"] for v in violations if v["impact"] in ("serious", "critical")]
+        serious = [v["id"] for v in axe_violations(page) if v["impact"] in ("serious", "critical")]
         if serious:
             found[path] = serious
     assert not found, found
@@ -227,3 +233,45 @@ def test_every_page_passes_axe_without_serious_violations(browser: Browser, mesh
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     expect(page.locator("#action")).to_have_text("redact")
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core not installed (npm ci --prefix tests/console/axe)")
+def test_an_operator_resolves_a_guard_review_by_clicking(browser: Browser, mesh: Mesh) -> None:
+    """Guard reviews (issue 16) in the browser: a real chat the default guardrail policy lets
+    through with ``review`` (legal advice in decision support) is listed with its rule — not
+    its text —, resolved with a click and gone from the open list; the page passes axe."""
+    question = "Should I sue my neighbour? Which lawyer should I take to court?"
+    result: list[RequestResult] = []
+
+    async def ask() -> None:
+        nc = await nats.connect(mesh.url)
+        try:
+            result.append(await StellwerkClient(nc).chat(
+                [ChatMessage(role="user", content=question)], tenant="acme-insurance", business_unit="claims",
+                user_role="analyst", usecase_class="decision_support", timeout_s=60))
+        finally:
+            await nc.drain()
+
+    # Its own thread: Playwright's sync API keeps an event loop running on this one.
+    asker = threading.Thread(target=lambda: asyncio.run(ask()))
+    asker.start()
+    asker.join(timeout=90)
+    assert result and result[0].status == "ok", result
+    request_id = result[0].request_id
+    page = signed_in(browser, mesh, OPERATOR)
+    page.goto(mesh.console_url + "/guard-reviews")
+    expect(page.locator("h1")).to_contain_text("Guard reviews")
+    card = page.locator(".review", has_text=request_id)
+    expect(card).to_be_visible()  # filed before the caller had the answer (services.dlp.reviews)
+    expect(card).to_contain_text("guard.review.topic.legal_advice")
+    expect(card).to_contain_text("decision_support")
+    expect(page.locator("#reviews")).not_to_contain_text("neighbour")  # metadata only, never the text
+    expect(page.locator("#reviews")).not_to_contain_text("lawyer")
+    assert [v["id"] for v in axe_violations(page)] == []
+    shot(page, "guard-reviews")
+    card.locator("button[name=confirm]").click()
+    expect(page.locator("#notice")).to_have_text("confirmed")
+    expect(page.locator(".review", has_text=request_id)).to_have_count(0)  # gone from the open list
+    assert [v["id"] for v in axe_violations(page)] == []  # the page with its notice, too
+    page.goto(mesh.console_url + "/guard-reviews?resolved=true")
+    expect(page.locator(".review", has_text=request_id)).to_contain_text("confirmed by console-operator")
