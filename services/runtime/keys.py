@@ -312,6 +312,13 @@ class KeyRing:
         record = self.record_for(presented)
         return (record.lineage or record.key_id) if record is not None else None
 
+    def person_of(self, key_id: str) -> str:
+        """Whom four eyes counts a key id as (issue 14, review 1a): the lineage of its rotation
+        chain, so a rotated key — its old one still valid for the grace — is the same approver.
+        An id that is no key (an agent's name, ``oidc:<sub>``) is itself."""
+        record = self._by_id.get(key_id)
+        return (record.lineage or record.key_id) if record is not None else key_id
+
     def __len__(self) -> int:
         return len(self._by_id)
 

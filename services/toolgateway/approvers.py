@@ -4,11 +4,14 @@ A decision carries a credential — an API key of the ``keys`` bucket (watched, 
 operator key stops working at once) or a bearer token of the configured OIDC issuer. The
 identity it proves must have the approver role (``tool_approvals.approver_role``), belong to
 the call's tenant, and be neither the human the agent acts for nor the agent itself. The
-decision then records that identity (``key_id`` or ``oidc:<sub>``) as its approver, whatever
-name the client typed.
+decision then records that identity (a key's lineage — the first key id of its rotation chain,
+so a rotated key is the same approver — or ``oidc:<sub>``) as its approver, whatever name the
+client typed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from services.runtime.keys import KeyRing
 from services.runtime.oidc import (
@@ -56,14 +59,23 @@ class Approvers:
         found = self.keyring.lookup(credential)
         return found if found is not None else Rejection("invalid_credential")
 
+    def person(self, identity: ApiKey) -> str:
+        """The approver as four eyes counts and records them: a key's lineage (its rotated
+        successor is the same person), a token's ``oidc:<sub>``."""
+        return self.keyring.person_of(identity.key_id)
 
-def may_decide(identity: ApiKey, record: ApprovalRecord, role: str) -> Rejection | None:
-    """Approver role, the call's tenant, and not the requester (the agent or its human)."""
+
+def may_decide(identity: ApiKey, record: ApprovalRecord, role: str,
+               person_of: Callable[[str], str] = lambda key_id: key_id) -> Rejection | None:
+    """Approver role, the call's tenant, and not the requester (the agent or its human).
+    ``person_of`` maps a key id to its rotation chain (``KeyRing.person_of``): a requester
+    whose key was rotated is still the requester, whichever of its keys either side uses."""
     if identity.user_role != role:
         return Rejection("not_an_approver")
     call = record.request
     if identity.tenant != call.tenant:
         return Rejection("wrong_tenant")
-    if identity.key_id in {call.user_id, call.agent_id}:
+    requesters = {i for i in (call.user_id, call.agent_id) if i}
+    if {identity.key_id, person_of(identity.key_id)} & (requesters | {person_of(i) for i in requesters}):
         return Rejection("self_approval")
     return None

@@ -384,10 +384,13 @@ class ToolGateway:
         identity = await self.approvers.identify(request.credential)
         if isinstance(identity, Rejection):
             return None, identity
+        # Review 1a: the approver is counted by rotation chain, not by the key presented.
+        approver = self.approvers.person(identity)
         found = await self.approvals.get(request.approval_id)
         if found is None:
-            return identity.key_id, Rejection("not_found")
-        return identity.key_id, may_decide(identity, found[0], self.approval_rules.approver_role)
+            return approver, Rejection("not_found")
+        return approver, may_decide(identity, found[0], self.approval_rules.approver_role,
+                                    self.approvers.keyring.person_of)
 
     async def decide(self, request: ApprovalDecisionRequested) -> ApprovalDecisionReply:
         now = self.clock()

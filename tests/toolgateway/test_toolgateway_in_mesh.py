@@ -494,3 +494,41 @@ async def test_a_credential_decides_only_as_an_approver_of_the_tenant_other_than
     assert result.status == "ok", result.error
     events = [decode(data, ApprovalDecided) for data in await stored(nc.jetstream(), subjects.TOOL_APPROVAL_DECIDED)]
     assert [e.approver for e in events if e.approval_id == record.approval_id] == [approver.key_id]
+
+
+async def test_a_rotated_key_is_the_same_approver_and_the_same_requester(nc: Client) -> None:
+    """Review 1a: rotation keeps the old key valid for its grace and gives the new one another id;
+    four eyes counts the chain (lineage), so one person with both keys is one approver, and an
+    agent whose key was rotated cannot approve its own call with the other key either."""
+    from datetime import timedelta
+
+    from services.runtime.keys import KeyStore
+
+    keys = await KeyStore.open(nc.jetstream())
+    lead_old, lead = await keys.create(tenant="acme-insurance", business_unit="claims", role="approver", actor="test")
+    lead_new, lead_next, _ = await keys.rotate(lead.key_id, "test", timedelta(hours=1))
+    _, bot = await keys.create(tenant="acme-insurance", business_unit="claims", role="approver", actor="test")
+    bot_new, _, _ = await keys.rotate(bot.key_id, "test", timedelta(hours=1))
+    support = agent(nc, "support-agent", user="erika", agent_id=bot.key_id)
+    call = asyncio.create_task(support.call("tickets.update_ticket_status",
+                                            {"ticket_id": 1, "status": "closed", "comment": "Wombat-Tarif"},
+                                            timeout_s=60))
+    record = await pending_approval(nc, bot.key_id)
+    assert record.approvals_required == 2
+
+    async def decided(credential: str) -> ApprovalDecisionReply | None:
+        reply = await decide_approval(nc, ApprovalDecisionRequested(
+            approval_id=record.approval_id, approve=True, approver="typed-name", credential=credential))
+        return None if reply.reason == "invalid_credential" else reply  # the watch may lag
+
+    self_approval = await eventually(lambda: decided(bot_new), timeout_s=10)
+    assert (self_approval.accepted, self_approval.reason) == (False, "self_approval")
+    first = await eventually(lambda: decided(lead_old), timeout_s=10)
+    assert (first.accepted, first.state, first.approver) == (True, "pending", lead.key_id)
+    again = await eventually(lambda: decided(lead_new), timeout_s=10)
+    assert (again.accepted, again.reason, again.approver) == (False, "same_approver", lead.key_id)
+    assert lead_next.key_id != lead.key_id  # two keys, one person
+    assert not call.done()
+    second = await decide_as(nc, "deputy", record.approval_id)
+    assert (second.accepted, second.state) == (True, "approved")
+    assert (await call).status == "ok"
