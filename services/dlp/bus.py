@@ -17,7 +17,10 @@ serves    stellwerk.v1.dlp.screen          ScreenRequest → ScreenReply (queue 
 
 from __future__ import annotations
 
+from prometheus_client import Counter
+
 from schemas.events import DlpDecision, RequestSubmitted, ResponseGenerated, ResponseStreaming
+from schemas.kv import GuardReview
 from schemas.streams import DLP_INPUT, DLP_OUTPUT, DLP_STREAM, KV_GUARD_REVIEWS
 from services.dlp.guard import DlpGuard, DlpSettings
 from services.dlp.guardrails import GuardDecision, Guardrails
@@ -73,12 +76,24 @@ def build(worker: Worker) -> None:
     # answer; a failure to store it fails the handler (redelivered), never silently.
     reviews: list[ReviewStore] = []
 
+    async def review_store() -> ReviewStore:
+        if not reviews:
+            reviews.append(ReviewStore(await worker.js.key_value(KV_GUARD_REVIEWS)))
+        return reviews[0]
+
     async def filed(effects: Effects) -> Effects:
         if reviews_in(effects):
-            if not reviews:
-                reviews.append(ReviewStore(await worker.js.key_value(KV_GUARD_REVIEWS)))
-            await file_reviews(reviews[0], effects)
+            await file_reviews(await review_store(), effects)
         return effects
+
+    async def file_review(review: GuardReview) -> bool:
+        return await (await review_store()).file(review)
+
+    # A streamed answer's review that could not be filed (the stream ended guard_unavailable,
+    # the guard's record on the trail marked review_filed=false): ops alert on any.
+    unfiled = Counter("stellwerk_guard_reviews_unfiled",
+                      "Guard reviews not filed in KV guard_reviews (the request ended fail closed)",
+                      ["direction", "rule_id"], registry=metrics.registry)
 
     async def on_submitted(event: RequestSubmitted) -> Effects:
         return await filed(screen_input(guard, event, observe, guardrails))
@@ -130,9 +145,14 @@ def build(worker: Worker) -> None:
         ),
         lambda event, calls: screen_tool_calls(guard, event, calls),
         moderate=lambda event, text: moderate_stream(guardrails, event, text),
+        # Review 1b: a stream files its reviews itself, while it runs — before the reviewed
+        # text is released, anything is carried out or the chunks are purged — not here
+        # after it returns (streaming.StreamScreening._file says why and what a failure does).
+        file_review=file_review,
+        on_unfiled=lambda review: unfiled.labels(review.direction, review.rule_id).inc(),
     )
 
     async def on_streaming(event: ResponseStreaming) -> Effects:
-        return await filed(await screen_stream(event))
+        return await screen_stream(event)
 
     worker.consume(DLP_STREAM, ResponseStreaming, on_streaming, max_in_flight=256)

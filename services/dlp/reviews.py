@@ -6,7 +6,10 @@ An item is made from the guard's own audit record (``guardrails.guard_audit``), 
 what the trail holds and nothing more: ids, rule, policy version, scores, signal names —
 never the text. The DLP worker files the items of a request's effects before the engine
 carries them out (``file_reviews``), so an item exists before the caller has the answer; a
-failure to store it fails the handler (the message is redelivered), never silently.
+failure to store it fails the handler (the message is redelivered), never silently. A streamed
+answer files each review itself before the reviewed text is released
+(``streaming.StreamScreening._file``): a stream cannot be redelivered once the caller has part
+of it, so there a failure (after retries) ends the stream fail closed with the trail kept.
 
 Resolving is a compare-and-set on the item's revision (of two operators resolving at once,
 one wins) and writes an ``approval`` audit record on the request's trail — who resolved it,

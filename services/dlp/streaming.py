@@ -16,6 +16,9 @@ answer. Fail closed at every step:
   stream like DLP (``guard_blocked_output``); ``replace`` ends it with the policy's fixed
   answer after what was released and ``finish_reason: "content_filter"``; the strictest of
   ``allow``/``flag``/``review`` is the answer's guard record;
+* a ``review`` verdict's work item (KV ``guard_reviews``, ``reviews.py``) is filed before
+  the text it let through is released — see ``StreamScreening._file`` for why there and
+  what a failure to file does;
 * while it works, the worker sends an empty delta every ``heartbeat_s``: a gateway that
   stops hearing them ends the stream with a typed error instead of hanging.
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, get_args
 
 import msgspec
@@ -33,6 +36,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from schemas import subjects
 from schemas.events import (
+    AuditEvent,
     DlpDecision,
     RequestResult,
     ResponseStreaming,
@@ -42,11 +46,13 @@ from schemas.events import (
     encode,
     envelope_fields,
 )
+from schemas.kv import GuardReview
 from schemas.streams import CHUNKS
 from schemas.vocabulary import DlpAction
 from services.dlp.guard import DlpUnavailable
-from services.dlp.guardrails import GuardDecision, guard_audit, stricter
+from services.dlp.guardrails import GuardDecision, closing_audit, guard_audit, stricter
 from services.dlp.handlers import StreamModeration, decision_audit, replace_stream
+from services.dlp.reviews import review_from_audit
 from services.runtime.effects import Effects, Fail, Record, Reply
 from services.runtime.worker import Worker
 
@@ -76,6 +82,11 @@ ScreenCalls = Callable[[ResponseStreaming, list[ToolCall]], tuple[list[ToolCall]
 # what was released before (``handlers.moderate_stream``).
 Moderate = Callable[[ResponseStreaming, str], StreamModeration]
 MODERATION_TAIL = 400
+# Files a review's work item (``ReviewStore.file``: a create, False when it exists already).
+FileReview = Callable[[GuardReview], Awaitable[bool]]
+# Retries in place before a review counts as not filed: a KV leader change takes a moment,
+# and in place is far cheaper than ending the caller's answer.
+REVIEW_RETRY_S: tuple[float, ...] = (0.1, 0.4, 1.0)
 
 
 class StreamScreening:
@@ -88,8 +99,14 @@ class StreamScreening:
         idle_timeout_s: float = 30.0,
         heartbeat_s: float = 1.0,
         moderate: Moderate | None = None,
+        file_review: FileReview | None = None,
+        on_unfiled: Callable[[GuardReview], None] | None = None,
+        review_retry_s: tuple[float, ...] = REVIEW_RETRY_S,
     ) -> None:
         self.moderate = moderate
+        self.file_review = file_review
+        self.on_unfiled = on_unfiled
+        self.review_retry_s = review_retry_s
         self.worker = worker
         self.window_for = window_for
         self.screen_calls = screen_calls
@@ -122,6 +139,8 @@ class StreamScreening:
         blocked_by: DlpDecision | None = None
         moderated = False  # ended by output moderation (the caller has its answer)
         guarded: GuardDecision | None = None  # the strictest moderation verdict that let text through
+        filed: set[str] = set()  # review items filed by this delivery
+        keep_chunks = False
         try:
             while True:
                 timeout = max(0.1, min(self.idle_timeout_s, event.remaining_s()))
@@ -150,6 +169,11 @@ class StreamScreening:
                     moderated = True
                     await worker.carry_out(event, stop)
                     continue
+                unfiled = await self._file(event, check, filed)
+                if unfiled is not None:
+                    moderated = True
+                    await worker.carry_out(event, unfiled)
+                    continue
                 guarded = stricter(guarded, check.verdict if check else None)
                 await emit(release.text)
             if blocked_by is not None or moderated:  # the caller has its answer; record the call as well
@@ -167,6 +191,9 @@ class StreamScreening:
             stop = self._stop(event, check, released, decision)
             if stop is not None:
                 return [*stop, Record(chunk.trail)] if chunk.trail else stop
+            unfiled = await self._file(event, check, filed)
+            if unfiled is not None:
+                return [*unfiled, Record(chunk.trail)] if chunk.trail else unfiled
             guarded = stricter(guarded, check.verdict if check else None)
             await emit(release.text)
             tool_calls, calls_decision = None, None
@@ -178,14 +205,24 @@ class StreamScreening:
                                  result_fields={"routing": event.routing, "dlp_input": event.dlp_input})]
                 if tool_calls is None:
                     return self._blocked(event, calls_decision, guarded)
+        except BaseException:
+            # The handler fails and the message is redelivered: that delivery must read the
+            # chunks again, or it ends as interrupted and the call's records (chunk.trail) and
+            # the caller's result are lost. It re-screens the same text to the same decisions:
+            # the gateway drops delta pieces it already has, a stored effect carried out again
+            # is a duplicate (no second reply), a review item exists already. The chunks still
+            # go at the stream's 10-minute age limit.
+            keep_chunks = True
+            raise
         finally:
             heart.cancel()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             # Raw text has no business outside the pipeline once screened: drop the chunks
             # now rather than at the stream's 10-minute age limit.
-            with contextlib.suppress(Exception):
-                await worker.js.purge_stream(CHUNKS.name, subject=subjects.chunk(event.request_id))
+            if not keep_chunks:
+                with contextlib.suppress(Exception):
+                    await worker.js.purge_stream(CHUNKS.name, subject=subjects.chunk(event.request_id))
         assert decision is not None, "a finished window has decided"
         # The guard's record (the strictest verdict over the releases) before DLP's, as for a
         # whole answer: a flagged or reviewed stream is on the trail like any other.
@@ -209,6 +246,51 @@ class StreamScreening:
             currency=chunk.currency,
         )
         return [Record([*event.trail, *chunk.trail, *audits]), Reply(result)]
+
+    async def _file(self, event: ResponseStreaming, check: StreamModeration | None,
+                    filed: set[str]) -> Effects | None:
+        """File the work item of a ``review`` verdict before the text it let through is
+        released; None to release it, else the effects that end the stream instead.
+
+        Why here (issue 16, review 1b): every review is filed while the stream runs, before
+        its text reaches the caller and before anything is carried out or the chunks purged,
+        so no effect carried out later — a block mid-stream, the final record and reply —
+        holds a review that is not filed yet, and nothing is written after the purge. The
+        item's key is the request's and direction's (``reviews.review_id``): the first review
+        of a stream files it, later ones and a redelivery find it (exactly one item).
+
+        A write that still fails after ``review_retry_s`` fails closed without losing
+        anything: the reviewed text is not released, the stream ends ``guard_unavailable``
+        (the caller has a typed error), the rest of the model's stream is still read so the
+        call's records reach the trail, and the guard's ``review`` record is on the trail
+        marked ``review_filed=false`` — the item can be rebuilt from it
+        (``reviews.review_from_audit``); ``on_unfiled`` counts it for ops. Failing the
+        handler instead would redeliver a stream whose text the caller partly has, and after
+        ``max_deliver`` lose the call's records."""
+        verdict = check.verdict if check is not None else None
+        if self.file_review is None or verdict is None or verdict.action != "review":
+            return None
+        record = guard_audit(event, verdict)
+        review = review_from_audit(record)
+        if review is None or review.review_id in filed:
+            return None
+        for delay in (0.0, *self.review_retry_s):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                await self.file_review(review)  # False: a redelivery filed it already
+            except Exception as exc:  # noqa: BLE001 - any store failure is retried, then fails closed
+                self.worker.log.warning("guard_review_not_filed", request_id=event.request_id,
+                                        rule_id=review.rule_id, error=type(exc).__name__)
+                continue
+            filed.add(review.review_id)
+            return None
+        self.worker.log.error("guard_review_unfiled", request_id=event.request_id, rule_id=review.rule_id)
+        if self.on_unfiled is not None:
+            self.on_unfiled(review)
+        return [Fail("guard_unavailable", "dlp_output", result_fields={"routing": event.routing,
+                                                                       "dlp_input": event.dlp_input},
+                     audits=[_unfiled(record), closing_audit(event, "dlp_output", None, "guard_unavailable")])]
 
     def _moderated(self, event: ResponseStreaming, released: list[str], text: str) -> StreamModeration | None:
         if self.moderate is None or not text:
@@ -259,3 +341,7 @@ class StreamScreening:
         if blocked_by is not None:
             return []  # already ended (blocked) for the caller and recorded
         return [Fail("stream_interrupted", "dlp_output", result_fields={"routing": event.routing})]
+
+
+def _unfiled(record: AuditEvent) -> AuditEvent:
+    return msgspec.structs.replace(record, attributes={**record.attributes, "review_filed": "false"})
