@@ -133,8 +133,8 @@ def build(worker: Worker) -> None:
     # CPU-bound: a few in flight keep the process busy while a publish awaits its ack; more
     # would only queue inside the process instead of in the stream, where another worker
     # could take them.
-    worker.consume(DLP_INPUT, RequestSubmitted, on_submitted, max_in_flight=4)
-    worker.consume(DLP_OUTPUT, ResponseGenerated, on_generated, max_in_flight=4)
+    worker.consume(DLP_INPUT, RequestSubmitted, on_submitted, max_in_flight=guard.settings.max_in_flight)
+    worker.consume(DLP_OUTPUT, ResponseGenerated, on_generated, max_in_flight=guard.settings.max_in_flight)
     # Streamed answers mostly wait for the model: many at once per worker; each screening
     # step is short and the window bounds it (services/dlp/stream_window.py).
     growth_for(guard)  # size the window now (parses and compiles every pattern once), not on the first stream

@@ -29,3 +29,9 @@ class DlpSettings(BaseSettings):
     names_dir: Path = DATA_DIR / "names"
     # Identifiers with checksums / issuing rules, matched separator- and case-insensitively.
     identifiers_file: Path = DATA_DIR / "identifiers.yaml"
+    # Prompts and answers screened concurrently per worker (issue 12). Screening is CPU work on
+    # one event loop, so more does not screen faster; it keeps the next message at hand while
+    # a screened one waits for its publish to be acknowledged. 4 left the worker idle between
+    # messages (measured: 16 served ~25 % more requests/s at 64 concurrent, with less CPU per
+    # request); a bound it keeps, so a burst waits in JetStream, not in the worker.
+    max_in_flight: int = 16
