@@ -123,6 +123,9 @@ class KeyRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     rotated_to: Ident | None = None
     # The first key id of a rotation chain: limits count per lineage (a rotation resets none).
     lineage: Ident | None = None
+    # The person who holds the key as single sign-on names them (``oidc:<sub>``, review 1a): four
+    # eyes counts this key and that person's token as one approver. Carried over by a rotation.
+    owner: Ident | None = None
 
     def valid(self, now: datetime | None = None) -> bool:
         return not self.revoked and (self.expires_at is None or (now or utcnow()) < self.expires_at)

@@ -145,6 +145,9 @@ def create(
     max_budget: Annotated[str, typer.Option("--max-budget", help="Highest budget class: low | standard | premium.")] = "standard",
     forward_end_user: Annotated[bool, typer.Option("--forward-end-user", help="May name its end user "
                                                    "(X-Stellwerk-End-User).")] = False,
+    owner: Annotated[str | None, typer.Option("--owner", help="The person holding it as single sign-on "
+                                              "names them (oidc:<sub>): four eyes counts key and token "
+                                              "as one approver.")] = None,
     actor: Actor = None,
     output: Format = OutputFormat.table,
     nats_url: NatsUrl = None,
@@ -166,7 +169,7 @@ def create(
     try:
         # Identifiers are checked by the record's own decoder before anything is stored.
         work = _create(tenant, business_unit, role, usecase, valid_for, key_id, sensitivity_floor, max_quality,
-                       max_budget, forward_end_user, who)
+                       max_budget, forward_end_user, who, owner)
         key, record = _run(nats_url, work)
     except msgspec.ValidationError as exc:
         err.print(f"[red]error:[/] {exc}")
@@ -176,7 +179,7 @@ def create(
 
 def _create(tenant: str, business_unit: str, role: str, usecase: str, valid_for: timedelta | None,
             key_id: str | None, floor: str, max_quality: str, max_budget: str, forward: bool,
-            actor: str) -> Callable[[KeyStore], Awaitable[tuple[str, KeyRecord]]]:
+            actor: str, owner: str | None = None) -> Callable[[KeyStore], Awaitable[tuple[str, KeyRecord]]]:
     async def work(store: KeyStore) -> tuple[str, KeyRecord]:
         return await store.create(
             tenant=tenant, business_unit=business_unit, role=role, actor=actor,
@@ -186,6 +189,7 @@ def _create(tenant: str, business_unit: str, role: str, usecase: str, valid_for:
             max_quality_tier=max_quality,  # type: ignore[arg-type]
             max_budget_class=max_budget,  # type: ignore[arg-type]
             forward_end_user=forward,
+            owner=owner,
         )
 
     return work

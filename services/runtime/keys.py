@@ -172,6 +172,7 @@ class KeyStore:
         forward_end_user: bool = False,
         rotated_from: str | None = None,
         lineage: str | None = None,
+        owner: str | None = None,
     ) -> tuple[str, KeyRecord]:
         """A new key: (the key, shown once; its record)."""
         key = new_key()
@@ -193,6 +194,7 @@ class KeyStore:
             created_by=actor,
             rotated_from=rotated_from,
             lineage=lineage,
+            owner=owner,
         )
         # Strict decoding checks the record (identifiers, enums) before it is stored.
         record = _decode(msgspec.json.encode(record))
@@ -235,6 +237,7 @@ class KeyStore:
             max_quality_tier=old.max_quality_tier, sensitivity_floor=old.sensitivity_floor,
             pseudonymize=old.pseudonymize, forward_end_user=old.forward_end_user, rotated_from=old.key_id,
             lineage=old.lineage or old.key_id,  # the caller's limits carry over to the new key
+            owner=old.owner,
         )
         ends = utcnow() + grace
         if old.expires_at is not None and old.expires_at < ends:
@@ -313,11 +316,13 @@ class KeyRing:
         return (record.lineage or record.key_id) if record is not None else None
 
     def person_of(self, key_id: str) -> str:
-        """Whom four eyes counts a key id as (issue 14, review 1a): the lineage of its rotation
-        chain, so a rotated key — its old one still valid for the grace — is the same approver.
-        An id that is no key (an agent's name, ``oidc:<sub>``) is itself."""
+        """Whom four eyes counts a key id as (issue 14, review 1a): the person it belongs to
+        (``owner``: the ``oidc:<sub>`` of their single sign-on, so their key and their token
+        are one approver), else the lineage of its rotation chain, so a rotated key — its old
+        one still valid for the grace — is the same approver. An id that is no key (an agent's
+        name, ``oidc:<sub>``) is itself."""
         record = self._by_id.get(key_id)
-        return (record.lineage or record.key_id) if record is not None else key_id
+        return (record.owner or record.lineage or record.key_id) if record is not None else key_id
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -172,3 +172,25 @@ def test_the_bootstrap_import_is_idempotent_and_never_undoes_a_revocation(nats_u
     first, second, record = asyncio.run(run())
     assert first == ["boot"] and second == []
     assert record.revoked and record.revoked_by == "alice" and record.source == "config"
+
+
+def test_an_approver_keys_owner_is_stored_and_kept_through_rotation(nats_url: str) -> None:
+    """Review 1a: ``--owner oidc:<sub>`` ties a key to the person's single sign-on (four eyes
+    counts both as one approver); a rotation keeps it; an owner that is no identifier is refused."""
+    from typer.testing import CliRunner
+
+    from services.gateway.keys_cli import app as keys_app
+
+    def run(*args: str) -> dict[str, object]:
+        result = CliRunner().invoke(keys_app, [*args, "--format", "json", "--actor", "test", "--nats-url", nats_url])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    created = run("create", "--tenant", "acme", "--business-unit", "claims", "--role", "approver",
+                  "--owner", "oidc:alice")
+    assert created["owner"] == "oidc:alice"
+    rotated = run("rotate", str(created["key_id"]), "--grace", "1h")
+    assert rotated["owner"] == "oidc:alice" and rotated["lineage"] == created["key_id"]
+    refused = CliRunner().invoke(keys_app, ["create", "--tenant", "acme", "--business-unit", "claims", "--role",
+                                            "approver", "--owner", "two words", "--nats-url", nats_url])
+    assert refused.exit_code == INVALID_INPUT

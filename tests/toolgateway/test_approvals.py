@@ -76,6 +76,38 @@ def test_four_eyes_needs_two_distinct_approvers() -> None:
     assert isinstance(denied, ApprovalRecord) and (denied.state, denied.approver) == ("denied", "boss")
 
 
+def test_a_persons_key_and_token_are_one_approver() -> None:
+    """Review 1a: a key whose ``owner`` is the ``oidc:<sub>`` of a person's single sign-on counts
+    as that person — with both, they are still one of the four eyes, and a rotated key with
+    its predecessor is one approver too. Pure: a KeyRing fed records, no server."""
+    from services.runtime.keys import KeyRing
+    from services.runtime.settings import ApiKey, ToolApprovals
+    from services.toolgateway.approvers import Approvers
+
+    def key(key_id: str, **extra: str) -> ApiKey:
+        return ApiKey(key_id=key_id, key_sha256="0" * 64, tenant="acme",
+                      business_unit="claims", user_role="approver", **extra)
+
+    ring = KeyRing()
+    for fields in ({"key_id": "key-alice", "owner": "oidc:alice"}, {"key_id": "key-bob"},
+                   {"key_id": "key-bob2", "lineage": "key-bob"}):
+        ring.apply(fields["key_id"], msgspec.json.encode({
+            "key_sha256": "0" * 64, "tenant": "acme", "business_unit": "claims", "user_role": "approver",
+            "created_by": "test", **fields}))
+    people = Approvers(ring, None, ToolApprovals())
+    token = key("oidc:alice")  # what a verified single-sign-on token of subject alice proves
+    assert people.person(key("key-alice")) == people.person(token) == "oidc:alice"
+    assert people.person(key("key-bob2")) == people.person(key("key-bob")) == "key-bob"
+
+    two = msgspec.structs.replace(record(), approvals_required=2)
+    first = approvals.decide(two, approve=True, approver=people.person(key("key-alice")), reason=None, now=T0)
+    assert isinstance(first, ApprovalRecord)
+    again = approvals.decide(first, approve=True, approver=people.person(token), reason=None, now=T0)
+    assert again == Rejection("same_approver")
+    second = approvals.decide(first, approve=True, approver=people.person(key("key-bob2")), reason=None, now=T0)
+    assert isinstance(second, ApprovalRecord) and second.approvers == ["oidc:alice", "key-bob"]
+
+
 def test_terminal_states_are_never_left() -> None:
     denied = approvals.decide(record(), approve=False, approver="boss", reason="no", now=T0)
     assert isinstance(denied, ApprovalRecord)
