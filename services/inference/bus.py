@@ -60,6 +60,7 @@ from services.inference.rollout import (
     shadow_failed_audit,
     shadow_records,
     template_for,
+    unless_rolled_back,
     variant_failed,
     with_template,
 )
@@ -67,7 +68,7 @@ from services.kernel.variants import VariantWindow
 from services.runtime.effects import Effects, Fail
 from services.runtime.kv_docs import read_doc, write_doc
 from services.runtime.prompts import configured_templates
-from services.runtime.rollouts import RolledBack, RolloutMetrics
+from services.runtime.rollouts import RolledBack, RolloutMetrics, until_landed
 from services.runtime.worker import Worker
 
 HEALTH_HEARTBEAT_S = 10.0
@@ -196,16 +197,24 @@ def build(worker: Worker) -> None:
         window.add(now, not failed, outcome.latency_ms if outcome is not None else 0.0)
         verdict = judge(window, spec, now)
         if verdict is not None:
-            rolled_back.keys.add(key)  # this replica stops at once; the others follow KV
+            rolled_back.hold(key)  # this replica stops at once; the others follow KV
             in_background(roll_back(route, variant.name, *verdict))
 
     async def roll_back(route: str, variant: str, reason: Any, measured: Any) -> None:
         state = rollback_state(route, variant, reason, measured)
-        kv = await worker.kv(KV_ROLLOUTS)
-        try:
-            # Create-only: when several replicas breach at once, one writes and audits.
-            await kv.create(f"{route}.{variant}", msgspec.json.encode(state))
-        except KeyWrongLastSequenceError:
+
+        async def create() -> bool:
+            kv = await worker.kv(KV_ROLLOUTS)
+            try:
+                # Create-only: when several replicas breach at once, one writes and audits.
+                await kv.create(f"{route}.{variant}", msgspec.json.encode(state))
+            except KeyWrongLastSequenceError:
+                return False
+            return True
+
+        # Retried until it lands: the routers only learn of the breach from KV.
+        if not await until_landed(create, lambda exc: worker.log.warning(
+                "variant_rollback_write_failed", route=route, variant=variant, error=type(exc).__name__)):
             return
         rollout_metrics.rollbacks.labels(route, variant, reason).inc()
         worker.log.warning("variant_rolled_back", route=route, variant=variant, reason=reason,
@@ -355,6 +364,9 @@ def build(worker: Worker) -> None:
         return True
 
     async def on_routed(event: RequestRouted) -> Effects:
+        # A variant this replica rolled back goes to the route's stable deployments even while
+        # the router still picks it (its KV record pending or in transit).
+        event = unless_rolled_back(event, rolled_back.keys)
         if event.stream:
             return await stream_answer(event)
         operation = event.attributes.operation

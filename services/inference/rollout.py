@@ -7,7 +7,10 @@ without a server, and tested in ``tests/handlers/test_rollout.py``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
+
+import msgspec
 
 from schemas.events import AuditEvent, ChatMessage, RequestRouted, TokenUsage, UsageRecorded, envelope_fields
 from schemas.kv import RolloutState
@@ -61,6 +64,16 @@ def variant_failed(event: RequestRouted, outcome: CallOutcome | None, failure: I
     if not attempts or attempts[0].route != event.routing.route:
         return False
     return None if attempts[0].error_type == CIRCUIT_OPEN else True
+
+
+def unless_rolled_back(event: RequestRouted, rolled_back: Collection[str]) -> RequestRouted:
+    """The request without its variant when that variant is rolled back here: the route's
+    stable deployments and the use case's template answer it. The router may not know yet —
+    the breach is this replica's and its KV record still being written."""
+    variant = event.routing.variant
+    if variant is None or f"{event.routing.route}.{variant.name}" not in rolled_back:
+        return event
+    return msgspec.structs.replace(event, routing=msgspec.structs.replace(event.routing, variant=None))
 
 
 def judge(window: VariantWindow, spec: RouteSpec, now: float) -> tuple[BreachReason, Measured] | None:

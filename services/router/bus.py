@@ -13,6 +13,7 @@ publishes stellwerk.v1.request.routed    (route, rule, policy version, allowed f
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -30,7 +31,7 @@ from services.router.signals import SignalBoard
 from services.runtime import policy_bundles
 from services.runtime.effects import Effects
 from services.runtime.rego import PolicyError, PolicySource
-from services.runtime.rollouts import RolledBack, RolloutMetrics, variant_rollback_audit
+from services.runtime.rollouts import RolledBack, RolloutMetrics, until_landed, variant_rollback_audit
 from services.runtime.worker import Worker
 
 
@@ -116,15 +117,25 @@ def build(worker: Worker) -> None:
 
     async def roll_back_policy(state: PolicyCanaryState, reason: Any, measured: Any) -> None:
         rollout = state.state(reason, measured)
-        kv = await worker.kv(KV_ROLLOUTS)
-        try:
-            await kv.create(state.key, msgspec.json.encode(rollout))  # one writer, one record
-        except KeyWrongLastSequenceError:
+
+        async def create() -> bool:
+            kv = await worker.kv(KV_ROLLOUTS)
+            try:
+                await kv.create(state.key, msgspec.json.encode(rollout))  # one writer, one record
+            except KeyWrongLastSequenceError:
+                return False
+            return True
+
+        # Retried until it lands: the other routers only learn of the breach from KV.
+        if not await until_landed(create, lambda exc: worker.log.warning(
+                "policy_canary_rollback_write_failed", error=type(exc).__name__)):
             return
         rollout_metrics.rollbacks.labels(rollout.route, rollout.variant, reason).inc()
         worker.log.warning("policy_canary_rolled_back", version=state.spec.version, reason=reason)
         await worker.audit(variant_rollback_audit(rollout, state.spec.rollback, "router", utcnow(),
                                                   subjects.token(worker.settings.worker_id)))
+
+    writing: set[asyncio.Task[None]] = set()  # rollback writes being retried (kept referenced)
 
     async def on_screened(event: RequestScreened) -> Effects:
         signals = board.signals_for(event.tenant, event.business_unit, event.usecase_class, end_user=event.end_user)
@@ -133,12 +144,19 @@ def build(worker: Worker) -> None:
                                 worker.config, rolled_back.keys, rollout_metrics, state)
         verdict = state.breached() if state is not None else None
         if state is not None and verdict is not None:
-            state.rolled_back = True  # this router stops at once; the others follow KV
-            try:
-                await roll_back_policy(state, *verdict)
-            except Exception as exc:  # noqa: BLE001 - the request is routed either way; this router stays stopped
-                worker.log.error("policy_canary_rollback_failed", error=type(exc).__name__)
+            # This router stops at once and stays stopped until KV has the record (a watch
+            # event of another key must not resume it); the others follow KV.
+            rolled_back.hold(state.key)
+            state.follow(True)
+            writing.add(task := asyncio.create_task(rolling_back(state, *verdict)))
+            task.add_done_callback(writing.discard)
         return effects
+
+    async def rolling_back(state: PolicyCanaryState, reason: Any, measured: Any) -> None:
+        try:
+            await roll_back_policy(state, reason, measured)
+        except Exception as exc:  # noqa: BLE001 - the requests are routed either way; this router stays stopped
+            worker.log.error("policy_canary_rollback_failed", error=type(exc).__name__)
 
     # A policy decision costs well under a millisecond: a few in flight overlap the publishes.
     worker.consume(ROUTER, RequestScreened, on_screened, max_in_flight=8)

@@ -21,9 +21,10 @@ Config example (docs/routing.md, "Canary, shadow and prompt templates")::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -35,6 +36,8 @@ from schemas.streams import KV_ROLLOUTS
 from schemas.vocabulary import Stage
 from services.kernel.variants import mirrored, pick
 from services.runtime.metrics import LATENCY_BUCKETS
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from services.runtime.settings import PlatformConfig, RouteSpec
@@ -238,22 +241,34 @@ class RolloutMetrics:
 
 class RolledBack:
     """The variants rolled back in the mesh, as ``<route>.<variant>`` keys, followed from KV
-    ``rollouts`` (``Worker.watch(RolledBack.bucket, rolled_back.apply)``)."""
+    ``rollouts`` (``Worker.watch(RolledBack.bucket, rolled_back.apply)``), plus the ones this
+    replica rolled back itself whose record has not landed in KV yet (``hold``)."""
 
     bucket: Final = KV_ROLLOUTS
 
     def __init__(self, metrics: RolloutMetrics | None = None,
                  on_restore: Callable[[str, str], object] | None = None) -> None:
         self.keys: set[str] = set()
+        # Breached here, KV write still being retried: nothing in KV may lift these (a delete
+        # of an older record, a watch event of another key) until the record is seen there.
+        self.pending: set[str] = set()
         self.metrics = metrics
         self.unreadable = 0
         # Called with (route, variant) when an operator restores a variant: a replica that
         # judges it starts a fresh window instead of re-judging the calls that breached.
         self.on_restore = on_restore
 
+    def hold(self, key: str) -> None:
+        """Rolled back by this replica, at once; stays so until KV has the record (then KV rules)."""
+        self.keys.add(key)
+        self.pending.add(key)
+        self._gauge(key)
+
     def apply(self, key: str, value: bytes | None) -> None:
         route, _, variant = key.partition(".")
         if value is None:
+            if key in self.pending:
+                return  # our own breach, not yet written: a delete cannot restore it
             self.keys.discard(key)
             if self.on_restore is not None:
                 self.on_restore(route, variant)
@@ -264,8 +279,40 @@ class RolledBack:
                 # Unreadable: counted as rolled back all the same — a canary in doubt gets no traffic.
                 self.unreadable += 1
             self.keys.add(key)
+            self.pending.discard(key)
+        self._gauge(key)
+
+    def _gauge(self, key: str) -> None:
         if self.metrics is not None:
+            route, _, variant = key.partition(".")
             self.metrics.rolled_back.labels(route, variant).set(1 if key in self.keys else 0)
 
     def __contains__(self, key: object) -> bool:
         return key in self.keys
+
+
+def retry_delays(first_s: float = 0.5, cap_s: float = 30.0) -> Iterator[float]:
+    """Pauses between attempts of a write that must land: doubling, capped, without end."""
+    delay = first_s
+    while True:
+        yield delay
+        delay = min(delay * 2, cap_s)
+
+
+async def until_landed(
+    write: Callable[[], Awaitable[T]],
+    on_error: Callable[[Exception], object],
+    delays: Iterable[float] | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> T:
+    """``write()`` again after each failure (``on_error`` told) until it returns — a rollback
+    that is only logged when KV hiccups leaves the mesh on a canary that breached. Bounded per
+    attempt by the pauses (``retry_delays``), not in count: it ends when it lands or its task
+    is cancelled (the worker stops)."""
+    for delay in delays if delays is not None else retry_delays():
+        try:
+            return await write()
+        except Exception as exc:  # noqa: BLE001 - any failure: try again after the pause
+            on_error(exc)
+        await sleep(delay)
+    return await write()  # the pauses ran out (a finite ``delays``): one last try, errors raised
