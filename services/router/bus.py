@@ -159,4 +159,4 @@ def build(worker: Worker) -> None:
             worker.log.error("policy_canary_rollback_failed", error=type(exc).__name__)
 
     # A policy decision costs well under a millisecond: a few in flight overlap the publishes.
-    worker.consume(ROUTER, RequestScreened, on_screened, max_in_flight=8)
+    worker.consume(ROUTER, RequestScreened, on_screened, max_in_flight=engine.settings.max_in_flight)
