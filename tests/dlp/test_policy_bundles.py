@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
-from typer.testing import CliRunner, Result
 
 from schemas import subjects
 from schemas.events import ScreenReply, ScreenRequest, deadline_in, decode, encode
 from services.dlp.settings import PACKAGE_DIR
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.rego import read_policy_dir
-from stellwerk.cli import app
 from stellwerk.discovery import ping_workers
+from tests.bundle_helpers import acli, started_processes
 from tests.integration.mesh import audit_events, eventually
 
 ENVELOPE = {"correlation_id": "c1", "tenant": "acme", "business_unit": "claims", "user_role": "analyst",
@@ -44,22 +43,9 @@ def renamed(root: Path, name: str, source: Path, module: str, old: str, new: str
     return directory
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
-
-
-async def acli(*args: str) -> Result:
-    return await asyncio.to_thread(cli, *args)
-
-
 @pytest.fixture
 def dlp_worker(nats_url: str, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        process.terminate()
-    for process in started:
-        process.wait(timeout=15)
+    yield from started_processes()
 
 
 async def screened_rule(nc: Client) -> tuple[str, str]:

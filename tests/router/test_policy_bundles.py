@@ -7,7 +7,6 @@ nothing is stored; history and show resolve every version to actor, message and 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
-from typer.testing import CliRunner, Result
 
 from schemas import subjects
 from schemas.events import (
@@ -36,8 +34,8 @@ from schemas.streams import INFERENCE
 from services.router.policy_store import SHIPPED_POLICY_DIR
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.rego import read_policy_dir
-from stellwerk.cli import app
 from stellwerk.discovery import ping_workers
+from tests.bundle_helpers import acli, started_processes
 from tests.integration.mesh import eventually
 
 ENVELOPE = {"correlation_id": "c1", "tenant": "acme", "business_unit": "claims", "user_role": "analyst",
@@ -59,23 +57,10 @@ def policy_copy(root: Path, name: str, marker: int) -> Path:
     return directory
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
-
-
-async def acli(*args: str) -> Result:
-    return await asyncio.to_thread(cli, *args)
-
-
 @pytest.fixture
 def router(nats_url: str, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Start router processes on demand (``start(router)``); all are stopped at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        process.terminate()
-    for process in started:
-        process.wait(timeout=15)
+    yield from started_processes()
 
 
 def start(started: list[subprocess.Popen[bytes]], nats_url: str, logs: Path) -> None:

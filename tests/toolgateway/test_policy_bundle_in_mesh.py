@@ -15,14 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.rego import read_policy_dir
 from services.toolgateway.client import ToolsClient
 from services.toolgateway.settings import SHIPPED_POLICY_DIR
-from stellwerk.cli import app
 from stellwerk.discovery import ping_workers
+from tests.bundle_helpers import acli, started_processes
 from tests.integration.mesh import eventually, write_test_config
 
 
@@ -36,18 +35,9 @@ def renamed(root: Path, name: str, new: str) -> Path:
     return directory
 
 
-async def acli(*args: str) -> Result:
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env={"COLUMNS": "250"})
-
-
 @pytest.fixture
 def gateway(nats_url: str, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        process.terminate()
-    for process in started:
-        process.wait(timeout=15)
+    yield from started_processes()
 
 
 async def test_late_tool_gateway_follows_pushes_and_rollbacks(
