@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from enum import StrEnum
 from pathlib import Path
@@ -224,7 +225,8 @@ def budget_set(
     scope_id: Annotated[str | None, typer.Option(help="Tenant, business unit, use case class, route/deployment, "
                                                        "or an end user's pseudonym (the hash).")] = None,
     end_user: Annotated[str | None, typer.Option(help="--scope end_user: the end user's id, hashed here with the "
-                                                      "platform's end_user_hash_key (needs --tenant); never stored.")] = None,
+                                                      "platform's end_user_hash_key (needs --tenant); never stored. "
+                                                      "'-' reads it from stdin, out of the shell history.")] = None,
     tenant: Annotated[str | None, typer.Option(help="--end-user: the tenant the end user belongs to.")] = None,
     period: Annotated[PeriodKind, typer.Option(help="Budget period.")] = PeriodKind.month,
     action: Annotated[Action, typer.Option(help="What the router does once the act threshold is reached.")] = Action.downgrade,
@@ -248,8 +250,12 @@ def budget_set(
         if scope is not Scope.end_user or not tenant or scope_id:
             err.print("[red]invalid budget:[/] --end-user goes with --scope end_user and --tenant, without --scope-id")
             raise typer.Exit(2)
+        given = sys.stdin.readline().strip() if end_user == "-" else end_user
+        if not given:
+            err.print("[red]invalid budget:[/] the end user's id is empty")
+            raise typer.Exit(2)
         try:
-            scope_id = end_user_hash(tenant, end_user, platform.end_user_key())
+            scope_id = end_user_hash(tenant, given, platform.end_user_key())
         except ValueError as exc:
             err.print(f"[red]invalid budget:[/] {exc}")
             raise typer.Exit(2) from exc

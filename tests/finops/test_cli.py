@@ -97,3 +97,21 @@ def test_prices_command_shows_the_formula_and_the_cross_check(config: Path) -> N
 def test_an_unknown_period_is_refused(config: Path) -> None:
     out = run("nats://127.0.0.1:1", config, "report", "--period", "fortnight", code=2)
     assert "unknown period" in out
+
+
+async def test_an_end_user_budget_takes_the_id_from_stdin_and_stores_only_its_pseudonym(
+    nats_url: str, nc: Client, config: Path
+) -> None:
+    from services.kernel.end_user import end_user_hash
+
+    env = {"STELLWERK_NATS_URL": nats_url, "STELLWERK_CONFIG_FILE": str(config), "COLUMNS": "200"}
+    args = ["budget", "set", "bob-cap", "--scope", "end_user", "--end-user", "-", "--tenant", "acme",
+            "--limit", "5", "--action", "block_noncritical", "--actor", "alice"]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args, input="bob@example.org\n", env=env)
+    assert result.exit_code == 0, result.output
+    listed = json.loads(await asyncio.to_thread(run, nats_url, config, "budget", "list", "--format", "json"))
+    [row] = [r for r in listed if r["definition"]["budget_id"] == "bob-cap"]
+    assert row["definition"]["scope_id"] == end_user_hash("acme", "bob@example.org", None)
+    assert "bob@example.org" not in json.dumps(listed)
+    empty = await asyncio.to_thread(CliRunner().invoke, app, args, input="\n", env=env)
+    assert empty.exit_code == 2
