@@ -4,7 +4,6 @@ issue 17. See docs/routing.md, "Canary, shadow and prompt templates"."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,9 +64,12 @@ async def _states(url: str) -> list[RolloutState]:
         await nc.close()
 
 
-async def _audit(nc: Any, outcome: str, actor: str, attributes: dict[str, str], version: str | None = None) -> None:
-    """An operator's lifecycle change on the audit trail (stage ``policy``, like policy pushes)."""
-    change_id = f"rollout.{time.time_ns()}"
+async def _audit(
+    nc: Any, change_id: str, outcome: str, actor: str, attributes: dict[str, str], version: str | None = None
+) -> None:
+    """An operator's lifecycle change on the audit trail (stage ``policy``, like policy pushes),
+    published *before* the change is made (review 1h): a failed audit leaves nothing changed,
+    and ``change_id`` — derived from the change itself — makes a retried change one record."""
     event = AuditEvent(
         request_id=change_id, correlation_id=change_id, deadline=deadline_in(0), tenant="platform",
         business_unit="platform", user_role="operator", usecase_class="chat", stage="policy", outcome=outcome,
@@ -86,10 +88,10 @@ async def _restore(url: str, route: str, variant: str, actor: str) -> bool:
             return False
         if not entry.value or entry.revision is None:
             return False
-        if not await delete_unchanged(kv, f"{route}.{variant}", entry.revision):
-            return False  # another restore (or a new rollback) came first: this one did nothing
-        await _audit(nc, "variant_restored", actor, {"route": route, "variant": variant})
-        return True
+        # Two restores of the same rollback share the change id: one record, one delete.
+        await _audit(nc, f"rollout.restore.{route}.{variant}.{entry.revision}", "variant_restored", actor,
+                     {"route": route, "variant": variant})
+        return await delete_unchanged(kv, f"{route}.{variant}", entry.revision)
     finally:
         await nc.close()
 
@@ -190,8 +192,9 @@ async def _store_only(url: str, bundle: PolicyBundle) -> None:
         except Exception:  # noqa: BLE001 - a mesh older than the bucket: create the topology
             await ensure_topology(js)
             kv = await js.key_value(KV_POLICIES)
+        await _audit(nc, f"rollout.stage.{bundle.policy}.{bundle.version}", "policy_staged", bundle.actor,
+                     {"policy": bundle.policy}, bundle.version)
         await kv.put(policy_bundles.bundle_key(bundle.policy, bundle.version), msgspec.json.encode(bundle))
-        await _audit(nc, "policy_staged", bundle.actor, {"policy": bundle.policy}, bundle.version)
     finally:
         await nc.close()
 
