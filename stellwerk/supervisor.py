@@ -23,6 +23,7 @@ import httpx
 
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
+from services.toolgateway.settings import ToolConfig
 from stellwerk.discovery import ping_workers
 
 BUS_SERVICES = ("dlp", "router", "inference", "finops", "audit", "toolgateway")
@@ -127,6 +128,8 @@ class Mesh:
 
     def __post_init__(self) -> None:
         self.config: PlatformConfig = load_config(self.config_file)
+        # The tool gateway's own sections, validated here too: a broken one stops `up` early.
+        self.tools = ToolConfig.load(self.config_file)
         self.logs = self.state_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
@@ -227,7 +230,7 @@ class Mesh:
         if self.scale.get("toolgateway", 0):
             # MCP servers served over HTTP that the config asks us to start (stdio servers are
             # the tool gateway workers' own children).
-            for server in self.config.tool_servers:
+            for server in self.tools.tool_servers:
                 if server.launch:
                     part = Part(f"mcp-{server.name}", [sys.executable, *server.launch], self.env(),
                                 self.logs / f"mcp-{server.name}.log")
@@ -281,7 +284,7 @@ class Mesh:
         if self.scale.get("console", 0):
             urls.append(self.console_url + "/healthz")
         if self.scale.get("toolgateway", 0):
-            urls += [s.health_url for s in self.config.tool_servers if s.launch and s.health_url]
+            urls += [s.health_url for s in self.tools.tool_servers if s.launch and s.health_url]
         for url in urls:
             try:
                 if (await http.get(url)).status_code != 200:

@@ -319,10 +319,9 @@ class PlatformConfig(BaseModel):
     budgets: list[BudgetConfig] = Field(default_factory=list)
     rate_limits: RateLimits = Field(default_factory=lambda: RateLimits())
     finops_timezone: str = "UTC"  # where budget days and months begin
-    # Tool gateway (issue 7; models at the end of this file): MCP servers, limits, approvals.
-    tool_servers: list[ToolServer] = Field(default_factory=list)
-    tool_rate_limits: ToolRateLimits = Field(default_factory=lambda: ToolRateLimits())
-    tool_approvals: ToolApprovals = Field(default_factory=lambda: ToolApprovals())
+    # The tool gateway's sections (``tool_servers``, ``tool_rate_limits``, ``tool_approvals``)
+    # are in this file too, but the tool gateway owns their models and reads them itself
+    # (services/toolgateway/settings.py, ``ToolConfig``): settings live with their service.
     # Bearer tokens of an OpenID Connect issuer at the gateway (issue 14; model at the end of
     # this file, docs/identity.md). None: API keys only.
     oidc: OidcConfig | None = None
@@ -520,54 +519,6 @@ class RateLimits(BaseModel):
     # entries name an API key id, a tenant or ``"*"``. Requests without an end user do not count.
     end_users: dict[str, LimitSpec] = Field(default_factory=dict)
     completion_tokens_estimate: int = Field(default=512, ge=0)  # charged when max_tokens is absent
-
-
-# --- Tool gateway (issue 7) -----------------------------------------------------------------
-
-
-class ToolServer(BaseModel):
-    """An MCP server of the tool zone, reached over streamable HTTP (``url``) or stdio
-    (``command``, started by each gateway worker as its child). ``launch``: for an HTTP
-    server, the ``python`` arguments ``stellwerk up`` starts it with; ``health_url`` is
-    polled until it answers."""
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
-    transport: Literal["http", "stdio"] = "stdio"
-    url: str | None = None
-    command: list[str] = Field(default_factory=list)  # "{python}" is this interpreter
-    env: dict[str, str] = Field(default_factory=dict)
-    launch: list[str] | None = None
-    health_url: str | None = None
-    timeout_s: float = Field(default=30.0, gt=0)  # per call, capped by the call's deadline
-
-
-class ToolRateLimits(BaseModel):
-    """Tool-call limits shared by every gateway worker through KV ``ratelimits``: per agent,
-    per application, per user (the human an agent acts for) and per tool (``server.tool``,
-    over all callers, protecting the backend). ``"*"`` applies to every one without an entry;
-    only ``requests`` and ``per_s`` of a ``LimitSpec`` count here."""
-
-    agents: dict[str, LimitSpec] = Field(default_factory=dict)
-    applications: dict[str, LimitSpec] = Field(default_factory=dict)
-    users: dict[str, LimitSpec] = Field(default_factory=dict)
-    tools: dict[str, LimitSpec] = Field(default_factory=dict)
-
-
-class ToolApprovals(BaseModel):
-    """Human approval of critical tool calls. The tool policy sets each tool's timeout; these
-    bound it. An approved call that has not finished ``execution_lease_s`` after approval is
-    failed (never run twice: critical tools write)."""
-
-    default_timeout_s: float = Field(default=900.0, gt=0)
-    max_timeout_s: float = Field(default=86_400.0, gt=0)
-    execution_lease_s: float = Field(default=120.0, gt=0)
-    sweep_interval_s: float = Field(default=1.0, gt=0)
-    keep_decided_s: float = Field(default=7 * 86_400.0, gt=0)  # then the KV record goes (APPROVALS keeps the events)
-    # Issue 14 (docs/identity.md): a decision must carry a credential (an API key or OIDC
-    # token) whose role is ``approver_role``, of the call's tenant, not the requester's. On by
-    # default; off only for local experiments (a typed name is then taken at its word).
-    require_approver_identity: bool = True
-    approver_role: str = "approver"
 
 
 # --- Gateway input limits (issue 18) ---------------------------------------------------------

@@ -21,8 +21,9 @@ from services.runtime.oidc import (
     TokenRejected,
     looks_like_jwt,
 )
-from services.runtime.settings import ApiKey, PlatformConfig, ToolApprovals
+from services.runtime.settings import ApiKey, PlatformConfig
 from services.toolgateway.approvals import ApprovalRecord, Rejection
+from services.toolgateway.settings import ToolApprovals
 
 
 def approver_tokens(config: PlatformConfig) -> OidcVerifier | None:

@@ -51,7 +51,7 @@ from services.toolgateway.metrics import ToolMetrics
 from services.toolgateway.outcome import failed, malformed, result_of
 from services.toolgateway.policy import ToolPolicy
 from services.toolgateway.screening import BusScreener
-from services.toolgateway.settings import ToolGatewaySettings
+from services.toolgateway.settings import ToolConfig, ToolGatewaySettings
 from services.toolgateway.validation import SchemaCache
 
 QUEUE = "toolgateway"
@@ -81,9 +81,10 @@ class BusOutbox:
 def build(worker: Worker) -> None:
     settings = ToolGatewaySettings()
     config = worker.config
+    tools = ToolConfig.load(worker.settings.config_file)  # this service's own sections
     metrics = ToolMetrics()
     outbox = BusOutbox(worker)
-    pool = McpPool(config.tool_servers, settings.refresh_interval_s)
+    pool = McpPool(tools.tool_servers, settings.refresh_interval_s)
     policy = ToolPolicy(settings.policy_dir, settings.policy_check_interval_s)
     # The tool policy in force in the mesh (KV policies, issue 17): loaded at start, followed.
     policy_bundles.follow(worker, "tools", lambda: policy.version, policy.replace)
@@ -91,7 +92,7 @@ def build(worker: Worker) -> None:
     # Issue 14: approvers prove who they are with a key of the ``keys`` bucket or an OIDC token.
     keyring = KeyRing(config.api_keys)
     worker.watch(KV_KEYS, keyring.apply)
-    approvers = Approvers(keyring, approver_tokens(config), config.tool_approvals)
+    approvers = Approvers(keyring, approver_tokens(config), tools.tool_approvals)
     gateway: ToolGateway | None = None
 
     async def start() -> None:
@@ -106,12 +107,12 @@ def build(worker: Worker) -> None:
             policy=policy,
             schemas=SchemaCache(strict=settings.strict_arguments),
             screener=BusScreener(worker.nc, settings.dlp_timeout_s),
-            limiter=ToolRateLimiter(await worker.kv(KV_RATELIMITS), config.tool_rate_limits),
+            limiter=ToolRateLimiter(await worker.kv(KV_RATELIMITS), tools.tool_rate_limits),
             approval_store=ApprovalStore(await worker.kv(KV_APPROVALS)),
             outbox=outbox,
             metrics=metrics,
-            servers=config.tool_servers,
-            approval_rules=config.tool_approvals,
+            servers=tools.tool_servers,
+            approval_rules=tools.tool_approvals,
             approvers=approvers,
         )
 
@@ -135,7 +136,7 @@ def build(worker: Worker) -> None:
         if gateway is not None:
             await gateway.sweep(board.values())
 
-    worker.every(config.tool_approvals.sweep_interval_s, sweep_approvals)
+    worker.every(tools.tool_approvals.sweep_interval_s, sweep_approvals)
 
     async def on_call(msg: Msg) -> None:
         reply_to = msg.reply or None

@@ -43,7 +43,6 @@ from schemas.events import (
     utcnow,
 )
 from services.kernel.call_context import CallContext
-from services.runtime.settings import ToolApprovals, ToolServer
 from services.toolgateway import approvals
 from services.toolgateway.approval_store import ApprovalStore
 from services.toolgateway.approvals import ApprovalRecord, Rejection
@@ -68,6 +67,7 @@ from services.toolgateway.screening import (
     strings_in,
     with_strings,
 )
+from services.toolgateway.settings import ToolApprovals, ToolServer
 from services.toolgateway.shape import parameter_shape
 from services.toolgateway.validation import SchemaCache, SchemaUnusable
 

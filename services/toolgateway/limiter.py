@@ -23,7 +23,8 @@ from schemas import subjects
 from schemas.events import ToolCallRequested
 from services.kernel.gcra import LimitState, Rate, gcra, refund
 from services.runtime.kv_docs import read_doc, write_doc
-from services.runtime.settings import LimitSpec, ToolRateLimits
+from services.runtime.settings import LimitSpec
+from services.toolgateway.settings import ToolRateLimits
 
 Scope = Literal["agent", "application", "user", "tool"]
 METRIC: Final = "requests"

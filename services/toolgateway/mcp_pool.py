@@ -22,8 +22,8 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import CallToolResult, Tool
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
-from services.runtime.settings import ToolServer
 from services.toolgateway.policy import Annotations
+from services.toolgateway.settings import ToolServer
 
 log = structlog.get_logger("stellwerk.toolgateway.mcp")
 

@@ -1,13 +1,20 @@
-"""Tool gateway process settings (``STELLWERK_TOOLGATEWAY_*``). What the gateway enforces
-lives in the platform config (``tool_servers``, ``tool_rate_limits``, ``tool_approvals``)
-and in the tool policy; these are per process."""
+"""The tool gateway's settings: per process (``STELLWERK_TOOLGATEWAY_*``,
+``ToolGatewaySettings``) and its sections of the platform config file (``tool_servers``,
+``tool_rate_limits``, ``tool_approvals``: ``ToolConfig``). The other services never read
+these sections; the shared config model (``services.runtime.settings.PlatformConfig``)
+ignores them, and this module validates them where they are used — at the tool gateway's
+start and at ``stellwerk up`` (which launches the HTTP tool servers)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
+import yaml
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.runtime.settings import LimitSpec
 
 SHIPPED_POLICY_DIR: Final = Path(__file__).parent / "policies"
 
@@ -29,3 +36,61 @@ class ToolGatewaySettings(BaseSettings):
     # Longest wait for the DLP service's screening of a call's arguments or result (capped by
     # the call's deadline); no answer refuses the call with ``dlp_unavailable``.
     dlp_timeout_s: float = 5.0
+
+
+class ToolServer(BaseModel):
+    """An MCP server of the tool zone, reached over streamable HTTP (``url``) or stdio
+    (``command``, started by each gateway worker as its child). ``launch``: for an HTTP
+    server, the ``python`` arguments ``stellwerk up`` starts it with; ``health_url`` is
+    polled until it answers."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    transport: Literal["http", "stdio"] = "stdio"
+    url: str | None = None
+    command: list[str] = Field(default_factory=list)  # "{python}" is this interpreter
+    env: dict[str, str] = Field(default_factory=dict)
+    launch: list[str] | None = None
+    health_url: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)  # per call, capped by the call's deadline
+
+
+class ToolRateLimits(BaseModel):
+    """Tool-call limits shared by every gateway worker through KV ``ratelimits``: per agent,
+    per application, per user (the human an agent acts for) and per tool (``server.tool``,
+    over all callers, protecting the backend). ``"*"`` applies to every one without an entry;
+    only ``requests`` and ``per_s`` of a ``LimitSpec`` count here."""
+
+    agents: dict[str, LimitSpec] = Field(default_factory=dict)
+    applications: dict[str, LimitSpec] = Field(default_factory=dict)
+    users: dict[str, LimitSpec] = Field(default_factory=dict)
+    tools: dict[str, LimitSpec] = Field(default_factory=dict)
+
+
+class ToolApprovals(BaseModel):
+    """Human approval of critical tool calls. The tool policy sets each tool's timeout; these
+    bound it. An approved call that has not finished ``execution_lease_s`` after approval is
+    failed (never run twice: critical tools write)."""
+
+    default_timeout_s: float = Field(default=900.0, gt=0)
+    max_timeout_s: float = Field(default=86_400.0, gt=0)
+    execution_lease_s: float = Field(default=120.0, gt=0)
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+    keep_decided_s: float = Field(default=7 * 86_400.0, gt=0)  # then the KV record goes (APPROVALS keeps the events)
+    # Issue 14 (docs/identity.md): a decision must carry a credential (an API key or OIDC
+    # token) whose role is ``approver_role``, of the call's tenant, not the requester's. On by
+    # default; off only for local experiments (a typed name is then taken at its word).
+    require_approver_identity: bool = True
+    approver_role: str = "approver"
+
+
+class ToolConfig(BaseModel):
+    """The tool gateway's sections of the platform config file."""
+
+    tool_servers: list[ToolServer] = Field(default_factory=list)
+    tool_rate_limits: ToolRateLimits = Field(default_factory=ToolRateLimits)
+    tool_approvals: ToolApprovals = Field(default_factory=ToolApprovals)
+
+    @classmethod
+    def load(cls, path: Path) -> ToolConfig:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return cls.model_validate({k: raw[k] for k in cls.model_fields if k in raw})

@@ -81,8 +81,9 @@ def test_a_persons_key_and_token_are_one_approver() -> None:
     as that person — with both, they are still one of the four eyes, and a rotated key with
     its predecessor is one approver too. Pure: a KeyRing fed records, no server."""
     from services.runtime.keys import KeyRing
-    from services.runtime.settings import ApiKey, ToolApprovals
+    from services.runtime.settings import ApiKey
     from services.toolgateway.approvers import Approvers
+    from services.toolgateway.settings import ToolApprovals
 
     def key(key_id: str, **extra: str) -> ApiKey:
         return ApiKey(key_id=key_id, key_sha256="0" * 64, tenant="acme",

@@ -10,8 +10,9 @@ from nats.js.kv import KeyValue
 
 from schemas.events import ToolCallRequested, deadline_in
 from services.runtime.bus import connect, ensure_topology
-from services.runtime.settings import LimitSpec, ToolRateLimits
+from services.runtime.settings import LimitSpec
 from services.toolgateway.limiter import ToolRateLimiter, plan
+from services.toolgateway.settings import ToolRateLimits
 
 LIMITS = ToolRateLimits(
     agents={"*": LimitSpec(requests=100, per_s=60)},

@@ -7,8 +7,8 @@ import sys
 import pytest
 from mcp import StdioServerParameters
 
-from services.runtime.settings import ToolServer
 from services.toolgateway.mcp_pool import client_target, inherited
+from services.toolgateway.settings import ToolServer
 
 
 def test_stdio_servers_inherit_no_credentials() -> None:
