@@ -23,7 +23,7 @@ from schemas.kv import PolicyBundle, PolicyChange, PolicyName
 from schemas.streams import KV_POLICIES
 from services.router.policy_store import check_policy_dir
 from services.runtime import policy_bundles
-from services.runtime.bus import connect, ensure_topology
+from services.runtime.bus import connect, key_value
 from services.runtime.rego import PolicyError, PolicySource, read_policy_dir
 
 
@@ -51,13 +51,7 @@ def check_bundle(directory: Path, policy: PolicyName | None = None) -> tuple[Pol
 
 async def _policies(nc_url: str) -> tuple[Client, KeyValue]:
     nc = await connect(nc_url, "stellwerk-policy", persistent=False)
-    js = nc.jetstream()
-    try:
-        kv = await js.key_value(KV_POLICIES)
-    except Exception:  # noqa: BLE001 - a mesh older than the bucket: create the topology
-        await ensure_topology(js)
-        kv = await js.key_value(KV_POLICIES)
-    return nc, kv
+    return nc, await key_value(nc.jetstream(), KV_POLICIES)
 
 
 def change_id(change: PolicyChange, revision: int) -> str:

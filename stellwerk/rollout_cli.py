@@ -20,7 +20,7 @@ from schemas.kv import PolicyBundle, RolloutState
 from schemas.streams import KV_POLICIES, KV_ROLLOUTS
 from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
 from services.runtime import policy_bundles
-from services.runtime.bus import connect, ensure_topology
+from services.runtime.bus import connect, key_value
 from services.runtime.prompts import SHIPPED_PROMPTS_DIR, PromptError, check_prompts
 from services.runtime.settings import MeshSettings, load_config
 
@@ -44,12 +44,7 @@ def _url(nats_url: str | None) -> str:
 async def _states(url: str) -> list[RolloutState]:
     nc = await connect(url, "stellwerk-rollout", persistent=False)
     try:
-        js = nc.jetstream()
-        try:
-            kv = await js.key_value(KV_ROLLOUTS)
-        except Exception:  # noqa: BLE001 - a mesh older than the bucket: create the topology
-            await ensure_topology(js)
-            kv = await js.key_value(KV_ROLLOUTS)
+        kv = await key_value(nc.jetstream(), KV_ROLLOUTS)
         states: list[RolloutState] = []
         try:
             keys = await kv.keys()
@@ -186,12 +181,7 @@ def prompts_check(
 async def _store_only(url: str, bundle: PolicyBundle) -> None:
     nc = await connect(url, "stellwerk-rollout", persistent=False)
     try:
-        js = nc.jetstream()
-        try:
-            kv = await js.key_value(KV_POLICIES)
-        except Exception:  # noqa: BLE001 - a mesh older than the bucket: create the topology
-            await ensure_topology(js)
-            kv = await js.key_value(KV_POLICIES)
+        kv = await key_value(nc.jetstream(), KV_POLICIES)
         await _audit(nc, f"rollout.stage.{bundle.policy}.{bundle.version}", "policy_staged", bundle.actor,
                      {"policy": bundle.policy}, bundle.version)
         await kv.put(policy_bundles.bundle_key(bundle.policy, bundle.version), msgspec.json.encode(bundle))

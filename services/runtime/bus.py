@@ -24,6 +24,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.service import Service, ServiceConfig
 
@@ -147,6 +148,16 @@ async def ensure_topology(js: JetStreamContext, settings: MeshSettings | None = 
                     KeyValueConfig(bucket=bucket, history=5, replicas=settings.stream_replicas or 1)
                 )
 
+
+
+async def key_value(js: JetStreamContext, bucket: str) -> KeyValue:
+    """A KV bucket for an operator command; on a mesh older than the bucket, the topology is
+    created first (``ensure_topology`` never changes what an operator configured)."""
+    try:
+        return await js.key_value(bucket)
+    except Exception:  # noqa: BLE001 - not found (older mesh) or not yet created
+        await ensure_topology(js)
+        return await js.key_value(bucket)
 
 def reconnect_options() -> dict[str, Any]:
     """How a long-lived process rides out a lost server (issue 19): reconnect forever, every
