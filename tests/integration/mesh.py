@@ -97,3 +97,13 @@ async def audit_events(js: JetStreamContext) -> list[AuditEvent]:
         with contextlib.suppress(ValueError, msgspec.MsgspecError):  # incl. invalid UTF-8
             events.extend(decode(data, AuditTrail).events)
     return events
+
+
+async def drain(stream: Any, finish: list[str], text: list[str]) -> None:
+    """Read an ``openai`` chat stream to its end, collecting finish reasons and text pieces as
+    they arrive — into the caller's lists, so what came before an error event is kept."""
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish.append(chunk.choices[0].finish_reason)
+        if chunk.choices and chunk.choices[0].delta.content:
+            text.append(chunk.choices[0].delta.content)

@@ -23,7 +23,7 @@ import yaml
 from nats.aio.client import Client
 
 from stellwerk.supervisor import Mesh
-from tests.integration.mesh import audit_events, eventually, running_mesh, write_test_config
+from tests.integration.mesh import audit_events, drain, eventually, running_mesh, write_test_config
 
 API_KEY = "sk-stellwerk-demo"
 EMAIL = "erika.mustermann@example.org"
@@ -122,16 +122,8 @@ async def test_block_mid_stream_ends_with_content_filter_and_an_audit_record(
     )
     finish: list[str] = []
     text: list[str] = []
-
-    async def consume() -> None:
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].finish_reason:
-                finish.append(chunk.choices[0].finish_reason)
-            if chunk.choices and chunk.choices[0].delta.content:
-                text.append(chunk.choices[0].delta.content)
-
     with pytest.raises(openai.APIError):
-        await consume()
+        await drain(stream, finish, text)
     assert finish == ["content_filter"]
     leaked = "mustermann" in "".join(text) or "Diabetes" in "".join(text)
     assert not leaked
