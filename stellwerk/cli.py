@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,7 +23,7 @@ from services.dlp.cli import app as dlp_app
 from services.dlp.guard_cli import app as guard_app
 from services.finops.cli import app as finops_app
 from services.gateway.keys_cli import app as keys_app
-from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, OutputFormat, run_on_mesh
 from services.router.cli import app as route_app
 from services.runtime.settings import DEFAULT_CONFIG, MeshSettings, load_config
 from services.toolgateway.cli import app as tools_app
@@ -211,7 +211,6 @@ def chat(
     from typing import get_args
 
     import msgspec
-    from nats.errors import NoServersError
 
     from stellwerk.client import DeadlineExceeded, StellwerkClient
 
@@ -242,14 +241,8 @@ def chat(
                 timeout_s=timeout,
             )
 
-    try:
-        result = asyncio.run(run())
-    except DeadlineExceeded as exc:
-        err.print("[red]deadline exceeded[/] — no result before the deadline")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
-    except (NoServersError, OSError) as exc:
-        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+    result = run_on_mesh(settings.nats_url, run(),
+                         unanswered={DeadlineExceeded: "deadline exceeded — no result before the deadline"})
     output = OutputFormat.json if as_json else output
     if output is OutputFormat.table:
         _print_result(result)
@@ -299,11 +292,7 @@ def status(
     from stellwerk.status import collect_status
 
     settings = _settings(nats_url)
-    try:
-        report = asyncio.run(collect_status(settings.nats_url))
-    except Exception as exc:
-        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+    report = run_on_mesh(settings.nats_url, collect_status(settings.nats_url))
     output = OutputFormat.json if as_json else output
     if output is not OutputFormat.table:
         _print_document(json.dumps(report), output)
@@ -354,15 +343,9 @@ def _policy_name(policy: str | None) -> PolicyName | None:
     return policy  # type: ignore[return-value]
 
 
-def _on_mesh(nats_url: str | None, work: Callable[[str], Awaitable[T]]) -> T:
-    from nats.errors import NoServersError
-
-    settings = _settings(nats_url)
-    try:
-        return asyncio.run(work(settings.nats_url))
-    except (NoServersError, OSError) as exc:
-        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+def _on_mesh(nats_url: str | None, work: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    url = _settings(nats_url).nats_url
+    return run_on_mesh(url, work(url))
 
 
 @policy_app.command("push")

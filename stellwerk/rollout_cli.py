@@ -3,7 +3,6 @@ issue 17. See docs/routing.md, "Canary, shadow and prompt templates"."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +17,7 @@ from schemas import subjects
 from schemas.events import AuditEvent, deadline_in, encode
 from schemas.kv import PolicyBundle, RolloutState
 from schemas.streams import KV_POLICIES, KV_ROLLOUTS
-from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, OutputFormat, run_on_mesh
 from services.runtime import policy_bundles
 from services.runtime.bus import connect, key_value
 from services.runtime.prompts import SHIPPED_PROMPTS_DIR, PromptError, check_prompts
@@ -108,11 +107,7 @@ async def delete_unchanged(kv: KeyValue, key: str, revision: int) -> bool:
 def rollout_status(output: Format = OutputFormat.table, nats_url: NatsUrl = None) -> None:
     """The variants rolled back in the mesh: route, variant, who, why, what was measured."""
     url = _url(nats_url)
-    try:
-        states = asyncio.run(_states(url))
-    except OSError as exc:
-        err.print(f"[red]{unreachable(url)}[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+    states = run_on_mesh(url, _states(url))
     if output is not OutputFormat.table:
         documents = [msgspec.to_builtins(s) for s in states]
         if output is OutputFormat.jsonl:
@@ -141,11 +136,7 @@ def rollout_restore(
     from stellwerk.policy_push import actor_id, default_actor
 
     url = _url(nats_url)
-    try:
-        restored = asyncio.run(_restore(url, route, variant, actor_id(actor) if actor else default_actor()))
-    except OSError as exc:
-        err.print(f"[red]{unreachable(url)}[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+    restored = run_on_mesh(url, _restore(url, route, variant, actor_id(actor) if actor else default_actor()))
     if not restored:
         err.print(f"[red]{route}.{variant} is not rolled back[/]")
         raise typer.Exit(FAILED)
@@ -210,10 +201,6 @@ def rollout_stage_policy(
     bundle = PolicyBundle(policy=name, version=source.version, modules=source.modules, data=source.data,
                           actor=who, message=message)
     url = _url(nats_url)
-    try:
-        asyncio.run(_store_only(url, bundle))
-    except OSError as exc:
-        err.print(f"[red]{unreachable(url)}[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+    run_on_mesh(url, _store_only(url, bundle))
     console.print(f"routing policy {source.version}: stored, not in force (by {who}). As a canary:\n"
                   f"  policy_canary: {{version: \"{source.version}\", weight: 10}}", highlight=False)

@@ -6,7 +6,6 @@ also reads an export file. Heavy imports stay inside the commands so ``stellwerk
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from services.kernel.cli_conventions import MESH_UNREACHABLE, unreachable
+from services.kernel.cli_conventions import run_on_mesh
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -70,8 +69,6 @@ def _selection(since: str | None, until: str | None, tenant: str | None) -> Sele
 
 
 def _with_stream(nats_url: str, work: Callable[[JetStreamContext], Awaitable[T]]) -> T:
-    from nats.errors import NoServersError
-
     from services.runtime.bus import connect
 
     async def run() -> T:
@@ -81,11 +78,7 @@ def _with_stream(nats_url: str, work: Callable[[JetStreamContext], Awaitable[T]]
         finally:
             await nc.close()
 
-    try:
-        return asyncio.run(run())
-    except (NoServersError, OSError) as exc:
-        typer.echo(f"error: {unreachable(nats_url)}: {type(exc).__name__}", err=True)
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+    return run_on_mesh(nats_url, run())
 
 
 @app.command()

@@ -164,13 +164,9 @@ NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS server URL
 
 def _with_store(nats_url: str | None, work: Any) -> Any:
     """Connect, run ``work(store, js)``, close; an unreachable mesh exits 3."""
-    import asyncio
-
-    from nats.errors import NoServersError
-
     from schemas.streams import KV_GUARD_REVIEWS
     from services.dlp.reviews import ReviewStore
-    from services.kernel.cli_conventions import unreachable
+    from services.kernel.cli_conventions import run_on_mesh
     from services.runtime.bus import connect
     from services.runtime.settings import MeshSettings
 
@@ -184,11 +180,7 @@ def _with_store(nats_url: str | None, work: Any) -> Any:
         finally:
             await nc.close()
 
-    try:
-        return asyncio.run(main())
-    except (NoServersError, OSError) as exc:
-        typer.echo(f"{unreachable(settings.nats_url)}: {type(exc).__name__}", err=True)
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+    return run_on_mesh(settings.nats_url, main())
 
 
 def review_row(review: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ Heavy imports (nats, the ledger, LiteLLM) happen inside the commands.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import uuid
@@ -25,7 +24,7 @@ import typer
 from rich.console import Console
 
 from schemas.vocabulary import UsecaseClass
-from services.kernel.cli_conventions import MESH_UNREACHABLE
+from services.kernel.cli_conventions import run_on_mesh
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -113,16 +112,6 @@ def _actor(given: str | None) -> str:
         raise typer.Exit(INVALID_INPUT) from exc
 
 
-def _run(coro: Any) -> Any:
-    from nats.errors import NoServersError
-
-    try:
-        return asyncio.run(coro)
-    except (NoServersError, OSError) as exc:
-        err.print(f"[red]cannot reach the mesh[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
-
-
 async def _connect(url: str) -> Client:
     from services.runtime.bus import connect, ensure_topology
 
@@ -159,7 +148,7 @@ def report(
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    result = _run(_report(nats_url, platform, by.value, chosen))
+    result = run_on_mesh(nats_url, _report(nats_url, platform, by.value, chosen))
     if format is Format.json:
         typer.echo(json.dumps(result.as_dict(), indent=2))
     elif format is Format.csv:
@@ -294,7 +283,7 @@ def budget_set(
         finally:
             await nc.close()
 
-    _run(run())
+    run_on_mesh(nats_url, run())
     console.print(
         f"budget {budget_id}: {scope.value}:{scope_id} {limit:g} {platform.currency}/{period.value}, "
         f"warn {warn_pct:g} %, {action.value} at {act_pct:g} %"
@@ -311,7 +300,7 @@ def budget_list(
     import msgspec
 
     platform = _config(config)
-    rows = _run(_budget_rows(nats_url, platform))
+    rows = run_on_mesh(nats_url, _budget_rows(nats_url, platform))
     if format is ListFormat.json:
         typer.echo(json.dumps([
             {"definition": msgspec.to_builtins(d), "state": msgspec.to_builtins(s)} for d, s in rows
@@ -394,7 +383,7 @@ def budget_reset(
         finally:
             await nc.close()
 
-    period, forgiven = _run(run())
+    period, forgiven = run_on_mesh(nats_url, run())
     console.print(f"budget {budget_id}: period {period} restarts; {forgiven:,.4f} {platform.currency} forgiven")
 
 
@@ -439,7 +428,7 @@ def budget_delete(
         finally:
             await nc.close()
 
-    _run(run())
+    run_on_mesh(nats_url, run())
     console.print(f"budget {budget_id} deleted")
 
 
@@ -471,7 +460,7 @@ def rebuild(
         finally:
             await nc.close()
 
-    rebuilt, diffs = _run(run())
+    rebuilt, diffs = run_on_mesh(nats_url, run())
     console.print(
         f"replayed {rebuilt.events:,} usage events through seq {rebuilt.through} "
         f"({rebuilt.duplicates} duplicate calls skipped); {len(rebuilt.definitions)} budgets"

@@ -15,7 +15,6 @@ Output: ``--format table|json|jsonl``. Exit codes (services/kernel/cli_conventio
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar, get_args
@@ -31,10 +30,9 @@ from schemas.vocabulary import UsecaseClass
 from services.kernel.cli_conventions import (
     FAILED,
     INVALID_INPUT,
-    MESH_UNREACHABLE,
     OutputFormat,
     operator_actor,
-    unreachable,
+    run_on_mesh,
 )
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.keys import KeyChangeRefused, KeyStore, parse_duration, valid_key_id
@@ -83,16 +81,11 @@ def _run(nats_url: str | None, work: Callable[[KeyStore], Awaitable[T]]) -> T:
         finally:
             await nc.close()
 
-    from nats.errors import NoServersError
-
     try:
-        return asyncio.run(main())
+        return run_on_mesh(settings.nats_url, main())
     except KeyChangeRefused as exc:
         err.print(f"[red]refused:[/] {exc.reason} ({exc.key_id})")
         raise typer.Exit(FAILED) from exc
-    except (NoServersError, OSError) as exc:
-        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
 
 
 def state_of(record: KeyRecord) -> str:

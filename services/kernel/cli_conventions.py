@@ -15,16 +15,25 @@ Exit codes (the same in every command; see README "Exit codes"):
     3  the mesh is unreachable: no NATS server at the URL, no worker answering the part of
        the mesh the command needs, or no answer before the deadline
 
-Pure constants: imported by ``stellwerk.cli`` and by each service's ``cli.py`` alike.
+A command that talks to the mesh runs its work through ``run_on_mesh``, the one place that
+turns an unreachable mesh into exit 3 and its message.
+
+Imported by ``stellwerk.cli`` and by each service's ``cli.py`` alike, so it imports no service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import re
+from collections.abc import Coroutine, Mapping
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final, TypeVar
+
+import typer
+
+T = TypeVar("T")
 
 
 class OutputFormat(StrEnum):
@@ -39,6 +48,11 @@ INVALID_INPUT: Final = 2
 MESH_UNREACHABLE: Final = 3
 
 
+# --- an unreachable mesh: exit 3, one message ------------------------------------------------------
+
+MESH_HINT: Final = "is the mesh running? `stellwerk up` starts one"
+
+
 def unreachable(url: str) -> str:
     """The one message for an unreachable mesh (the URL, never credentials in it)."""
     return f"cannot reach the mesh at {_without_credentials(url)}"
@@ -50,6 +64,51 @@ def _without_credentials(url: str) -> str:
         return url
     hosts = [host.rpartition("@")[2] for host in rest.split(",")]
     return scheme + sep + ",".join(hosts)
+
+
+# nats-py's own errors for "no mesh here", by name: the kernel does not import the bus client
+# (tests/unit/test_boundaries.py); tests/unit/test_cli_conventions.py holds them to nats-py.
+NATS_UNREACHABLE: Final = frozenset({
+    "nats.errors.NoServersError",  # no server at the URL (a refused or timed-out connect)
+    "nats.errors.ConnectionClosedError",  # the connection went away mid-command
+    "nats.errors.NoRespondersError",  # nothing listens where the command asks
+    "nats.js.errors.ServiceUnavailableError",  # JetStream does not answer
+})
+
+
+def mesh_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the mesh cannot be reached: those nats-py errors, or any OSError
+    (a refused connection, no route, a timeout: nats-py's TimeoutError is a TimeoutError too)."""
+    if isinstance(exc, OSError):
+        return True
+    return any(f"{kind.__module__}.{kind.__qualname__}" in NATS_UNREACHABLE for kind in type(exc).__mro__)
+
+
+def run_on_mesh(
+    url: str,
+    work: Coroutine[Any, Any, T],
+    *,
+    unanswered: Mapping[type[Exception], str] | None = None,
+) -> T:
+    """Run a command's ``work`` (which connects to the mesh at ``url``) and return its result;
+    an unreachable mesh prints one line on stderr and exits ``MESH_UNREACHABLE``.
+
+    ``unanswered``: the command's own ways of getting no answer (no tool gateway, a request's
+    deadline), each with its message; checked first, as a deadline is also a TimeoutError.
+    Messages name the URL and the exception's type, never its text: that may quote a request.
+    """
+    own = dict(unanswered or {})
+    try:
+        return asyncio.run(work)
+    except tuple(own) as exc:
+        message = next(text for kind, text in own.items() if isinstance(exc, kind))
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(MESH_UNREACHABLE) from exc
+    except Exception as exc:
+        if not mesh_unreachable(exc):
+            raise  # the command's own answer (a refusal, exit 1) or a bug: not ours to hide
+        typer.echo(f"error: {unreachable(url)}: {type(exc).__name__} ({MESH_HINT})", err=True)
+        raise typer.Exit(MESH_UNREACHABLE) from exc
 
 
 # --- the operator behind a change (issue 14) -----------------------------------------------------

@@ -16,7 +16,6 @@ why); 2 invalid input; 3 the mesh or its tool gateway is unreachable or did not 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -40,7 +39,7 @@ from schemas.events import (
 )
 from schemas.streams import KV_APPROVALS
 from schemas.vocabulary import UsecaseClass
-from services.kernel.cli_conventions import FAILED, INVALID_INPUT, MESH_UNREACHABLE, OutputFormat, unreachable
+from services.kernel.cli_conventions import FAILED, INVALID_INPUT, OutputFormat, run_on_mesh
 from services.runtime.bus import connect
 from services.runtime.settings import MeshSettings, load_config
 from services.toolgateway.approval_store import ApprovalStore
@@ -80,6 +79,13 @@ def _settings(nats_url: str | None, config: Path | None = None) -> MeshSettings:
     return MeshSettings(**overrides)  # type: ignore[arg-type]
 
 
+# The mesh is up but the tool gateway gives no answer: exit 3 as well, with what to do.
+GATEWAY_UNANSWERED: Final[dict[type[Exception], str]] = {
+    ToolGatewayUnavailable: "no tool gateway is running (stellwerk up starts one)",
+    ToolCallTimeout: "no answer before the deadline (a critical tool may still await approval)",
+}
+
+
 def _run(settings: MeshSettings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Connect, run ``work(nc)``, close; map an unreachable mesh or gateway to MESH_UNREACHABLE."""
 
@@ -90,19 +96,7 @@ def _run(settings: MeshSettings, work: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await nc.close()
 
-    from nats.errors import NoServersError
-
-    try:
-        return asyncio.run(main())
-    except ToolGatewayUnavailable as exc:
-        err.print("[red]no tool gateway is running[/] (stellwerk up starts one)")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
-    except ToolCallTimeout as exc:
-        err.print("[red]no answer before the deadline[/] (a critical tool may still await approval)")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
-    except (NoServersError, OSError) as exc:
-        err.print(f"[red]{unreachable(settings.nats_url)}[/]: {type(exc).__name__}")
-        raise typer.Exit(MESH_UNREACHABLE) from exc
+    return run_on_mesh(settings.nats_url, main(), unanswered=GATEWAY_UNANSWERED)
 
 
 def _chosen(output: OutputFormat, as_json: bool) -> OutputFormat:

@@ -1,5 +1,6 @@
 """One CLI convention (services/kernel/cli_conventions.py): ``--format table|json|jsonl``,
-``stellwerk --version``, no local variables in a crash's traceback."""
+``stellwerk --version``, no local variables in a crash's traceback, one way an unreachable mesh
+exits 3."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import subprocess
 import sys
 import textwrap
 
+import nats.errors
+import nats.js.errors
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from services.dlp.cli import app as dlp_app
+from services.kernel.cli_conventions import FAILED, MESH_HINT, MESH_UNREACHABLE, NATS_UNREACHABLE, run_on_mesh
 from services.router.cli import app as route_app
 from stellwerk.cli import app as stellwerk_app
 
@@ -108,3 +112,60 @@ def test_route_explain_json_by_default_and_a_table_on_request() -> None:
     table = runner.invoke(route_app, ["explain", "--format", "table"], input=json.dumps(ROUTING_INPUT))
     assert table.exit_code == 0, table.output
     assert decided["rule_id"] in table.stdout and decided["route"] in table.stdout
+
+
+# --- run_on_mesh: the one path from an unreachable mesh to exit 3 -------------------------------
+
+MESH_URL = "nats://operator:s3cret@mesh.example:4222"
+
+
+async def _failing(exc: Exception) -> None:
+    raise exc
+
+
+@pytest.mark.parametrize("exc", [
+    ConnectionRefusedError("Connect call failed ('127.0.0.1', 4222)"),
+    TimeoutError(),
+    nats.errors.TimeoutError(),
+    nats.errors.NoServersError(),
+    nats.errors.ConnectionClosedError(),
+    nats.errors.NoRespondersError(),
+    nats.js.errors.ServiceUnavailableError(),
+], ids=lambda exc: type(exc).__qualname__)
+def test_an_unreachable_mesh_exits_3_with_one_message(exc: Exception, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as exited:
+        run_on_mesh(MESH_URL, _failing(exc))
+    assert exited.value.exit_code == MESH_UNREACHABLE == 3
+    stderr = capsys.readouterr().err
+    assert stderr == (f"error: cannot reach the mesh at nats://mesh.example:4222: {type(exc).__name__} "
+                      f"({MESH_HINT})\n")
+    assert "s3cret" not in stderr and "Connect call failed" not in stderr  # the URL, not credentials or text
+
+
+def test_the_nats_errors_named_for_an_unreachable_mesh_exist_in_nats_py() -> None:
+    for name in NATS_UNREACHABLE:
+        module, _, kind = name.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module), kind), type), name
+
+
+def test_run_on_mesh_returns_the_result_and_lets_other_errors_through(capsys: pytest.CaptureFixture[str]) -> None:
+    async def answer() -> int:
+        return 42
+
+    assert run_on_mesh(MESH_URL, answer()) == 42
+    with pytest.raises(ValueError, match="a bug"):  # a bug is a bug, not an unreachable mesh
+        run_on_mesh(MESH_URL, _failing(ValueError("a bug")))
+    with pytest.raises(typer.Exit) as refused:  # a command's own answer keeps its exit code
+        run_on_mesh(MESH_URL, _failing(typer.Exit(FAILED)))
+    assert refused.value.exit_code == FAILED
+    assert capsys.readouterr().err == ""
+
+
+def test_a_commands_own_no_answer_has_its_message_and_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    class DeadlineExceeded(TimeoutError):  # an OSError too: its own message comes first
+        pass
+
+    with pytest.raises(typer.Exit) as exited:
+        run_on_mesh(MESH_URL, _failing(DeadlineExceeded()), unanswered={DeadlineExceeded: "no result in time"})
+    assert exited.value.exit_code == MESH_UNREACHABLE
+    assert capsys.readouterr().err == "error: no result in time\n"
