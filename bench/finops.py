@@ -62,6 +62,7 @@ from services.finops.ledger import (
     scope_keys,
 )
 from services.finops.pricing import PriceBook
+from services.finops.settings import FinOpsConfig
 from services.finops.store import budget_key, list_keys
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.settings import DEFAULT_CONFIG, load_config
@@ -111,7 +112,7 @@ def pct(values: list[float], q: float) -> float:
 
 def bench_core(count: int) -> float:
     config = load_config(DEFAULT_CONFIG)
-    book, tz = PriceBook(config), ZoneInfo("UTC")
+    book, tz = PriceBook(FinOpsConfig.load(DEFAULT_CONFIG), config.deployments, config.currency), ZoneInfo("UTC")
     events = [event(n) for n in range(count)]
     docs: dict[str, Totals] = {}
     started = time.perf_counter()

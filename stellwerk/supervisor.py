@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from services.finops.settings import FinOpsConfig
+from services.gateway.settings import GatewayConfig
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.settings import MeshSettings, PlatformConfig, load_config
 from services.toolgateway.settings import ToolConfig
@@ -128,8 +130,11 @@ class Mesh:
 
     def __post_init__(self) -> None:
         self.config: PlatformConfig = load_config(self.config_file)
-        # The tool gateway's own sections, validated here too: a broken one stops `up` early.
+        # The sections services model themselves, validated here too: a broken one stops `up`
+        # early instead of one worker at its start. The tool gateway's are used here as well.
         self.tools = ToolConfig.load(self.config_file)
+        FinOpsConfig.load(self.config_file)
+        GatewayConfig.load(self.config_file)
         self.logs = self.state_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 

@@ -29,6 +29,7 @@ from services.kernel.cli_conventions import run_on_mesh
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
+    from services.finops.settings import FinOpsConfig
     from services.runtime.settings import PlatformConfig
 
 app = typer.Typer(help="FinOps: cost reports, budgets, rebuild, price cross-check.", no_args_is_help=True,
@@ -100,6 +101,14 @@ def _config(path: Path | None) -> PlatformConfig:
     return load_config((path or DEFAULT_CONFIG).resolve())
 
 
+def _finops(path: Path | None) -> FinOpsConfig:
+    """FinOps' own sections of the config file (price table, GPU classes, budgets)."""
+    from services.finops.settings import FinOpsConfig
+    from services.runtime.settings import DEFAULT_CONFIG
+
+    return FinOpsConfig.load((path or DEFAULT_CONFIG).resolve())
+
+
 def _actor(given: str | None) -> str:
     """The operator a budget change is recorded under (issue 14): ``--actor``,
     ``$STELLWERK_ACTOR``, the OS user — as for keys and policies; exit 2 if no identifier."""
@@ -148,7 +157,7 @@ def report(
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    result = run_on_mesh(nats_url, _report(nats_url, platform, by.value, chosen))
+    result = run_on_mesh(nats_url, _report(nats_url, platform, _finops(config), by.value, chosen))
     if format is Format.json:
         typer.echo(json.dumps(result.as_dict(), indent=2))
     elif format is Format.csv:
@@ -157,7 +166,7 @@ def report(
         render_table(result, console)
 
 
-async def _report(url: str, config: PlatformConfig, by: Any, period: Any) -> Any:
+async def _report(url: str, config: PlatformConfig, finops: FinOpsConfig, by: Any, period: Any) -> Any:
     from datetime import timedelta
     from zoneinfo import ZoneInfo
 
@@ -174,7 +183,7 @@ async def _report(url: str, config: PlatformConfig, by: Any, period: Any) -> Any
     now = utcnow()
     month_start = period_start(period_key(now, "month", tz), tz)
     start = min(period.start, month_start) if period.start else None
-    prices = PriceBook(config)
+    prices = PriceBook(finops, config.deployments, config.currency)
     replay = Replay(config.currency, tz)  # deduplicates by call id; also yields budget totals
     items = []
     nc = await _connect(url)
@@ -188,9 +197,9 @@ async def _report(url: str, config: PlatformConfig, by: Any, period: Any) -> Any
         book = await load_budget_book(await js.key_value(KV_BUDGETS))
     finally:
         await nc.close()
-    book.add_missing(config_budgets(config))  # not yet seeded by a worker: the config's terms
+    book.add_missing(config_budgets(finops.budgets, config.currency))  # not yet seeded by a worker: the config's terms
     local = {d.name for d in config.deployments if d.provider == "hosted_vllm" or d.gpu_share > 0}
-    local |= {e.deployment for e in config.price_table.entries if e.gpu_class}
+    local |= {e.deployment for e in finops.price_table.entries if e.gpu_class}
     result = aggregate(items, by=by, period=period, currency=config.currency, local_deployments=local)
     if reserved_deployments(config):
         # Fixed cost is booked up to now, never ahead; "all" starts at the first call.
@@ -230,7 +239,7 @@ def budget_set(
     import msgspec
 
     from services.finops.ledger import BudgetDef
-    from services.runtime.settings import BudgetConfig
+    from services.finops.settings import BudgetConfig
 
     platform = _config(config)
     if end_user is not None:  # issue 14: the pseudonym the mesh books the user's calls under
@@ -442,15 +451,21 @@ def rebuild(
     config: ConfigOpt = None,
 ) -> None:
     """Replay the USAGE stream (and the audited budget changes) into KV ``budgets``."""
-    platform = _config(config)
+    platform, finops = _config(config), _finops(config)
 
     async def run() -> tuple[Any, list[str]]:
+        from zoneinfo import ZoneInfo
+
+        from services.finops.pricing import PriceBook
         from services.finops.rebuild import Rebuilder, differences, live_documents
+        from services.finops.store import config_budgets
 
         nc = await _connect(nats_url)
         try:
             js = nc.jetstream()
-            rebuilder = Rebuilder(js, platform)
+            prices = PriceBook(finops, platform.deployments, platform.currency)
+            seeds = config_budgets(finops.budgets, platform.currency)
+            rebuilder = Rebuilder(js, prices, seeds, ZoneInfo(platform.finops_timezone))
             rebuilt = await rebuilder.compute()
             totals, states = await live_documents(js, platform.currency)
             diffs = differences(rebuilt, totals, states)
@@ -484,8 +499,8 @@ def prices(config: ConfigOpt = None) -> None:
     from services.finops.crosscheck import cross_check
     from services.finops.pricing import PriceBook
 
-    platform = _config(config)
-    book = PriceBook(platform)
+    platform, finops = _config(config), _finops(config)
+    book = PriceBook(finops, platform.deployments, platform.currency)
     gpus = Table(title=f"GPU-hour rate per GPU class ({platform.currency} per GPU)", title_justify="left")
     gpus.add_column("per year")
     for g in book.gpu_costs.values():
@@ -505,7 +520,7 @@ def prices(config: ConfigOpt = None) -> None:
         table.add_row(p.deployment, "—" if p.source == "deployment" else p.valid_from.isoformat(), p.source,
                       f"{p.input_per_1k:g}", f"{p.output_per_1k:g}", f"{p.gpu_hour_rate:.4f}")
     console.print(table)
-    checks = cross_check(platform)
+    checks = cross_check(finops.price_table)
     check_table = Table(title="Cross-check against LiteLLM", title_justify="left")
     for name in ("deployment", "valid from", "arithmetic", "LiteLLM model", "list in / 1k", "list out / 1k",
                  "deviation", "result"):

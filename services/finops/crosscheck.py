@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from services.runtime.settings import PlatformConfig
+from services.finops.settings import PriceTable
 
 REFERENCE_PROMPT = 1000
 REFERENCE_COMPLETION = 1000
@@ -55,9 +55,8 @@ def _litellm() -> Any:
     return litellm
 
 
-def cross_check(config: PlatformConfig) -> list[PriceCheck]:
+def cross_check(table: PriceTable) -> list[PriceCheck]:
     litellm = _litellm()
-    table = config.price_table
     checks: list[PriceCheck] = []
     for entry in table.entries:
         if entry.gpu_class is not None:

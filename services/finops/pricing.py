@@ -14,12 +14,14 @@ Pure and synchronous. Two users:
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Final, Literal
 
 from schemas.events import UsageRecorded
-from services.runtime.settings import GpuClass, PlatformConfig
+from services.finops.settings import FinOpsConfig, GpuClass
+from services.runtime.settings import Deployment
 
 NANO: Final = 1_000_000_000  # cost unit: 1e-9 of the currency
 MICRO: Final = 1_000_000  # GPU time unit: microseconds
@@ -108,21 +110,22 @@ class PriceError(ValueError):
 class PriceBook:
     """Dated prices per deployment; the deployment's own fields where the table has no entry."""
 
-    def __init__(self, config: PlatformConfig) -> None:
-        self.currency = config.currency
-        gpus = {g.name: gpu_cost(g) for g in config.gpu_classes}
+    def __init__(self, finops: FinOpsConfig, deployments: Sequence[Deployment], currency: str) -> None:
+        """``finops``: the price table and GPU classes; ``deployments``: their own prices,
+        used where the table has no entry; ``currency``: the platform's."""
+        self.currency = currency
+        gpus = {g.name: gpu_cost(g) for g in finops.gpu_classes}
         self.gpu_costs = gpus
-        table = config.price_table
-        if table.entries and table.currency != config.currency:
-            raise PriceError(f"price table currency {table.currency} is not the platform's {config.currency}")
-        deployments = {d.name: d for d in config.deployments}
+        table = finops.price_table
+        if table.entries and table.currency != currency:
+            raise PriceError(f"price table currency {table.currency} is not the platform's {currency}")
         self._dated: dict[str, list[Price]] = {}
         for entry in sorted(table.entries, key=lambda e: (e.deployment, e.valid_from)):
             rate = 0.0
             if entry.gpu_class is not None:
                 if entry.gpu_class not in gpus:
                     raise PriceError(f"price entry for {entry.deployment}: unknown GPU class {entry.gpu_class}")
-                if gpus[entry.gpu_class].currency != config.currency:
+                if gpus[entry.gpu_class].currency != currency:
                     raise PriceError(f"GPU class {entry.gpu_class} is priced in another currency")
                 rate = gpus[entry.gpu_class].hourly_rate
             self._dated.setdefault(entry.deployment, []).append(
@@ -130,9 +133,9 @@ class PriceBook:
                       entry.output_per_1k, rate, "price_table", entry.gpu_class)
             )
         self._fallback = {
-            name: Price(name, date.min, config.currency, d.input_price_per_1k, d.output_price_per_1k,
-                        d.gpu_hour_rate, "deployment")
-            for name, d in deployments.items()
+            d.name: Price(d.name, date.min, currency, d.input_price_per_1k, d.output_price_per_1k,
+                          d.gpu_hour_rate, "deployment")
+            for d in deployments
         }
         self._dates = {name: [p.valid_from for p in prices] for name, prices in self._dated.items()}
 

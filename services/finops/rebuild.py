@@ -12,9 +12,9 @@ the rebuild reads on to there first and includes them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo
 
 import msgspec
 from nats.js import JetStreamContext
@@ -42,14 +42,12 @@ from services.finops.store import (
     CAS_ATTEMPTS,
     Contention,
     budget_key,
-    config_budgets,
     list_keys,
     read_totals,
     reset_key,
     write_if_unchanged,
     write_state,
 )
-from services.runtime.settings import PlatformConfig
 
 
 @dataclass
@@ -67,12 +65,20 @@ class Rebuilt:
 
 
 class Rebuilder:
-    def __init__(self, js: JetStreamContext, config: PlatformConfig, now: datetime | None = None) -> None:
+    """``prices``: the dated price table (in the platform's currency); ``seeds``: the config's
+    budgets (``store.config_budgets``), under the audited run-time changes; ``tz``: where
+    budget days and months begin (the platform's ``finops_timezone``)."""
+
+    def __init__(
+        self, js: JetStreamContext, prices: PriceBook, seeds: Sequence[BudgetDef], tz: tzinfo,
+        now: datetime | None = None,
+    ) -> None:
         self.js = js
-        self.config = config
-        self.tz: tzinfo = ZoneInfo(config.finops_timezone)
-        self.prices = PriceBook(config)
-        self.replay = Replay(config.currency, self.tz)
+        self.currency = prices.currency
+        self.seeds = list(seeds)
+        self.tz = tz
+        self.prices = prices
+        self.replay = Replay(self.currency, self.tz)
         self.now = now or utcnow()
         self.events = 0
         self.index: dict[str, list[Budget]] = {}
@@ -86,14 +92,14 @@ class Rebuilder:
         """The rebuilt document of one scope, as of everything read so far."""
         found = self.replay.docs.get(key)
         doc = msgspec.json.decode(msgspec.json.encode(found), type=Totals) if found else new_totals(
-            key, self.config.currency
+            key, self.currency
         )
         doc.floor, doc.journal, doc.outbox, doc.marks = self.replay.through, {}, [], {}
         evaluate(doc, self.index.get(key, []), self.now, self.tz)
         return doc
 
     async def compute(self) -> Rebuilt:
-        definitions, resets = await read_budget_trail(self.js, config_budgets(self.config))
+        definitions, resets = await read_budget_trail(self.js, self.seeds)
         self.index = index_budgets(definitions.values(), resets)
         await self.read()
         keys = set(self.replay.docs) | set(self.index)
@@ -119,7 +125,7 @@ class Rebuilder:
 
     async def _write_one(self, kv: KeyValue, key: str, rebuilt: Rebuilt) -> None:
         for _ in range(CAS_ATTEMPTS):
-            live, revision = await read_totals(kv, key, self.config.currency)
+            live, revision = await read_totals(kv, key, self.currency)
             reflected = max([live.floor, *(s for e in live.journal.values() for s in e.seqs)]) if revision else 0
             if reflected > self.replay.through:
                 await self.read(start_seq=self.replay.through + 1)
@@ -145,8 +151,10 @@ async def _restore(kv: KeyValue, key: str, value: bytes) -> None:
         await write_if_unchanged(kv, key, value, None)
 
 
-async def rebuild(js: JetStreamContext, config: PlatformConfig, *, write: bool) -> Rebuilt:
-    rebuilder = Rebuilder(js, config)
+async def rebuild(
+    js: JetStreamContext, prices: PriceBook, seeds: Sequence[BudgetDef], tz: tzinfo, *, write: bool
+) -> Rebuilt:
+    rebuilder = Rebuilder(js, prices, seeds, tz)
     rebuilt = await rebuilder.compute()
     if write:
         await rebuilder.write(rebuilt)

@@ -13,6 +13,7 @@ from services.finops.consumer import UsageConsumer
 from services.finops.ledger import Priced, budget_state, period_key, scope_keys
 from services.finops.metrics import FinopsMetrics
 from services.finops.pricing import PriceBook
+from services.finops.settings import FinOpsConfig
 from services.finops.store import (
     BudgetBook,
     LedgerStore,
@@ -32,8 +33,9 @@ class FinopsService:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.config = worker.config
+        self.finops = FinOpsConfig.load(worker.settings.config_file)  # this service's own sections
         self.tz = ZoneInfo(self.config.finops_timezone)
-        self.prices = PriceBook(self.config)
+        self.prices = PriceBook(self.finops, self.config.deployments, self.config.currency)
         self.metrics = FinopsMetrics(self.config.currency)
         self.book = BudgetBook()
         # Linger: at low rates each event would be its own batch, with one compare-and-set per
@@ -53,7 +55,7 @@ class FinopsService:
 
     async def start(self) -> None:
         kv = await self.worker.kv(KV_BUDGETS)
-        await seed_budgets(kv, config_budgets(self.config))
+        await seed_budgets(kv, config_budgets(self.finops.budgets, self.config.currency))
         loaded = await load_budget_book(kv)
         self.book.definitions, self.book.resets = loaded.definitions, loaded.resets
         self.book.dirty.update(d.scope_key for d in self.book.definitions.values())

@@ -37,7 +37,7 @@ from services.finops.ledger import (
     state_key,
     totals_key,
 )
-from services.runtime.settings import PlatformConfig
+from services.finops.settings import BudgetConfig
 
 CAS_ATTEMPTS: Final = 50
 FINOPS_STAGE: Final[Stage] = "finops"
@@ -394,11 +394,12 @@ async def seed_budgets(kv: KeyValue, seeds: Sequence[BudgetDef]) -> None:
                 break
 
 
-def config_budgets(config: PlatformConfig) -> list[BudgetDef]:
+def config_budgets(budgets: Sequence[BudgetConfig], currency: str) -> list[BudgetDef]:
+    """The config's budgets (``FinOpsConfig.budgets``) as definitions, in the platform's currency."""
     return [
         BudgetDef(
             budget_id=b.id, scope=b.scope, scope_id=b.scope_id, period=b.period, limit=b.limit,
-            warn_pct=b.warn_pct, act_pct=b.act_pct, action=b.action, currency=config.currency, source="config",
+            warn_pct=b.warn_pct, act_pct=b.act_pct, action=b.action, currency=currency, source="config",
         )
-        for b in config.budgets
+        for b in budgets
     ]

@@ -8,6 +8,7 @@ import uvicorn
 
 from services.gateway.app import create_app
 from services.gateway.errors import gateway_protocol
+from services.gateway.settings import GatewayConfig
 from services.runtime.logging import configure_logging
 from services.runtime.settings import MeshSettings, load_config
 from services.runtime.telemetry import configure_tracing
@@ -29,7 +30,7 @@ def main() -> None:
         log_level=settings.log_level,
         access_log=False,  # access lines would carry client-chosen paths and headers
         loop="uvloop",  # libuv event loop and the C HTTP parser: less CPU per request
-        http=gateway_protocol(config.gateway_limits),  # httptools, with OpenAI-shaped errors of its own
+        http=gateway_protocol(GatewayConfig.load(settings.config_file).gateway_limits),  # httptools, with OpenAI-shaped errors of its own
     )
 
 

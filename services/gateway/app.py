@@ -69,6 +69,7 @@ from services.gateway.responses_api import (
     responses_param,
     sse,
 )
+from services.gateway.settings import GatewayConfig
 from services.gateway.streaming import LiveStream, sse_events
 from services.kernel.end_user import end_user_hash
 from services.runtime.bus import connect, ensure_topology
@@ -142,6 +143,7 @@ class GatewayMetrics:
 def create_app(settings: MeshSettings | None = None) -> FastAPI:
     settings = settings or MeshSettings()
     config: PlatformConfig = load_config(settings.config_file)
+    gateway_config = GatewayConfig.load(settings.config_file)  # this service's own sections
     metrics = GatewayMetrics()
     slots = asyncio.Semaphore(config.max_in_flight_per_gateway)
     state: dict[str, Any] = {}
@@ -224,7 +226,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     gateway_errors.install(app, count_error)
     app.add_middleware(
         GatewayGuard,
-        limits=config.gateway_limits,
+        limits=gateway_config.gateway_limits,
         key_of=identity_lookup(keyring.limit_id_of, oidc),  # OIDC callers too (issue 14)
         on_error=count_error,
         on_in_flight=lambda key_id, count: metrics.key_in_flight.labels(api_key=key_id).set(count),
@@ -373,9 +375,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         # --- input limits (issue 18) -----------------------------------------------------------
         prompt_tokens = limits.estimate_prompt_tokens(texts)
         violation = (
-            limits.check_messages(texts, config.gateway_limits)
-            or limits.check_metadata(metadata, config.gateway_limits)
-            or limits.check_context(prompt_tokens, max_tokens, max_tokens_param, config.gateway_limits)
+            limits.check_messages(texts, gateway_config.gateway_limits)
+            or limits.check_metadata(metadata, gateway_config.gateway_limits)
+            or limits.check_context(prompt_tokens, max_tokens, max_tokens_param, gateway_config.gateway_limits)
         )
         if violation is not None:
             return refused(violation)
@@ -439,7 +441,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         """Rate limits (issue 5, FinOps): per key, team, end user and endpoint, shared via KV.
         The endpoint is what ``model`` resolved to (a route or class), never the raw string."""
         endpoint = limits.rate_limit_endpoint(submitted.attributes.requested_model, endpoints)
-        refusal = await check_rate_limits(state["limiter_js"], config, admission.key, submitted, endpoint)
+        refusal = await check_rate_limits(
+            state["limiter_js"], gateway_config.rate_limits, admission.key, submitted, endpoint
+        )
         if refusal is None:
             return None
         if refusal.code == "overloaded" and not bus.connected:

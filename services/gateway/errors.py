@@ -25,7 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from services.gateway.limits import Violation, header_violation, param_path
 from services.gateway.openai_api import ChatCompletionRequest, error_body
-from services.runtime.settings import GatewayLimits
+from services.gateway.settings import GatewayLimits
 
 log = structlog.get_logger("stellwerk.gateway")
 

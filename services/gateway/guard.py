@@ -38,6 +38,7 @@ from services.gateway.limits import (
     header_bytes,
     header_violation,
 )
+from services.gateway.settings import GatewayLimits
 from services.runtime.oidc import (
     IdentityNotMapped,
     IdpUnavailable,
@@ -45,7 +46,7 @@ from services.runtime.oidc import (
     TokenRejected,
     looks_like_jwt,
 )
-from services.runtime.settings import ApiKey, GatewayLimits
+from services.runtime.settings import ApiKey
 
 log = structlog.get_logger("stellwerk.gateway")
 

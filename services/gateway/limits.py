@@ -1,6 +1,6 @@
 """The gateway's input limits (issue 18): pure checks, each with the status it is refused with.
 
-Every limit is a setting (``PlatformConfig.gateway_limits``, ``services/runtime/settings.py``)
+Every limit is a setting (``gateway_limits`` of the platform config, ``services/gateway/settings.py``)
 and documented in docs/openai.md ("Limits and errors"). A refusal names the parameter and
 the limit, never the offending value, and says whether waiting could help: only a 429 does.
 
@@ -25,8 +25,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from services.gateway.settings import GatewayLimits
 from services.kernel.tokens import estimate_prompt_tokens as _estimate
-from services.runtime.settings import GatewayLimits
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,11 +33,13 @@ from nats.js.kv import KeyValue
 from schemas import subjects
 from schemas.events import AuditEvent, ChatMessage, RequestSubmitted, encode, envelope_fields
 from schemas.streams import KV_RATELIMITS
+from services.gateway.settings import RateLimits
 from services.kernel.gcra import LimitState, Rate, gcra, refund
+from services.kernel.limit_spec import LimitSpec
 from services.kernel.tokens import estimate_prompt_tokens
 from services.runtime.errors import fixed_message
 from services.runtime.kv_docs import read_doc, write_doc
-from services.runtime.settings import ApiKey, LimitSpec, PlatformConfig, RateLimits
+from services.runtime.settings import ApiKey
 
 Metric = Literal["requests", "tokens"]
 Scope = Literal["user", "team", "endpoint", "end_user"]
@@ -222,14 +224,13 @@ _limiters: weakref.WeakKeyDictionary[JetStreamContext, KvRateLimiter] = weakref.
 
 
 async def check(
-    js: JetStreamContext, config: PlatformConfig, key: ApiKey, submitted: RequestSubmitted, endpoint: str
+    js: JetStreamContext, limits: RateLimits, key: ApiKey, submitted: RequestSubmitted, endpoint: str
 ) -> Refusal | None:
     """The gateway's admission: None to proceed, else why not and when to retry.
 
     A refusal is audited (stage ``gateway``, outcome ``rate_limited``). If KV cannot be
     reached the request is refused with 503 — fail closed, like every other guard.
     """
-    limits = config.rate_limits
     if not (limits.users or limits.teams or limits.endpoints or limits.end_users):
         return None
     try:

@@ -6,6 +6,7 @@ never imports a service, the runtime or the ``stellwerk`` CLI package (tests/uni
 test_boundaries.py enforces the import rules for every package).
 
     gcra.py          rate-limit math (GCRA): one theoretical arrival time per limit
+    limit_spec.py    a rate limit as configured (gateway and tool gateway sections)
     pricing.py       a model call's cost at call time: GPU-seconds, token and GPU-hour price
     call_context.py  what the tool gateway tells an MCP server about a call (``_meta`` keys)
     tokens.py        the one token counter: offline tiktoken tables, chat framing, cheap estimate

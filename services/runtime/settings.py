@@ -6,7 +6,7 @@ import hashlib
 import os
 import socket
 import ssl
-from datetime import date
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -303,8 +303,6 @@ class PlatformConfig(BaseModel):
     # answers 503 with Retry-After instead of queueing more work into the pipeline.
     max_pipeline_backlog: int = 1000
     max_in_flight_per_gateway: int = 512
-    # Input limits of the gateway (issue 18; model at the end of this file, docs/openai.md).
-    gateway_limits: GatewayLimits = Field(default_factory=lambda: GatewayLimits())
     api_keys: list[ApiKey]
     # Routes as data (issue 13); derived from the deployments when the section is absent.
     routes: list[RouteSpec] = Field(default_factory=list)
@@ -313,15 +311,14 @@ class PlatformConfig(BaseModel):
     model_aliases: dict[str, str] = Field(default_factory=dict)
     deployments: list[Deployment]
     simulators: list[SimulatorSpec] = []
-    # FinOps (issue 5; models at the end of this file): cost model, budgets, rate limits.
-    gpu_classes: list[GpuClass] = Field(default_factory=list)
-    price_table: PriceTable = Field(default_factory=lambda: PriceTable())
-    budgets: list[BudgetConfig] = Field(default_factory=list)
-    rate_limits: RateLimits = Field(default_factory=lambda: RateLimits())
-    finops_timezone: str = "UTC"  # where budget days and months begin
-    # The tool gateway's sections (``tool_servers``, ``tool_rate_limits``, ``tool_approvals``)
-    # are in this file too, but the tool gateway owns their models and reads them itself
-    # (services/toolgateway/settings.py, ``ToolConfig``): settings live with their service.
+    finops_timezone: str = "UTC"  # where budget days and months begin (FinOps and the console)
+    # Sections one service reads are in this file too, but that service owns their models and
+    # reads them itself (settings live with their service; docs/architecture.md): the tool
+    # gateway's ``tool_servers``, ``tool_rate_limits``, ``tool_approvals``
+    # (services/toolgateway/settings.py, ``ToolConfig``); FinOps' ``gpu_classes``,
+    # ``price_table``, ``budgets`` (services/finops/settings.py, ``FinOpsConfig``); the
+    # gateway's ``gateway_limits`` and ``rate_limits`` (services/gateway/settings.py,
+    # ``GatewayConfig``). This model ignores them, as it ignores any key it does not know.
     # Bearer tokens of an OpenID Connect issuer at the gateway (issue 14; model at the end of
     # this file, docs/identity.md). None: API keys only.
     oidc: OidcConfig | None = None
@@ -438,111 +435,17 @@ def load_config(path: Path) -> PlatformConfig:
     return PlatformConfig.model_validate(yaml.safe_load(path.read_text()))
 
 
+def config_sections(path: Path, names: Iterable[str]) -> dict[str, Any]:
+    """The named top-level sections of the platform config file, as written: what a service
+    that models its own sections (``ToolConfig``, ``FinOpsConfig``, ``GatewayConfig``)
+    validates. Sections the file leaves out are absent (the model's defaults apply)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    return {name: raw[name] for name in names if name in raw}
+
+
 @lru_cache(maxsize=4)
 def cached_config(path: Path) -> PlatformConfig:
     return load_config(path)
-
-
-# --- FinOps (issue 5) ---------------------------------------------------------------------
-
-
-class GpuClass(BaseModel):
-    """On-prem cost of one GPU of a class per year, and the hours it does productive work.
-
-    GPU-hour rate = (CAPEX / amortisation years + maintenance + energy + cooling + data centre
-    + operations) / productive GPU-hours per year; energy = power × 8,760 h × price per kWh,
-    cooling = energy × (PUE − 1). All amounts per GPU, in ``currency``.
-    """
-
-    name: str
-    currency: str = "EUR"
-    capex: float = Field(ge=0)  # purchase price per GPU incl. its share of host and network
-    amortisation_years: float = Field(gt=0)
-    maintenance_per_year: float = Field(default=0.0, ge=0)
-    power_kw: float = Field(default=0.0, ge=0)  # average draw per GPU incl. its host share
-    energy_price_per_kwh: float = Field(default=0.0, ge=0)
-    pue: float = Field(default=1.0, ge=1.0)
-    datacenter_per_year: float = Field(default=0.0, ge=0)  # space, racks, network share
-    operations_per_year: float = Field(default=0.0, ge=0)  # staff and software share
-    productive_hours_per_year: float = Field(gt=0, le=8784)
-
-
-class PriceEntry(BaseModel):
-    """The price of one deployment from ``valid_from`` (until the next entry's date)."""
-
-    deployment: str
-    valid_from: date
-    input_per_1k: float = Field(default=0.0, ge=0)
-    output_per_1k: float = Field(default=0.0, ge=0)
-    gpu_class: str | None = None  # local deployments: priced per GPU-second at the class rate
-    litellm_model: str | None = None  # cross-check against LiteLLM's cost map (USD)
-
-
-class PriceTable(BaseModel):
-    currency: str = "EUR"
-    usd_rate: float = Field(default=1.0, gt=0)  # ``currency`` per USD, for the LiteLLM cross-check
-    tolerance_pct: float = Field(default=25.0, ge=0)  # allowed deviation from LiteLLM's list price
-    entries: list[PriceEntry] = Field(default_factory=list)
-
-
-class BudgetConfig(BaseModel):
-    """A budget seeded from the config; ``stellwerk finops budget set`` overrides it at run time."""
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    scope: Literal["tenant", "business_unit", "usecase", "endpoint", "end_user"]  # end_user: scope_id is the hash
-    scope_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    period: Literal["day", "month"] = "month"
-    limit: float = Field(gt=0)
-    warn_pct: float = Field(default=80.0, gt=0)
-    act_pct: float = Field(default=100.0, gt=0)
-    action: Literal["downgrade", "force_local", "block_noncritical"] = "downgrade"
-
-
-class LimitSpec(BaseModel):
-    """At most ``requests`` requests and ``tokens`` tokens per ``per_s`` seconds (GCRA: the
-    allowance refills continuously; a full window's worth may arrive at once)."""
-
-    requests: float | None = Field(default=None, gt=0)
-    tokens: float | None = Field(default=None, gt=0)
-    per_s: float = Field(default=60.0, gt=0)
-
-
-class RateLimits(BaseModel):
-    """Gateway limits, shared by every replica through KV ``ratelimits``. Keys name an API key
-    (``users``), a business unit (``teams``) or the model endpoint a request addresses
-    (``endpoints``: ``stellwerk`` or a route); ``"*"`` applies to every one without an entry."""
-
-    users: dict[str, LimitSpec] = Field(default_factory=dict)
-    teams: dict[str, LimitSpec] = Field(default_factory=dict)
-    endpoints: dict[str, LimitSpec] = Field(default_factory=dict)
-    # Per end user (issue 14): keyed on the hashed end user (``user`` or X-Stellwerk-End-User);
-    # entries name an API key id, a tenant or ``"*"``. Requests without an end user do not count.
-    end_users: dict[str, LimitSpec] = Field(default_factory=dict)
-    completion_tokens_estimate: int = Field(default=512, ge=0)  # charged when max_tokens is absent
-
-
-# --- Gateway input limits (issue 18) ---------------------------------------------------------
-
-
-class GatewayLimits(BaseModel):
-    """What one HTTP request to the gateway may be; each is enforced with a documented status
-    (docs/openai.md, "Limits and errors"). Concurrency is counted per gateway replica."""
-
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)  # 413 above
-    max_header_bytes: int = Field(default=16 * 1024, gt=0)  # request line + headers; 431 above
-    max_json_depth: int = Field(default=32, ge=4)  # nesting of arrays and objects; 400 above
-    max_messages: int = Field(default=1024, gt=0)  # per request; 400 above
-    max_message_chars: int = Field(default=1_000_000, gt=0)  # per message; 413 above
-    max_metadata_keys: int = Field(default=16, ge=0)  # OpenAI's own bounds for ``metadata``
-    max_metadata_key_chars: int = Field(default=64, gt=0)
-    max_metadata_value_chars: int = Field(default=512, gt=0)
-    # The largest context window of any route: a request whose ``max_tokens`` (plus its
-    # estimated prompt) exceeds it can be served by no route, so it is a 400, not a 429.
-    context_window_tokens: int = Field(default=200_000, gt=0)
-    header_timeout_s: float = Field(default=10.0, gt=0)  # headers of a request must arrive within
-    body_read_timeout_s: float = Field(default=30.0, gt=0)  # max wait for each body chunk; 408
-    send_timeout_s: float = Field(default=30.0, gt=0)  # a client that reads nothing this long is cut off
-    max_concurrent_per_key: int = Field(default=256, gt=0)  # requests in flight per API key; 429 (a key may serve a whole UI)
 
 
 # --- OIDC at the gateway (issue 14, docs/identity.md) -----------------------------------------
@@ -605,5 +508,5 @@ class ConsoleOidcConfig(BaseModel):
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
 
 
-# Once, after every model PlatformConfig names (FinOps and tool gateway) is defined.
+# Once, after every model PlatformConfig names (OIDC, further down) is defined.
 PlatformConfig.model_rebuild()

@@ -22,8 +22,8 @@ from nats.js.kv import KeyValue
 from schemas import subjects
 from schemas.events import ToolCallRequested
 from services.kernel.gcra import LimitState, Rate, gcra, refund
+from services.kernel.limit_spec import LimitSpec
 from services.runtime.kv_docs import read_doc, write_doc
-from services.runtime.settings import LimitSpec
 from services.toolgateway.settings import ToolRateLimits
 
 Scope = Literal["agent", "application", "user", "tool"]

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, Literal
 
-import yaml
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.runtime.settings import LimitSpec
+from services.kernel.limit_spec import LimitSpec
+from services.runtime.settings import config_sections
 
 SHIPPED_POLICY_DIR: Final = Path(__file__).parent / "policies"
 
@@ -92,5 +92,4 @@ class ToolConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> ToolConfig:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return cls.model_validate({k: raw[k] for k in cls.model_fields if k in raw})
+        return cls.model_validate(config_sections(path, cls.model_fields))

@@ -27,6 +27,7 @@ from schemas.vocabulary import (
     QualityTier,
     UsecaseClass,
 )
+from services.finops.settings import FinOpsConfig
 from services.router.decision import (
     RouterSettings,
     RoutingEngine,
@@ -50,6 +51,7 @@ def create_console(settings: MeshSettings | None = None) -> FastAPI:
     """The console app; one NATS connection, the key ring, the routing policy read locally."""
     settings = settings or MeshSettings()
     config = load_config(settings.config_file)
+    finops = FinOpsConfig.load(settings.config_file)  # price table and budgets, for the budgets page
     secret = os.environ.get("STELLWERK_CONSOLE_SECRET")
     sessions = Sessions(secret.encode() if secret else None)
     state: dict[str, Any] = {}
@@ -236,7 +238,7 @@ def create_console(settings: MeshSettings | None = None) -> FastAPI:
 
         from schemas.events import utcnow
         month = parse_period("month", utcnow(), ZoneInfo(config.finops_timezone))
-        report = await _report(settings.nats_url, config, "route", month)
+        report = await _report(settings.nats_url, config, finops, "route", month)
         days = spend.days
         return page(request, "budgets.html", operator, report=report, spend=spend, currency=config.currency,
                     cost_chart=data.svg_bars([spend.cost_by_day.get(d, 0.0) for d in days], "Spend per day"),

@@ -9,21 +9,27 @@ import pytest
 
 from services.finops.crosscheck import cross_check
 from services.finops.pricing import NANO, PriceBook, PriceError, gpu_cost
+from services.finops.settings import FinOpsConfig, GpuClass, PriceEntry
 from services.kernel.pricing import gpu_seconds, price_call
-from services.runtime.settings import DEFAULT_CONFIG, GpuClass, PlatformConfig, PriceEntry, load_config
+from services.runtime.settings import DEFAULT_CONFIG, load_config
 from tests.finops.helpers import usage
 
 CONFIG = load_config(DEFAULT_CONFIG)
+FINOPS = FinOpsConfig.load(DEFAULT_CONFIG)
 
 
-def with_prices(*entries: PriceEntry, **table: object) -> PlatformConfig:
-    config = CONFIG.model_copy(deep=True)
-    config.price_table = config.price_table.model_copy(update={"entries": list(entries), **table})
-    return config
+def book_of(finops: FinOpsConfig) -> PriceBook:
+    return PriceBook(finops, CONFIG.deployments, CONFIG.currency)
+
+
+def with_prices(*entries: PriceEntry, **table: object) -> FinOpsConfig:
+    finops = FINOPS.model_copy(deep=True)
+    finops.price_table = finops.price_table.model_copy(update={"entries": list(entries), **table})
+    return finops
 
 
 def test_gpu_hour_rate_is_the_on_prem_formula() -> None:
-    h100 = gpu_cost(CONFIG.gpu_classes[0])
+    h100 = gpu_cost(FINOPS.gpu_classes[0])
     assert h100.amortisation == 28_800 / 4
     assert math.isclose(h100.energy, 0.7 * 8760 * 0.20)
     assert math.isclose(h100.cooling, h100.energy * 0.5)
@@ -35,7 +41,7 @@ def test_gpu_hour_rate_is_the_on_prem_formula() -> None:
 def test_the_default_local_deployment_is_priced_at_its_gpu_class_rate() -> None:
     """Inference's estimate (the deployment's field) and the ledger's price agree by default."""
     local = CONFIG.deployments_for("local-vllm")[0]
-    book = PriceBook(CONFIG)
+    book = book_of(FINOPS)
     gpu_s = gpu_seconds(local, 1.5)
     event = usage(1, route="local-vllm", deployment=local.name, gpu_seconds=gpu_s, cost=0.0)
     charge = book.charge(event)
@@ -46,39 +52,39 @@ def test_the_default_local_deployment_is_priced_at_its_gpu_class_rate() -> None:
 
 
 def test_the_entry_valid_on_the_calls_day_prices_it() -> None:
-    config = with_prices(
+    finops = with_prices(
         PriceEntry(deployment="api-gpt52-1", valid_from=date(2026, 1, 1), input_per_1k=0.001, output_per_1k=0.01),
         PriceEntry(deployment="api-gpt52-1", valid_from=date(2026, 7, 1), input_per_1k=0.002, output_per_1k=0.02),
     )
-    book = PriceBook(config)
+    book = book_of(finops)
     before = book.charge(usage(1, at=datetime(2025, 12, 31, 23, tzinfo=UTC)))
     first = book.charge(usage(2, at=datetime(2026, 6, 30, 12, tzinfo=UTC)))
     second = book.charge(usage(3, at=datetime(2026, 7, 1, 0, tzinfo=UTC)))
-    api = config.deployments_for("api-gpt52")[0]
+    api = CONFIG.deployments_for("api-gpt52")[0]
     assert before.source == "deployment"
     assert before.cost_nanos == round((api.input_price_per_1k + api.output_price_per_1k) * NANO)
     assert (first.cost_nanos, second.cost_nanos) == (11_000_000, 22_000_000)
 
 
 def test_an_unknown_deployment_keeps_the_reported_cost() -> None:
-    charge = PriceBook(CONFIG).charge(usage(1, deployment="elsewhere-1", cost=0.5))
+    charge = book_of(FINOPS).charge(usage(1, deployment="elsewhere-1", cost=0.5))
     assert (charge.source, charge.cost_nanos) == ("event", 500_000_000)
 
 
 def test_price_configuration_errors_are_refused() -> None:
     with pytest.raises(PriceError, match="unknown GPU class"):
-        PriceBook(with_prices(PriceEntry(deployment="local-vllm-1", valid_from=date(2026, 1, 1), gpu_class="b200")))
+        book_of(with_prices(PriceEntry(deployment="local-vllm-1", valid_from=date(2026, 1, 1), gpu_class="b200")))
     with pytest.raises(PriceError, match="currency"):
-        PriceBook(with_prices(PriceEntry(deployment="api-gpt52-1", valid_from=date(2026, 1, 1)), currency="USD"))
-    config = CONFIG.model_copy(deep=True)
-    config.gpu_classes = [GpuClass(name="h100-80gb", currency="USD", capex=1, amortisation_years=1,
+        book_of(with_prices(PriceEntry(deployment="api-gpt52-1", valid_from=date(2026, 1, 1)), currency="USD"))
+    finops = FINOPS.model_copy(deep=True)
+    finops.gpu_classes = [GpuClass(name="h100-80gb", currency="USD", capex=1, amortisation_years=1,
                                    productive_hours_per_year=1)]
     with pytest.raises(PriceError, match="another currency"):
-        PriceBook(config)
+        book_of(finops)
 
 
 def test_api_prices_cross_check_against_litellm() -> None:
-    [check] = cross_check(CONFIG)
+    [check] = cross_check(FINOPS.price_table)
     assert check.arithmetic_ok, "LiteLLM's completion_cost prices our registered entry exactly as we do"
     assert check.litellm_model == "gpt-5.2"
     assert check.list_input_per_1k is not None and math.isclose(check.list_input_per_1k, 1.75e-6 * 1000 * 0.86)
@@ -87,11 +93,11 @@ def test_api_prices_cross_check_against_litellm() -> None:
 
 
 def test_a_price_far_from_the_list_price_is_flagged() -> None:
-    config = with_prices(PriceEntry(deployment="api-gpt52-1", valid_from=date(2026, 1, 1), input_per_1k=0.0001,
+    finops = with_prices(PriceEntry(deployment="api-gpt52-1", valid_from=date(2026, 1, 1), input_per_1k=0.0001,
                                     output_per_1k=0.012, litellm_model="gpt-5.2"), usd_rate=0.86)
-    [check] = cross_check(config)
+    [check] = cross_check(finops.price_table)
     assert check.arithmetic_ok and check.within_tolerance is False and not check.ok
     unknown = with_prices(PriceEntry(deployment="api-gpt52-1", valid_from=date(2026, 1, 1), input_per_1k=0.001,
                                      litellm_model="no-such-model"))
-    [check] = cross_check(unknown)
+    [check] = cross_check(unknown.price_table)
     assert check.note and check.ok

@@ -17,9 +17,11 @@ import yaml
 from schemas.events import ChatMessage
 from schemas.streams import KV_RATELIMITS
 from services.gateway.ratelimit import Check, KvRateLimiter, decide, estimate_tokens, plan
+from services.gateway.settings import RateLimits
 from services.kernel.gcra import LimitState, Rate, gcra, refund
+from services.kernel.limit_spec import LimitSpec
 from services.runtime.bus import connect, ensure_topology
-from services.runtime.settings import DEFAULT_CONFIG, ApiKey, LimitSpec, RateLimits
+from services.runtime.settings import DEFAULT_CONFIG, ApiKey
 from stellwerk.supervisor import free_port
 from tests.integration.mesh import eventually
 

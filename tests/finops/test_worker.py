@@ -7,11 +7,13 @@ import json
 import os
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from typer.testing import CliRunner
 
 from schemas import subjects
@@ -21,8 +23,10 @@ from services.finops.cli import app
 from services.finops.ledger import Replay
 from services.finops.pricing import PriceBook
 from services.finops.rebuild import Rebuilder, differences, live_documents
+from services.finops.settings import FinOpsConfig
+from services.finops.store import config_budgets
 from services.runtime.bus import ensure_topology
-from services.runtime.settings import load_config
+from services.runtime.settings import PlatformConfig, load_config
 from stellwerk.supervisor import free_port
 from tests.finops.conftest import Workers, kv_state, kv_totals, publish, read_all, settled
 from tests.finops.helpers import usage
@@ -48,6 +52,16 @@ def cli(workers: Workers, *args: str) -> str:
     result = CliRunner().invoke(app, list(args), env=env)
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def price_book(config: PlatformConfig, config_file: Path) -> PriceBook:
+    return PriceBook(FinOpsConfig.load(config_file), config.deployments, config.currency)
+
+
+def rebuilder(js: JetStreamContext, config: PlatformConfig, config_file: Path) -> Rebuilder:
+    """What ``stellwerk finops rebuild`` replays with, for the workers' config file."""
+    seeds = config_budgets(FinOpsConfig.load(config_file).budgets, config.currency)
+    return Rebuilder(js, price_book(config, config_file), seeds, ZoneInfo(config.finops_timezone))
 
 
 async def test_every_event_is_booked_once_with_two_workers_duplicates_and_a_killed_worker(
@@ -80,13 +94,13 @@ async def test_every_event_is_booked_once_with_two_workers_duplicates_and_a_kill
     assert info.delivered.consumer_seq > info.delivered.stream_seq
 
     config = load_config(workers.config)
-    prices, expected = PriceBook(config), Replay(config.currency, ZoneInfo("UTC"))
+    prices, expected = price_book(config, workers.config), Replay(config.currency, ZoneInfo("UTC"))
     for event in events:
         expected.add(0, event, prices.charge(event))
     for key in ("tenant.zeta", "business_unit.it", "usecase.coding", "endpoint.local-vllm", "endpoint.api-gpt52-1"):
         assert (await kv_totals(js, key)).comparable() == expected.docs[key].comparable(), key
     assert (await kv_totals(js, "tenant.zeta")).requests == 1000
-    rebuilt = await Rebuilder(js, config).compute()
+    rebuilt = await rebuilder(js, config, workers.config).compute()
     assert rebuilt.events == 3300 and rebuilt.duplicates == 300
     assert differences(rebuilt, *await live_documents(js, config.currency)) == []
 
@@ -153,7 +167,7 @@ async def test_kv_rebuilt_from_the_stream_after_its_loss_equals_the_live_state(
 
     await eventually(acme_reset)
     live = await live_documents(js, config.currency)
-    assert differences(await Rebuilder(js, config).compute(), *live) == []
+    assert differences(await rebuilder(js, config, workers.config).compute(), *live) == []
 
     workers.stop_all()
     await js.delete_key_value(KV_BUDGETS)  # the loss

@@ -33,10 +33,12 @@ from starlette.routing import Route
 from schemas.streams import KV_RATELIMITS
 from services.gateway.guard import VERIFIED_TOKEN, GatewayGuard, identity_lookup
 from services.gateway.ratelimit import KvRateLimiter
+from services.gateway.settings import GatewayLimits, RateLimits
+from services.kernel.limit_spec import LimitSpec
 from services.runtime.bus import connect, ensure_topology
 from services.runtime.keys import KeyRing, KeyStore, api_key_of
 from services.runtime.oidc import OidcVerifier, TokenRejected
-from services.runtime.settings import GatewayLimits, LimitSpec, OidcConfig, RateLimits
+from services.runtime.settings import OidcConfig
 from stellwerk.supervisor import free_port
 
 AUDIENCE = "stellwerk-gateway"

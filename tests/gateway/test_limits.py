@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from services.gateway import limits
 from services.gateway.openai_api import NOT_YET_SUPPORTED, ChatCompletionRequest, mesh_messages, mesh_params
-from services.runtime.settings import GatewayLimits
+from services.gateway.settings import GatewayLimits
 
 LIMITS = GatewayLimits()
 json_values = st.recursive(

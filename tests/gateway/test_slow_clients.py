@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from services.gateway.errors import gateway_protocol
 from services.gateway.guard import GatewayGuard, key_lookup
-from services.runtime.settings import GatewayLimits
+from services.gateway.settings import GatewayLimits
 from stellwerk.supervisor import free_port
 from tests.integration.mesh import eventually
 

@@ -9,8 +9,8 @@ import pytest_asyncio
 from nats.js.kv import KeyValue
 
 from schemas.events import ToolCallRequested, deadline_in
+from services.kernel.limit_spec import LimitSpec
 from services.runtime.bus import connect, ensure_topology
-from services.runtime.settings import LimitSpec
 from services.toolgateway.limiter import ToolRateLimiter, plan
 from services.toolgateway.settings import ToolRateLimits
 
