@@ -7,15 +7,18 @@ so a reload swaps one reference and never blocks screening.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
 from services.dlp.config import GuardConfig
 from services.dlp.context_enhancer import FastContextEnhancer
 from services.dlp.nlp import NER_ENTITIES, OfflineNlpEngine
+from services.dlp.prefilter import PatternPrefilter, PrefilteredRegistry
 from services.dlp.recognizers.org_identifiers import OrgIdentifier, org_recognizers
 from services.dlp.recognizers.standard import generic_recognizers
 
@@ -31,11 +34,16 @@ class EntityDetector:
         nlp_engine: OfflineNlpEngine,
         base_recognizers: dict[str, list[EntityRecognizer]],
         org_identifiers: Sequence[OrgIdentifier],
+        prefilters: dict[str, PatternPrefilter] | None = None,
     ) -> None:
         self.config = config
         self.nlp_engine = nlp_engine
         self._base = base_recognizers
         self.org_identifiers = list(org_identifiers)
+        # Built from the base recognizers only, so an org-identifier reload reuses them (org
+        # recognizers always run); a recognizer switched off for a tenant is simply not in
+        # that tenant's registry. None: no shortcut, every recognizer runs.
+        self._prefilters = prefilters or {}
         self._recognizers = {
             lang: [
                 r for r in [*base_recognizers[lang], *org_recognizers(self.org_identifiers, lang)]
@@ -53,7 +61,7 @@ class EntityDetector:
         analyzer = self._analyzers.get(disabled)
         if analyzer is not None:
             return analyzer
-        registry = RecognizerRegistry(supported_languages=list(self.config.languages))
+        registry = PrefilteredRegistry(supported_languages=list(self.config.languages))
         for lang in self.config.languages:
             for recognizer in self._recognizers[lang]:
                 if not set(recognizer.supported_entities) <= disabled:
@@ -75,6 +83,9 @@ class EntityDetector:
         config: GuardConfig,
         extra_recognizers: dict[str, list[EntityRecognizer]],
         org_identifiers: Sequence[OrgIdentifier],
+        prefilter_cache: Path | None = None,
+        *,
+        prefilter: bool = True,
     ) -> EntityDetector:
         nlp_engine = OfflineNlpEngine(config.languages, english_ner=config.english_ner)
         nlp_engine.load()
@@ -86,16 +97,32 @@ class EntityDetector:
                     SpacyRecognizer(supported_language="en", supported_entities=list(NER_ENTITIES))
                 )
             base[lang] = recognizers
-        return cls(config, nlp_engine, base, org_identifiers)
+        prefilters = (
+            {lang: PatternPrefilter(base[lang], prefilter_cache) for lang in config.languages}
+            if prefilter else None
+        )
+        return cls(config, nlp_engine, base, org_identifiers, prefilters)
 
     def with_org_identifiers(self, org_identifiers: Sequence[OrgIdentifier]) -> EntityDetector:
-        return EntityDetector(self.config, self.nlp_engine, self._base, org_identifiers)
+        return EntityDetector(self.config, self.nlp_engine, self._base, org_identifiers, self._prefilters)
 
     def detect(
         self, text: str, language: str, disabled: frozenset[str] = frozenset()
     ) -> list[RecognizerResult]:
         """Findings in ``text``; recognizers whose every entity is in ``disabled`` do not run."""
-        results: list[RecognizerResult] = self._analyzer_without(disabled).analyze(
-            text=text, language=language, score_threshold=0.0
-        )
+        analyzer = self._analyzer_without(disabled)
+        prefilter = self._prefilters.get(language)
+        # Pattern recognizers that cannot match this text are skipped (services/dlp/prefilter.py).
+        with prefilter.skipping(text) if prefilter is not None else contextlib.nullcontext():
+            results: list[RecognizerResult] = analyzer.analyze(
+                text=text, language=language, score_threshold=0.0
+            )
         return results
+
+    @property
+    def prefilters_ready(self) -> bool:
+        """Whether every language's prefilter automaton is built (tests wait for it)."""
+        return all(p.ready for p in self._prefilters.values())
+
+    def prefilter_for(self, language: str) -> PatternPrefilter | None:
+        return self._prefilters.get(language)

@@ -28,6 +28,7 @@ from services.dlp.language import detect_language
 from services.dlp.medical import MedicalLexicon, MedicalScan
 from services.dlp.normalize import normalize
 from services.dlp.policy import PolicyFeatures, SensitivityPolicy
+from services.dlp.prefilter import PatternPrefilter
 from services.dlp.recognizers.address import StreetAddressRecognizer
 from services.dlp.recognizers.identifiers import identifier_recognizers
 from services.dlp.recognizers.org_identifiers import (
@@ -142,7 +143,8 @@ class DlpGuard:
         try:
             config = load_guard_config(settings.config_file)
             identifiers = load_org_identifiers(settings.org_identifiers_file)
-            detector = EntityDetector.build(config, _extra_recognizers(settings, config), identifiers)
+            detector = EntityDetector.build(config, _extra_recognizers(settings, config), identifiers,
+                                            settings.prefilter_cache_dir, prefilter=settings.prefilter)
             medical = MedicalLexicon(settings.medical_dir, config.languages)
             policy = SensitivityPolicy(settings.policy_dir)
         except Exception as exc:  # whatever breaks at start-up: fail closed
@@ -157,6 +159,14 @@ class DlpGuard:
         """Install a sensitivity policy bundle from KV ``policies`` (issue 17); raises
         PolicyError if it does not compile, the old one stays in force."""
         self._policy.replace(source)
+
+    @property
+    def prefilter_ready(self) -> bool:
+        """Whether the recognizer prefilter is in force (services/dlp/prefilter.py)."""
+        return self._detector.prefilters_ready
+
+    def prefilter_for(self, language: str) -> PatternPrefilter | None:
+        return self._detector.prefilter_for(language)
 
     @property
     def org_identifiers(self) -> list[OrgIdentifier]:
