@@ -61,6 +61,7 @@ from services.gateway.openai_api import (
     stream_chunks,
 )
 from services.gateway.ratelimit import check as check_rate_limits
+from services.gateway.ratelimit import return_leases
 from services.gateway.responses_api import (
     ResponsesRequestError,
     ResponsesStream,
@@ -193,6 +194,7 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
         yield
         watcher.cancel()
         keys_watch.cancel()
+        await return_leases(state["limiter_js"])  # what this replica reserved goes to the others
         await nc.drain()
 
     # No unauthenticated Swagger UI, ReDoc or schema (issue 14): ``gateway_openapi`` serves the

@@ -11,22 +11,37 @@ Tokens are charged at admission as an estimate — prompt characters / 4 plus ``
 (or ``completion_tokens_estimate`` when absent), as OpenAI's own limiter does — because the
 real count exists only after the call.
 
-The core (``decide``, ``plan``, ``estimate_tokens`` over the kernel's ``gcra``) is pure; ``KvRateLimiter`` is
-the thin KV adapter; ``check`` is what the gateway calls. Replicas share a wall clock: skew
-between them of δ seconds shifts a limit by at most δ·rate.
+Leases: a write per limit per request cost more than a fifth of the mesh's CPU per request
+(three KV compare-and-sets, each a JetStream write). While a document has plenty of
+allowance left, a replica therefore reserves a *lease* with the request's charge — 5 % of the
+window's allowance, taken only from what lies above 20 % of it — and admits the next requests
+from that lease without a KV round trip until it is used up. The lease is charged in KV like
+the requests it stands for, so several replicas can never admit more than the limit together;
+what a replica reserved and did not use goes back after a second without use (or at
+shutdown), so it can delay another replica's requests by at most that long, and only while
+the limit is far from reached. Near the limit (and for limits too small for a whole unit of
+lease) every request is decided on KV, exactly as before. A replica that dies with a lease
+forfeits it: the limit errs towards refusing.
+
+The core (``decide``, ``plan``, ``estimate_tokens``, ``lease_size`` over the kernel's ``gcra``) is
+pure; ``KvRateLimiter`` is the thin KV adapter; ``check`` is what the gateway calls. Replicas
+share a wall clock: skew between them of δ seconds shifts a limit by at most δ·rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import random
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 import nats.errors
+import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -43,7 +58,11 @@ from services.runtime.settings import ApiKey
 
 Metric = Literal["requests", "tokens"]
 Scope = Literal["user", "team", "endpoint", "end_user"]
+log = structlog.get_logger("stellwerk.gateway")
 CAS_ATTEMPTS: Final = 64
+LEASE_SHARE: Final = 0.05  # of a limit's window allowance, reserved with one KV write
+LEASE_ABOVE: Final = 0.20  # leases only come from the allowance above this share of it
+LEASE_IDLE_S: Final = 1.0  # a lease not drawn on for this long goes back to KV
 
 
 # --- the pure core ---------------------------------------------------------------------------
@@ -97,6 +116,26 @@ def decide(state: LimitState, checks: Sequence[Check], now: float) -> tuple[Limi
     if refusals:
         return state, max(refusals, key=lambda r: r.retry_after_s)
     return LimitState(tat=new), None
+
+
+def lease_size(state: LimitState, check: Check, now: float) -> float:
+    """Whole units to reserve beyond ``check``'s own cost: a share of the window's allowance,
+    taken only from what lies above ``LEASE_ABOVE`` of it (0 near the limit)."""
+    left = gcra(state.tat.get(check.metric, 0.0), now, 0.0, check.rate).remaining
+    spare = left - check.cost - LEASE_ABOVE * check.rate.limit
+    return float(max(0, math.floor(min(LEASE_SHARE * check.rate.limit, spare))))
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Units of a document this replica has charged in KV and not yet admitted, per metric."""
+
+    units: dict[Metric, float]
+    rates: dict[Metric, Rate]
+    used_at: float  # monotonic
+
+    def covers(self, checks: Sequence[Check]) -> bool:
+        return all(self.units.get(c.metric, 0.0) >= c.cost for c in checks)
 
 
 def _spec(table: dict[str, LimitSpec], *names: str) -> LimitSpec | None:
@@ -157,6 +196,8 @@ class KvRateLimiter:
         # it and writes with compare-and-set, so a replica that is alone on a document needs
         # one KV round trip per request instead of two. A lost race re-reads (issue 11).
         self._known: dict[str, tuple[LimitState, int]] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._returner: asyncio.Task[None] | None = None
 
     def _lock(self, kv_key: str) -> asyncio.Lock:
         lock = self._locks.get(kv_key)
@@ -189,22 +230,55 @@ class KvRateLimiter:
 
     async def _charge(self, kv_key: str, checks: Sequence[Check]) -> Refusal | None:
         async with self._lock(kv_key):
+            lease = self._leases.get(kv_key)
+            if lease is not None and lease.covers(checks):
+                for check in checks:
+                    lease.units[check.metric] -= check.cost
+                lease.used_at = time.monotonic()
+                return None
+            held = lease.units if lease is not None else {}
+            # What KV must give: the cost beyond what the lease still holds, plus a new lease.
+            needed = [replace(c, cost=max(0.0, c.cost - held.get(c.metric, 0.0))) for c in checks]
             for attempt in range(CAS_ATTEMPTS):
                 known = self._known.get(kv_key)
                 state, revision = known if known is not None else await self._read(kv_key)
-                new, refusal = decide(state, checks, self.clock())
+                now = self.clock()
+                extra: dict[Metric, float] = {c.metric: lease_size(state, c, now) for c in needed}
+                new, refusal = decide(state, [replace(c, cost=c.cost + extra[c.metric]) for c in needed], now)
+                if refusal is not None and any(extra.values()):
+                    extra = dict.fromkeys(extra, 0.0)
+                    new, refusal = decide(state, needed, now)
                 if refusal is not None and known is not None:
                     self._known.pop(kv_key, None)  # refuse only on fresh state (refunds lower it)
                     continue
                 if refusal is not None:
                     return refusal
                 if await self._write(kv_key, new, revision):
+                    self._keep_lease(kv_key, checks, needed, held, extra)
                     return None
                 await asyncio.sleep(random.uniform(0, 0.001) * min(attempt + 1, 8))  # another replica won
         return Refusal("limiter", "unavailable", 1.0, 0.0, status=503, code="overloaded")
 
+    def _keep_lease(self, kv_key: str, checks: Sequence[Check], needed: Sequence[Check],
+                    held: dict[Metric, float], extra: dict[Metric, float]) -> None:
+        """After a charge of ``needed`` (+ ``extra``) in KV: what this replica may still admit."""
+        units = dict(held)
+        for check, charged in zip(checks, needed, strict=True):
+            units[check.metric] = held.get(check.metric, 0.0) + charged.cost + extra[check.metric] - check.cost
+        if not any(units.values()):
+            self._leases.pop(kv_key, None)
+            return
+        self._leases[kv_key] = _Lease(units, {c.metric: c.rate for c in checks}, time.monotonic())
+        if self._returner is None or self._returner.done():
+            self._returner = asyncio.create_task(self._return_idle_leases())
+
     async def _refund(self, kv_key: str, checks: Sequence[Check]) -> None:
         async with self._lock(kv_key):
+            lease = self._leases.get(kv_key)
+            if lease is not None:  # still charged in KV: it goes back into the lease
+                for check in checks:
+                    lease.units[check.metric] = lease.units.get(check.metric, 0.0) + check.cost
+                return
             await self._refund_locked(kv_key, checks)
 
     async def _refund_locked(self, kv_key: str, checks: Sequence[Check]) -> None:
@@ -219,8 +293,46 @@ class KvRateLimiter:
             if await self._write(kv_key, LimitState(tat=tat), revision):
                 return
 
+    async def return_leases(self, idle_s: float = 0.0) -> None:
+        """Give back to KV what this replica reserved and has not used for ``idle_s``."""
+        cutoff = time.monotonic() - idle_s
+        for kv_key in [k for k, lease in self._leases.items() if lease.used_at <= cutoff]:
+            async with self._lock(kv_key):
+                lease = self._leases.get(kv_key)
+                if lease is None or lease.used_at > cutoff:
+                    continue
+                unused = [Check("user", "", metric, lease.rates[metric], units)
+                          for metric, units in lease.units.items() if units > 0]
+                if unused:
+                    await self._refund_locked(kv_key, unused)
+                del self._leases[kv_key]
+
+    async def _return_idle_leases(self) -> None:
+        while self._leases:
+            await asyncio.sleep(LEASE_IDLE_S / 2)
+            try:
+                await self.return_leases(LEASE_IDLE_S)
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                # Kept and tried again: an unreturned lease only delays others' requests.
+                log.warning("rate_limit_lease_return_failed", error=type(exc).__name__)
+
+    async def aclose(self) -> None:
+        if self._returner is not None:
+            self._returner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._returner
+        await self.return_leases()
+
 
 _limiters: weakref.WeakKeyDictionary[JetStreamContext, KvRateLimiter] = weakref.WeakKeyDictionary()
+
+
+async def return_leases(js: JetStreamContext) -> None:
+    """At shutdown: what this replica reserved and did not use goes back to the others."""
+    limiter = _limiters.get(js)
+    if limiter is not None:
+        with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+            await limiter.aclose()
 
 
 async def check(

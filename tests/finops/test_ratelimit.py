@@ -16,7 +16,7 @@ import yaml
 
 from schemas.events import ChatMessage
 from schemas.streams import KV_RATELIMITS
-from services.gateway.ratelimit import Check, KvRateLimiter, decide, estimate_tokens, plan
+from services.gateway.ratelimit import Check, KvRateLimiter, decide, estimate_tokens, lease_size, plan
 from services.gateway.settings import RateLimits
 from services.kernel.gcra import LimitState, Rate, gcra, refund
 from services.kernel.limit_spec import LimitSpec
@@ -93,9 +93,45 @@ async def test_two_replicas_share_one_limit_through_kv(nats_url: str) -> None:
     admitted = [o for o in outcomes if o is None]
     assert len(admitted) == 7
     assert all(o.name == "user.requests" and o.retry_after_s > 0 for o in outcomes if o is not None)
-    # The refused requests were not charged to the team: 7 × 100 tokens only.
+    # The refused requests were not charged to the team: 7 × 100 tokens only, once what the
+    # replicas reserved beyond their requests (leases) has gone back.
+    await asyncio.gather(*(r.aclose() for r in replicas))
     team = msgspec.json.decode((await kv.get("team.acme-insurance.claims")).value or b"", type=LimitState)
     assert team.tat["tokens"] == pytest.approx(5_000.0 + 700 * 60 / 10_000)
+    await nc.close()
+
+
+def test_a_lease_is_a_share_of_the_allowance_above_the_floor_and_none_near_the_limit() -> None:
+    check = Check("user", "k", "requests", Rate(1000, 60), 1)
+    assert lease_size(LimitState(), check, 100.0) == 50  # 5 % of 1,000
+    # 150 left (of 1,000): only what lies above 200 could be leased — nothing
+    nearly_used = LimitState(tat={"requests": 100.0 + (1000 - 150) * 60 / 1000})
+    assert lease_size(nearly_used, check, 100.0) == 0
+    assert lease_size(LimitState(), Check("user", "k", "requests", Rate(6, 3600), 1), 100.0) == 0  # < 1 unit
+
+
+async def test_leases_spare_kv_writes_and_two_replicas_never_admit_more_than_the_limit(nats_url: str) -> None:
+    nc = await connect(nats_url, "test", persistent=False)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    kv = await js.key_value(KV_RATELIMITS)
+    limits = RateLimits(endpoints={"*": LimitSpec(requests=400, per_s=3600)})
+    clock = lambda: 9_000.0  # noqa: E731 - frozen: no refill
+    replicas = [KvRateLimiter(kv, limits, clock=clock), KvRateLimiter(kv, limits, clock=clock)]
+    endpoint = "leases-" + str(os.getpid())
+    before = (await js.stream_info("KV_" + KV_RATELIMITS)).state.last_seq
+    outcomes = await asyncio.gather(*(replicas[i % 2].admit(KEY, endpoint, tokens=1) for i in range(600)))
+    writes = (await js.stream_info("KV_" + KV_RATELIMITS)).state.last_seq - before
+    admitted = sum(o is None for o in outcomes)
+    # Never more than the limit; at most the two replicas' last leases (20 each) unused.
+    assert 400 - 2 * 20 <= admitted <= 400
+    # Far fewer KV writes than admissions: leases while the allowance was plentiful, one
+    # write per request only in the last 20 % (80 requests) and for refusals' re-reads.
+    assert writes < admitted / 2
+    await asyncio.gather(*(r.aclose() for r in replicas))
+    state = msgspec.json.decode((await kv.get(f"endpoint.{endpoint}")).value or b"", type=LimitState)
+    # What was reserved and not used went back: the document holds exactly what was admitted.
+    assert state.tat["requests"] == pytest.approx(9_000.0 + admitted * 3600 / 400)
     await nc.close()
 
 
