@@ -198,6 +198,10 @@ class KvRateLimiter:
         self._known: dict[str, tuple[LimitState, int]] = {}
         self._leases: dict[str, _Lease] = {}
         self._returner: asyncio.Task[None] | None = None
+        # When this replica last charged each document (monotonic): leases only for documents
+        # in steady use — for a key seen once a minute, a lease would cost a second write
+        # (its return) instead of saving any.
+        self._seen: dict[str, float] = {}
 
     def _lock(self, kv_key: str) -> asyncio.Lock:
         lock = self._locks.get(kv_key)
@@ -237,13 +241,14 @@ class KvRateLimiter:
                 lease.used_at = time.monotonic()
                 return None
             held = lease.units if lease is not None else {}
+            hot = self._hot(kv_key)
             # What KV must give: the cost beyond what the lease still holds, plus a new lease.
             needed = [replace(c, cost=max(0.0, c.cost - held.get(c.metric, 0.0))) for c in checks]
             for attempt in range(CAS_ATTEMPTS):
                 known = self._known.get(kv_key)
                 state, revision = known if known is not None else await self._read(kv_key)
                 now = self.clock()
-                extra: dict[Metric, float] = {c.metric: lease_size(state, c, now) for c in needed}
+                extra: dict[Metric, float] = {c.metric: lease_size(state, c, now) if hot else 0.0 for c in needed}
                 new, refusal = decide(state, [replace(c, cost=c.cost + extra[c.metric]) for c in needed], now)
                 if refusal is not None and any(extra.values()):
                     extra = dict.fromkeys(extra, 0.0)
@@ -258,6 +263,14 @@ class KvRateLimiter:
                     return None
                 await asyncio.sleep(random.uniform(0, 0.001) * min(attempt + 1, 8))  # another replica won
         return Refusal("limiter", "unavailable", 1.0, 0.0, status=503, code="overloaded")
+
+    def _hot(self, kv_key: str) -> bool:
+        now = time.monotonic()
+        last = self._seen.get(kv_key)
+        self._seen[kv_key] = now
+        if len(self._seen) > 4096:  # forget documents not charged lately
+            self._seen = {k: t for k, t in self._seen.items() if now - t < LEASE_IDLE_S}
+        return last is not None and now - last < LEASE_IDLE_S
 
     def _keep_lease(self, kv_key: str, checks: Sequence[Check], needed: Sequence[Check],
                     held: dict[Metric, float], extra: dict[Metric, float]) -> None:

@@ -118,6 +118,11 @@ async def test_leases_spare_kv_writes_and_two_replicas_never_admit_more_than_the
     limits = RateLimits(endpoints={"*": LimitSpec(requests=400, per_s=3600)})
     clock = lambda: 9_000.0  # noqa: E731 - frozen: no refill
     replicas = [KvRateLimiter(kv, limits, clock=clock), KvRateLimiter(kv, limits, clock=clock)]
+    # A document charged once (not in steady use) gets no lease: KV holds exactly that request.
+    sparse = "sparse-" + str(os.getpid())
+    assert await replicas[0].admit(KEY, sparse, tokens=1) is None
+    once = msgspec.json.decode((await kv.get(f"endpoint.{sparse}")).value or b"", type=LimitState)
+    assert once.tat["requests"] == pytest.approx(9_000.0 + 3600 / 400)
     endpoint = "leases-" + str(os.getpid())
     before = (await js.stream_info("KV_" + KV_RATELIMITS)).state.last_seq
     outcomes = await asyncio.gather(*(replicas[i % 2].admit(KEY, endpoint, tokens=1) for i in range(600)))
