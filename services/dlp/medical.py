@@ -81,15 +81,17 @@ class _LanguageLexicon:
             else:
                 terms.exact.add(core)
         self._categories: list[tuple[str, frozenset[str], tuple[str, ...], tuple[str, ...],
-                                     tuple[str, ...], re.Pattern[str] | None]] = []
+                                     re.Pattern[str] | None, re.Pattern[str] | None]] = []
         for category, terms in by_category.items():
             phrase_re = (
                 re.compile(r"(?<!\w)(?:" + "|".join(terms.phrases) + r")(?!\w)", re.IGNORECASE)
                 if terms.phrases else None
             )
+            # Infixes as one regex: a search in C instead of a Python loop per word.
+            infix_re = re.compile("|".join(map(re.escape, terms.infixes))) if terms.infixes else None
             self._categories.append((
                 category, frozenset(terms.exact), tuple(terms.prefixes), tuple(terms.suffixes),
-                tuple(terms.infixes), phrase_re,
+                infix_re, phrase_re,
             ))
 
     def scan(self, text: str) -> tuple[list[MedicalMatch], int]:
@@ -122,7 +124,7 @@ class _LanguageLexicon:
                 word in exact
                 or (prefixes and word.startswith(prefixes))
                 or (suffixes and word.endswith(suffixes))
-                or any(infix in word for infix in infixes)
+                or (infixes is not None and infixes.search(word) is not None)
             ):
                 return category
         return None
