@@ -11,7 +11,7 @@ Tokens are charged at admission as an estimate — prompt characters / 4 plus ``
 (or ``completion_tokens_estimate`` when absent), as OpenAI's own limiter does — because the
 real count exists only after the call.
 
-Leases: a write per limit per request cost more than a fifth of the mesh's CPU per request
+Leases: a write per limit per request cost about a sixth of the mesh's CPU per request
 (three KV compare-and-sets, each a JetStream write). While a document has plenty of
 allowance left, a replica therefore reserves a *lease* with the request's charge — 5 % of the
 window's allowance, taken only from what lies above 20 % of it — and admits the next requests
