@@ -33,6 +33,7 @@ import importlib.metadata
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ import structlog
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerRegistry
 
 log = structlog.get_logger("stellwerk.dlp")
+_KEEP_UNUSED_S = 30 * 24 * 3600
 _ENGINE = f"hyperscan {importlib.metadata.version('hyperscan')}"  # a new engine rebuilds the cache
 
 _WIDEST = (
@@ -184,6 +186,8 @@ class PatternPrefilter:
             log.info("dlp_prefilter_cache_unusable")
             return False
         self._automaton = (database, scratch)
+        with contextlib.suppress(OSError):
+            os.utime(self._cache_file)  # in use: kept by the clean-up in _store
         return True
 
     def _compile(self) -> None:
@@ -206,5 +210,10 @@ class PatternPrefilter:
             partial = self._cache_file.with_suffix(f".{os.getpid()}.partial")
             partial.write_bytes(hyperscan.dumpb(database))
             partial.replace(self._cache_file)  # atomic: a concurrent start reads all or nothing
+            # Automata of patterns no worker has loaded for a month (~8 MB each) go.
+            stale = time.time() - _KEEP_UNUSED_S
+            for old in self._cache_file.parent.glob("*.hsdb"):
+                if old.stat().st_mtime < stale:
+                    old.unlink(missing_ok=True)
         except OSError as exc:
             log.info("dlp_prefilter_cache_not_written", error=type(exc).__name__)

@@ -8,6 +8,7 @@ decisions and texts. Tests assert on types and offsets only, never print a value
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -108,10 +109,14 @@ def test_the_automaton_is_cached_and_a_broken_cache_file_is_rebuilt(tmp_path: Pa
     cached = tmp_path / f"{first.key}.hsdb"
     assert cached.is_file()
     assert PatternPrefilter([recognizer], tmp_path, background=True).ready  # loaded, no build
+    stale = tmp_path / "0123abcd.hsdb"  # another pattern set's automaton, unused for 40 days
+    stale.write_bytes(b"old")
+    os.utime(stale, (time.time() - 40 * 86400,) * 2)
     cached.write_bytes(b"not an automaton")
     rebuilt = PatternPrefilter([recognizer], tmp_path, background=False)
     assert rebuilt.ready and rebuilt.excluded("no digits") == frozenset({id(recognizer)})
     assert rebuilt.excluded("year 2026") == frozenset()
+    assert not stale.exists() and cached.is_file()  # written anew, the stale one cleaned up
 
 
 def test_until_the_automaton_is_ready_every_recognizer_runs(tmp_path: Path) -> None:
