@@ -323,6 +323,8 @@ class PlatformConfig(BaseModel):
     # this file, docs/identity.md). None: API keys only.
     oidc: OidcConfig | None = None
     # Sign-in to the console with that issuer (issue 15, docs/console.md); needs ``oidc``.
+    # Shared, not the console's own: the tool gateway accepts tokens issued to its
+    # ``client_id`` from people deciding approvals (services/toolgateway/approvers.py).
     console_oidc: ConsoleOidcConfig | None = None
     # System prompts the platform injects (issue 17, docs/routing.md): versioned template files
     # ``<dir>/<usecase>/<name>.md`` (None: the shipped ones), and the template per use case.

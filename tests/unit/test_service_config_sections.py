@@ -39,6 +39,15 @@ def test_each_section_has_one_owner_and_the_shared_model_has_none_of_them() -> N
     assert not set(owned) & set(PlatformConfig.model_fields)
 
 
+# Read by several services, so shared (docs/architecture.md): ``console_oidc`` too — the console
+# signs in with it and the tool gateway accepts tokens issued to its client from approvers.
+SHARED_SECTIONS = {"api_keys", "deployments", "routes", "oidc", "console_oidc", "currency", "finops_timezone"}
+
+
+def test_sections_several_services_read_stay_shared() -> None:
+    assert set(PlatformConfig.model_fields) >= SHARED_SECTIONS
+
+
 def test_the_shipped_config_file_gives_each_service_its_sections() -> None:
     finops = FinOpsConfig.load(DEFAULT_CONFIG)
     assert [g.name for g in finops.gpu_classes] == ["h100-80gb"]
