@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import hyperscan
+import regex
 import structlog
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerRegistry
 
@@ -87,6 +88,44 @@ def _portable(pattern: str) -> bool:
     return True
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+class _ClassAgreement:
+    """Whether Hyperscan puts a character in ``\\w``, ``\\d`` and ``\\s`` exactly as the
+    ``regex`` module does. Their Unicode tables differ: ``regex`` counts combining marks as
+    word characters, and knows the digits of scripts newer than Hyperscan's tables (Hanifi
+    Rohingya, Wancho, …) — a tax number written in those digits matches a recognizer's ``\\d``
+    in ``regex`` but not in the automaton. A text with such a character runs every recognizer."""
+
+    def __init__(self) -> None:
+        self._tables: list[tuple[regex.Pattern[str], hyperscan.Database, hyperscan.Scratch]] = []
+        for pattern in (r"\w", r"\d", r"\s"):
+            database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            database.compile(expressions=[pattern.encode()], ids=[0], elements=1,
+                             flags=[hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP | hyperscan.HS_FLAG_SINGLEMATCH])
+            self._tables.append((regex.compile(pattern), database, hyperscan.Scratch(database)))
+        self._agrees: dict[str, bool] = {}
+
+    def __call__(self, char: str) -> bool:
+        known = self._agrees.get(char)
+        if known is None:
+            known = all(bool(python.match(char)) == _matches(database, scratch, char)
+                        for python, database, scratch in self._tables)
+            self._agrees[char] = known  # bounded by the characters Unicode has
+        return known
+
+
+def _matches(database: hyperscan.Database, scratch: hyperscan.Scratch, text: str) -> bool:
+    hits: list[int] = []
+
+    def on_match(owner: int, _start: int, _end: int, _flags: int, _context: object) -> None:
+        hits.append(owner)
+
+    database.scan(text.encode("utf-8"), match_event_handler=on_match, scratch=scratch)
+    return bool(hits)
+
+
 # The recognizers this analysis call skips (ids), set by ``PatternPrefilter.skipping``.
 _skipped: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "stellwerk_dlp_skipped_recognizers", default=frozenset()
@@ -120,6 +159,7 @@ class PatternPrefilter:
                 self._owners += [len(self._gated)] * len(expressions)
                 self._expressions += expressions
                 self._gated.append(recognizer)
+        self._agreement = _ClassAgreement()
         # The automaton and its scratch space (one scan at a time: screening is synchronous on
         # the worker's event loop), set once built; read without a lock (one reference).
         self._automaton: tuple[hyperscan.Database, hyperscan.Scratch] | None = None
@@ -154,6 +194,8 @@ class PatternPrefilter:
         if automaton is None:
             return frozenset()
         database, scratch = automaton
+        if not all(self._agreement(char) for char in set(_NON_ASCII.findall(text))):
+            return frozenset()  # a character the automaton reads differently: run everything
         hits: set[int] = set()
 
         def on_match(owner: int, _start: int, _end: int, _flags: int, _context: object) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import regex
 from presidio_analyzer import Pattern, PatternRecognizer
 
 from bench.dlp import FAMILIES, CorpusGenerator, VariantGenerator, hard_corpus
@@ -23,8 +24,9 @@ from services.dlp.settings import DlpSettings
 from tests.dlp.conftest import CONTEXT
 
 # Characters that trip naive ASCII matching: umlauts, sharp s, fullwidth and Arabic-Indic
-# digits, non-breaking and thin spaces, a Kelvin sign, a dotless i, Greek final sigma.
-_LOOKALIKES = "äöüÄÖÜßẞ０１９٣٤\u00a0\u2009\u212aıς@.-/"
+# digits, non-breaking and thin spaces, a Kelvin sign, a dotless i, Greek final sigma, a
+# combining accent and Hanifi Rohingya digits (newer than Hyperscan's Unicode tables).
+_LOOKALIKES = "äöüÄÖÜßẞ０１９٣٤\u00a0\u2009\u212aıς@.-/\u0301\U00010d33\U00010d35"
 
 
 def _ready(guard: DlpGuard, timeout_s: float = 180.0) -> DlpGuard:
@@ -101,6 +103,18 @@ def test_patterns_hyperscan_may_read_differently_keep_their_recognizer_always_on
     prefilter = PatternPrefilter([fuzzy, plain], tmp_path, background=False)
     assert prefilter.gated == 1
     assert prefilter.excluded("nothing to see") == frozenset({id(plain)})  # the fuzzy one runs
+
+
+def test_a_character_whose_class_hyperscan_reads_differently_runs_every_recognizer(tmp_path: Path) -> None:
+    four_digits = PatternRecognizer(supported_entity="Y", name="digits", patterns=[Pattern("p", r"\d{4}", 0.5)])
+    prefilter = PatternPrefilter([four_digits], tmp_path, background=False)
+    assert prefilter.excluded("no number here") == frozenset({id(four_digits)})
+    # Hanifi Rohingya digits: ``\d`` to Python's ``regex``, not to Hyperscan's older tables —
+    # the automaton finds nothing, so without the check the recognizer would be skipped.
+    rohingya = "".join(chr(0x10D30 + d) for d in (2, 0, 2, 6))
+    assert regex.search(r"\d{4}", rohingya) is not None
+    assert prefilter.excluded(f"year {rohingya}") == frozenset()
+    assert prefilter.excluded("Grüße, ünd ä") == frozenset({id(four_digits)})  # umlauts agree
 
 
 def test_the_automaton_is_cached_and_a_broken_cache_file_is_rebuilt(tmp_path: Path) -> None:
