@@ -234,6 +234,7 @@ class KvRateLimiter:
 
     async def _charge(self, kv_key: str, checks: Sequence[Check]) -> Refusal | None:
         async with self._lock(kv_key):
+            hot = self._hot(kv_key)  # recorded on every charge, also those a lease serves
             lease = self._leases.get(kv_key)
             if lease is not None and lease.covers(checks):
                 for check in checks:
@@ -241,7 +242,6 @@ class KvRateLimiter:
                 lease.used_at = time.monotonic()
                 return None
             held = lease.units if lease is not None else {}
-            hot = self._hot(kv_key)
             # What KV must give: the cost beyond what the lease still holds, plus a new lease.
             needed = [replace(c, cost=max(0.0, c.cost - held.get(c.metric, 0.0))) for c in checks]
             for attempt in range(CAS_ATTEMPTS):
