@@ -194,17 +194,17 @@ class PatternPrefilter:
         if automaton is None:
             return frozenset()
         database, scratch = automaton
-        if not all(self._agreement(char) for char in set(_NON_ASCII.findall(text))):
-            return frozenset()  # a character the automaton reads differently: run everything
         hits: set[int] = set()
 
         def on_match(owner: int, _start: int, _end: int, _flags: int, _context: object) -> None:
             hits.add(owner)
 
         try:
+            if not all(self._agreement(char) for char in set(_NON_ASCII.findall(text))):
+                return frozenset()  # a character the automaton reads differently: run everything
             database.scan(text.encode("utf-8"), match_event_handler=on_match, scratch=scratch)
         except (UnicodeEncodeError, hyperscan.error):
-            return frozenset()  # cannot tell: every recognizer runs
+            return frozenset()  # cannot tell (a lone surrogate, a scan error): every recognizer runs
         return frozenset(id(r) for index, r in enumerate(self._gated) if index not in hits)
 
     @contextlib.contextmanager

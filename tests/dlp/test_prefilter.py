@@ -115,6 +115,7 @@ def test_a_character_whose_class_hyperscan_reads_differently_runs_every_recogniz
     assert regex.search(r"\d{4}", rohingya) is not None
     assert prefilter.excluded(f"year {rohingya}") == frozenset()
     assert prefilter.excluded("Grüße, ünd ä") == frozenset({id(four_digits)})  # umlauts agree
+    assert prefilter.excluded("a lone surrogate \ud800 here") == frozenset()  # cannot encode: all run
 
 
 def test_the_automaton_is_cached_and_a_broken_cache_file_is_rebuilt(tmp_path: Path) -> None:
