@@ -30,6 +30,7 @@ import contextlib
 import re
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -68,6 +69,8 @@ S = TypeVar("S", bound=msgspec.Struct)
 Handler = Callable[[E], Awaitable[Effects]]
 
 _BACKOFF_S = (0.2, 1.0, 3.0, 5.0)
+_REPLY_FLUSH_S = 2  # a reply not confirmed by then: the message comes back, the reply goes again
+_REPLIED_KEPT = 65_536  # request ids of confirmed replies (a redelivery comes within minutes)
 # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
 _DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -134,6 +137,9 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         # id(message) -> (message, when it was last kept alive): in-progress acks of long handlers
         self._in_progress: dict[int, tuple[Msg, float]] = {}
+        # Requests whose final reply this worker saw reach the server (a flush after it):
+        # an ended request delivered again gets no second reply only if it is here (bounded).
+        self._replied: OrderedDict[str, None] = OrderedDict()
 
     @property
     def nc(self) -> Client:
@@ -448,9 +454,28 @@ class Worker:
             not new for effect, new in zip(stored, fresh, strict=True) if isinstance(effect, Record)
         )
         if ended_before:
+            # Replied before, unless that delivery's connection died between storing the trail
+            # and the reply reaching the server (a failover): then the caller still waits, and
+            # the reply goes out now. A reply confirmed by this worker is never sent twice.
+            replies = [r for r in replies if r.result.request_id not in self._replied]
+        if not replies:
             return
+        # Claimed before the reply goes out, so a copy of the request handled concurrently
+        # (two deliveries at once) does not reply too; released if the reply is not confirmed.
         for effect in replies:
-            await self.reply(effect.result)
+            self._replied[effect.result.request_id] = None
+        while len(self._replied) > _REPLIED_KEPT:
+            self._replied.popitem(last=False)
+        try:
+            for effect in replies:
+                await self.reply(effect.result)
+            # Confirmed: the server has the reply (a PING/PONG after it). If not, the message
+            # is not acked, comes back, and the reply is sent again.
+            await self.nc.flush(timeout=_REPLY_FLUSH_S)
+        except BaseException:
+            for effect in replies:
+                self._replied.pop(effect.result.request_id, None)
+            raise
 
     async def _store(self, effect: Publish | Record) -> bool:
         """Carry out one stored effect; False when the stream already had it."""
