@@ -29,7 +29,6 @@ import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from stellwerk.supervisor import free_port  # outside the ephemeral range
 
 LITELLM_VERSION = "1.102.4"
 LITELLM_REQUIREMENT = f"litellm[proxy]=={LITELLM_VERSION}"
@@ -78,13 +79,6 @@ def interrupt() -> None:
 def check_interrupted() -> None:
     if _interrupted:
         raise Interrupted
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _die_with_parent() -> None:

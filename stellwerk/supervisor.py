@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,11 +53,41 @@ def nats_server_binary() -> str:
     return found
 
 
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()  # ports this process chose: never chosen twice
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(n) for n in _EPHEMERAL.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return low, high
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 for a server of the mesh to listen on, chosen *outside*
+    the kernel's ephemeral range: a port from that range (what binding port 0 returns) can be
+    taken by an outgoing connection between being chosen and the server binding it — the mesh
+    opens hundreds of connections while its processes start, and CI saw a worker's metrics
+    port go that way."""
+    low, high = _ephemeral_range()
+    candidates = range(max(1024, low - 12_000), low) if low > 13_024 else range(high + 1, 65_536)
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket() as s:  # a crowded range: the kernel's choice after all
+        s.bind(("127.0.0.1", 0))
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def port_in_use(port: int) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,11 @@ import openai
 import pytest
 
 from services.simulator.tokenizer import cl100k
+from stellwerk.supervisor import free_port
 from tests.simulator.helpers import MODEL, metric
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Wie hoch ist das Budget für Q3? Answer in one sentence, please."
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
