@@ -73,7 +73,7 @@ def free_port() -> int:
     port go that way."""
     low, high = _ephemeral_range()
     candidates = range(max(1024, low - 12_000), low) if low > 13_024 else range(high + 1, 65_536)
-    for _ in range(200):
+    for _ in range(200 if len(candidates) else 0):  # no room outside it: the kernel's choice
         port = random.choice(candidates)
         if port in _handed_out:
             continue
