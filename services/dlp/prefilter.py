@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -110,20 +111,28 @@ class _ClassAgreement:
     def __call__(self, char: str) -> bool:
         known = self._agrees.get(char)
         if known is None:
-            known = all(bool(python.match(char)) == _matches(database, scratch, char)
+            known = all(bool(python.match(char)) == bool(_hits(database, scratch, char))
                         for python, database, scratch in self._tables)
             self._agrees[char] = known  # bounded by the characters Unicode has
         return known
 
 
-def _matches(database: hyperscan.Database, scratch: hyperscan.Scratch, text: str) -> bool:
-    hits: list[int] = []
+@functools.cache
+def _class_agreement() -> _ClassAgreement:
+    """One per process: every language's prefilter asks the same question (scans run on the
+    worker's event loop only, so the shared scratch spaces are never used twice at once)."""
+    return _ClassAgreement()
+
+
+def _hits(database: hyperscan.Database, scratch: hyperscan.Scratch, text: str) -> set[int]:
+    """The ids of the expressions of ``database`` that match somewhere in ``text``."""
+    hits: set[int] = set()
 
     def on_match(owner: int, _start: int, _end: int, _flags: int, _context: object) -> None:
-        hits.append(owner)
+        hits.add(owner)
 
     database.scan(text.encode("utf-8"), match_event_handler=on_match, scratch=scratch)
-    return bool(hits)
+    return hits
 
 
 # The recognizers this analysis call skips (ids), set by ``PatternPrefilter.skipping``.
@@ -159,7 +168,6 @@ class PatternPrefilter:
                 self._owners += [len(self._gated)] * len(expressions)
                 self._expressions += expressions
                 self._gated.append(recognizer)
-        self._agreement = _ClassAgreement()
         # The automaton and its scratch space (one scan at a time: screening is synchronous on
         # the worker's event loop), set once built; read without a lock (one reference).
         self._automaton: tuple[hyperscan.Database, hyperscan.Scratch] | None = None
@@ -194,15 +202,11 @@ class PatternPrefilter:
         if automaton is None:
             return frozenset()
         database, scratch = automaton
-        hits: set[int] = set()
-
-        def on_match(owner: int, _start: int, _end: int, _flags: int, _context: object) -> None:
-            hits.add(owner)
-
         try:
-            if not all(self._agreement(char) for char in set(_NON_ASCII.findall(text))):
+            agrees = _class_agreement()
+            if not all(agrees(char) for char in set(_NON_ASCII.findall(text))):
                 return frozenset()  # a character the automaton reads differently: run everything
-            database.scan(text.encode("utf-8"), match_event_handler=on_match, scratch=scratch)
+            hits = _hits(database, scratch, text)
         except (UnicodeEncodeError, hyperscan.error):
             return frozenset()  # cannot tell (a lone surrogate, a scan error): every recognizer runs
         return frozenset(id(r) for index, r in enumerate(self._gated) if index not in hits)
