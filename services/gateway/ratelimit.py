@@ -128,11 +128,12 @@ def lease_size(state: LimitState, check: Check, now: float) -> float:
 
 @dataclass(slots=True)
 class _Lease:
-    """Units of a document this replica has charged in KV and not yet admitted, per metric."""
+    """Units of a document this replica has charged in KV and not yet admitted, per metric;
+    ``checks``: the document's limits (what the units go back to)."""
 
     units: dict[Metric, float]
-    rates: dict[Metric, Rate]
-    used_at: float  # monotonic
+    checks: list[Check]
+    used_at: float  # monotonic: when a request last drew on it
 
     def covers(self, checks: Sequence[Check]) -> bool:
         return all(self.units.get(c.metric, 0.0) >= c.cost for c in checks)
@@ -281,7 +282,7 @@ class KvRateLimiter:
         if not any(units.values()):
             self._leases.pop(kv_key, None)
             return
-        self._leases[kv_key] = _Lease(units, {c.metric: c.rate for c in checks}, time.monotonic())
+        self._leases[kv_key] = _Lease(units, list(checks), time.monotonic())
         if self._returner is None or self._returner.done():
             self._returner = asyncio.create_task(self._return_idle_leases())
 
@@ -314,8 +315,8 @@ class KvRateLimiter:
                 lease = self._leases.get(kv_key)
                 if lease is None or lease.used_at > cutoff:
                     continue
-                unused = [Check("user", "", metric, lease.rates[metric], units)
-                          for metric, units in lease.units.items() if units > 0]
+                unused = [replace(c, cost=lease.units[c.metric]) for c in lease.checks
+                          if lease.units.get(c.metric, 0.0) > 0]
                 if unused:
                     await self._refund_locked(kv_key, unused)
                 del self._leases[kv_key]
