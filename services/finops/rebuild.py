@@ -151,16 +151,6 @@ async def _restore(kv: KeyValue, key: str, value: bytes) -> None:
         await write_if_unchanged(kv, key, value, None)
 
 
-async def rebuild(
-    js: JetStreamContext, prices: PriceBook, seeds: Sequence[BudgetDef], tz: tzinfo, *, write: bool
-) -> Rebuilt:
-    rebuilder = Rebuilder(js, prices, seeds, tz)
-    rebuilt = await rebuilder.compute()
-    if write:
-        await rebuilder.write(rebuilt)
-    return rebuilt
-
-
 async def live_documents(js: JetStreamContext, currency: str) -> tuple[dict[str, Totals], dict[str, StateDoc]]:
     """What KV ``budgets`` holds now (for comparing with a rebuild)."""
     kv = await js.key_value(KV_BUDGETS)
